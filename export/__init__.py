@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX graphs (and TensorRT engines) with a manifest and measured parity."""

@@ -1,0 +1,1 @@
+"""Deployment runtime: numpy, OpenCV, ONNX Runtime and TensorRT. Never imports torch."""

@@ -1,0 +1,73 @@
+"""Numeric building blocks: coordinate grid, anti-alias downsampling, closed-form 2x2 inverse."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.keypoints import inverse_2x2 as inverse_2x2_np
+from training.model import AntiAliasInterpolation2d, inverse_2x2, make_coordinate_grid
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_coordinate_grid_is_bit_exact_and_xy_ordered():
+    grid = make_coordinate_grid(3, 4)
+    assert grid.shape == (3, 4, 2)
+    # FACTS 2.1: w=4 in float32 gives exactly these values (divide, times 2, minus 1).
+    expected_x = np.array([-1, -0.33333331, 0.33333337, 1], dtype=np.float32)
+    np.testing.assert_array_equal(grid[0, :, 0].numpy(), expected_x)
+    np.testing.assert_array_equal(grid[:, 0, 1].numpy(), np.array([-1, 0, 1], dtype=np.float32))
+
+
+@pytest.mark.parametrize("scale, kernel, step", [(0.25, 13, 4), (0.5, 5, 2), (0.125, 29, 8)])
+def test_anti_alias_kernel(scale, kernel, step):
+    down = AntiAliasInterpolation2d(3, scale)
+    assert down.weight.shape == (3, 1, kernel, kernel)
+    assert down.step == step
+    np.testing.assert_allclose(down.weight.sum(dim=(1, 2, 3)).numpy(), 1.0, rtol=1e-6)
+
+
+def test_anti_alias_output_size_is_ceil_for_non_divisible_input():
+    down = AntiAliasInterpolation2d(3, 0.25)
+    assert down(torch.rand(1, 3, 250, 250)).shape == (1, 3, 63, 63)
+    assert down(torch.rand(1, 3, 256, 256)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inverse_2x2_matches_torch_inverse(dtype):
+    g = torch.Generator().manual_seed(0)
+    m = torch.eye(2, dtype=dtype) + 0.4 * torch.randn(64, 10, 2, 2, generator=g, dtype=dtype)
+    ours = inverse_2x2(m)
+    ref = torch.inverse(m)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    cond = torch.linalg.cond(m).max().item()
+    torch.testing.assert_close(ours, ref, atol=tol * cond, rtol=tol * cond)
+    torch.testing.assert_close(ours @ m, torch.eye(2, dtype=dtype).expand_as(m), atol=tol * cond, rtol=0)
+    np.testing.assert_allclose(inverse_2x2_np(m.numpy()), ref.numpy(), atol=tol * cond, rtol=tol * cond)
+
+
+def test_no_general_matrix_inverse_in_product_code():
+    pattern = re.compile(r"torch\.inverse\(|linalg\.inv(_ex)?\(|\.inverse\(\)")
+    offenders = []
+    for package in ("training", "export", "runtime", "benchmarks"):
+        for path in (REPO / package).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, "general matrix inverse found (use inverse_2x2):\n" + "\n".join(offenders)
+
+
+def test_kp_detector_jacobian_starts_at_identity():
+    from runtime.config import resolve_config
+    from training.model import build_kp_detector
+
+    kp = build_kp_detector(resolve_config("tiny-test")).eval()
+    with torch.no_grad():
+        out = kp(torch.rand(2, 3, 128, 128))
+    torch.testing.assert_close(out["jacobian"], torch.eye(2).expand(2, 10, 2, 2))
+    assert out["value"].shape == (2, 10, 2) and out["value"].abs().max() <= 1

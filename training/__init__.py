@@ -1,0 +1,1 @@
+"""PyTorch side of fomm-deploy: the FOMM networks, checkpoints, and (later) training."""

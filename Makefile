@@ -27,9 +27,13 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Until a trained demo model ships (issue #6), the demo uses the small upstream golden checkpoint.
+DEMO_CKPT ?= tests/data/golden-small/checkpoint.pth.tar
+DEMO_CONFIG ?= tiny-test
+
 demo: setup
-	$(BIN)/python -m training.inspect --ckpt tests/data/golden-small/checkpoint.pth.tar --config tiny-test
-	$(BIN)/python -m training.inspect --ckpt tests/data/golden-small/checkpoint.pth.tar --config tiny-test --align-corners
+	$(BIN)/python -m training.inspect --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG)
+	$(BIN)/fomm-export --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG) --precision all --out exported/demo --force
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,18 +1,71 @@
-"""``fomm-export``: checkpoint -> verified ONNX graphs (issue #3)."""
+"""``fomm-export``: checkpoint -> verified ONNX graphs for ONNX Runtime and TensorRT."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from runtime.cli_common import STUB_SETTINGS, not_available_yet
+from runtime.cli_common import user_errors
+from runtime.config import resolve_config
 
 
-@click.command(context_settings=STUB_SETTINGS)
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """Export an FOMM checkpoint to ONNX graphs for ONNX Runtime and TensorRT.
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
-    Not available yet: it arrives with the export (issue #3). Today, `python -m training.inspect`
-    loads and checks a checkpoint.
+
+@click.command()
+@click.option("--ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint in upstream's layout (vox-cpk.pth.tar, a fomm-train checkpoint, ...).")
+@click.option("--config", "config", default=None, metavar="NAME|PATH",
+              help="Bundled config (vox-256, vox-adv-256, taichi-256, ..., tiny-test) or a YAML file. "
+                   "Default: vox-256.")
+@click.option("--out", "out_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder for the graphs and manifest.json.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "all"]), default="fp32", show_default=True,
+              help="fp32 graphs only, or also mixed-precision *.fp16.onnx graphs (fp16 and all are the same: "
+                   "the fp32 graphs are always written, as the reference).")
+@click.option("--align-corners/--no-align-corners", default=None,
+              help="Override the config's grid_sample convention. --align-corners reproduces how the published "
+                   "checkpoints were trained (torch 1.0); the default (false) matches upstream code today.")
+@click.option("--engine", is_flag=True, help="Also build TensorRT engines (needs tensorrt and a CUDA GPU).")
+@click.option("--force", is_flag=True, help="Replace an existing, non-empty output folder.")
+@user_errors
+def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, align_corners: bool | None, engine: bool,
+         force: bool) -> None:
+    """Export an FOMM checkpoint to ONNX: kp_detector.onnx and generator.onnx (opset 16), optional
+    fp16 variants, and manifest.json.
+
+    Every graph is checked against the graph contract (opset, operators TensorRT parses, GridSample mode
+    and align_corners, input/output names and shapes), then run in ONNX Runtime on fresh inputs and
+    compared with the PyTorch model. Nothing is written to --out unless all of that passes.
+
+    \b
+    Example:
+      fomm-export --ckpt vox-cpk.pth.tar --config vox-256 --precision all --out exported/vox
     """
-    not_available_yet("fomm-export", 3, "the ONNX export")
+    from tqdm import tqdm
+
+    from .exporter import PRECISIONS, run_export
+
+    cfg = resolve_config(config)
+    if align_corners is not None:
+        cfg = cfg.replace_model(align_corners=align_corners)
+    n_steps = 2 + 2 * 2 + (2 * 2 if "fp16" in PRECISIONS[precision] else 0)
+    with tqdm(total=n_steps, desc="fomm-export", unit="step", leave=False, disable=None,
+              bar_format="{desc}: {n}/{total} {bar} {elapsed}") as bar:
+        def progress(message: str) -> None:
+            bar.set_description_str(message)
+            if message != "loading checkpoint":
+                bar.update(1)
+
+        result = run_export(ckpt, cfg, out_dir, precision=precision, engine=engine, force=force, progress=progress)
+    click.echo(f"Exported {ckpt.name} with config {cfg.name or cfg.source} (align_corners "
+               f"{str(cfg.align_corners).lower()}) to {result.out_dir}/ in {result.seconds:.1f} s")
+    header = f"{'graph':<24}{'size':>10}{'opset':>7}  parity"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in result.graphs:
+        against = "vs PyTorch" if r.precision == "fp32" else "vs fp32"
+        click.echo(f"{r.file:<24}{_size(r.size_bytes):>10}{result.manifest['opset']:>7}  {r.summary} {against}")
+    click.echo(f"{'manifest.json':<24}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = {
-    "fomm-export": 3,
+SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-train", "fomm-bench"]
+# Commands whose implementation has not landed yet, and the issue that brings each.
+NOT_YET = {
     "fomm-animate": 4,
     "fomm-compare": 4,
     "fomm-live": 5,
@@ -29,18 +30,17 @@ def _script(name: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_help(name):
     res = subprocess.run([_script(name), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Usage:" in res.stdout
 
 
-@pytest.mark.parametrize("name, issue", sorted(SCRIPTS.items()))
+@pytest.mark.parametrize("name, issue", sorted(NOT_YET.items()))
 def test_unfinished_commands_say_so(name, issue):
     res = subprocess.run([_script(name), "--anything"], capture_output=True, text=True, timeout=120)
-    if res.returncode == 0:
-        pytest.skip(f"{name} is implemented")
+    assert res.returncode != 0
     assert f"issue #{issue}" in res.stderr and "Traceback" not in res.stderr
 
 

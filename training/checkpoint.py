@@ -10,10 +10,8 @@ carries Python code is refused, never executed.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from torch import nn
 
 from runtime.config import FommConfig, bundled_config_names, resolve_config
 from runtime.errors import FommError
+from runtime.fileio import atomic_path
 
 from .model import Models, build_models
 
@@ -286,14 +285,6 @@ def save_checkpoint(path: str | Path, *, generator: nn.Module, kp_detector: nn.M
     if epoch is not None:
         data["epoch"] = int(epoch)
     data.update(extra or {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
     return path

@@ -1,0 +1,355 @@
+"""Checkpoint -> verified ONNX graphs + manifest. The library behind ``fomm-export``.
+
+Everything is written into a staging folder beside the output folder, checked against the graph
+contract, run in ONNX Runtime against the PyTorch model on fresh inputs, and only then renamed into
+place: an interrupted or failed export leaves nothing that looks valid.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from runtime.backends.onnxrt import session_from_onnx
+from runtime.config import FommConfig
+from runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
+from runtime.errors import FommError, ParityError
+from runtime.fileio import make_staging_dir
+from training.checkpoint import load_checkpoint, sha256_file
+
+from .checks import check_graph, stamp_io_shapes
+from .fp16 import convert_to_mixed_fp16
+from .wrappers import GeneratorForExport, KPDetectorForExport
+
+PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "all": ("fp32", "fp16")}
+MANIFEST_FORMAT = "fomm-deploy-manifest/1"
+TRACE_SEED, CHECK_SEED = 0, 1
+TRACE_BATCH, CHECK_BATCH = 2, 3
+
+
+class ExportError(FommError):
+    """The export cannot proceed (output folder, prerequisites)."""
+
+
+@dataclass
+class GraphReport:
+    name: str  # e.g. "generator" or "generator.fp16"
+    file: str
+    precision: str
+    size_bytes: int
+    parity: dict[str, dict[str, float]]  # output -> {max_abs, mean_abs, atol} or fp16 metrics
+    summary: str
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    graphs: list[GraphReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def smooth_images(batch: int, channels: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Deterministic, image-like test frames: low-frequency colour waves plus soft blobs, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = yy / h, xx / w
+    out = np.empty((batch, channels, h, w), np.float32)
+    for b in range(batch):
+        for c in range(channels):
+            img = np.full((h, w), 0.5)
+            for _ in range(3):
+                fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
+                img += rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)
+            for _ in range(4):
+                cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+                img += rng.uniform(-0.3, 0.3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+            out[b, c] = np.clip(img, 0, 1)
+    return np.round(out * 255) / 255  # on the 8-bit grid, like decoded video frames
+
+
+def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs for both graphs: smooth frames, and the keypoints the PyTorch detector finds on them."""
+    h, w = cfg.frame_size
+    source = smooth_images(batch, cfg.num_channels, h, w, seed)
+    driving = smooth_images(batch, cfg.num_channels, h, w, seed + 1000)
+    with torch.no_grad():
+        kp_s = models.kp_detector(torch.from_numpy(source))
+        kp_d = models.kp_detector(torch.from_numpy(driving))
+    gen = {"source": source, "kp_source_value": kp_s["value"].numpy(), "kp_driving_value": kp_d["value"].numpy()}
+    if cfg.estimate_jacobian:
+        gen["kp_source_jacobian"] = kp_s["jacobian"].numpy()
+        gen["kp_driving_jacobian"] = kp_d["jacobian"].numpy()
+    return {"kp_detector": {"image": driving}, "generator": gen}
+
+
+def _wrappers(models, cfg: FommConfig) -> dict[str, torch.nn.Module]:
+    return {
+        "kp_detector": KPDetectorForExport(models.kp_detector).eval(),
+        "generator": GeneratorForExport(models.generator, cfg.estimate_jacobian).eval(),
+    }
+
+
+def torch_outputs(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(feed[n]) for n in spec.input_names])
+    out = out if isinstance(out, tuple) else (out,)
+    return {n: o.numpy() for n, o in zip(spec.output_names, out)}
+
+
+# --------------------------------------------------------------------------------------------
+# Export and verification of one graph
+# --------------------------------------------------------------------------------------------
+
+
+def export_graph(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray], path: Path) -> onnx.ModelProto:
+    """Trace ``module`` with the TorchScript exporter at opset 16 and stamp the contract's I/O shapes.
+
+    The dynamo exporter (torch 2.13) emits opset 18+ and cannot convert this model down to 16 (no Pad
+    adapter), so the TorchScript exporter is used; its deprecation warning is expected.
+    """
+    args = tuple(torch.from_numpy(feed[n]) for n in spec.input_names)
+    dynamic = {n: {0: "B"} for n in spec.input_names + spec.output_names}
+    tmp = path.with_suffix(".trace.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=spec.input_names,
+                          output_names=spec.output_names, dynamic_axes=dynamic, do_constant_folding=True)
+    model = onnx.load(str(tmp))
+    tmp.unlink()
+    stamp_io_shapes(model, spec)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    onnx.save(model, str(path))
+
+
+def _compare(spec: GraphSpec, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], precision: str,
+             tolerances: Callable[[str, str], float]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    report, failures = {}, []
+    for name in spec.output_names:
+        err = np.abs(ours[name].astype(np.float64) - ref[name].astype(np.float64))
+        atol = tolerances(precision, name)
+        report[name] = {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "atol": atol}
+        if not np.isfinite(ours[name]).all():
+            failures.append(f"'{name}' has non-finite values")
+        elif err.max() > atol:
+            failures.append(f"'{name}' max abs error {err.max():.3g} > tolerance {atol:.3g}")
+    return report, failures
+
+
+def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = session_from_onnx(path)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def fp16_metrics(cfg: FommConfig, graph: str, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """fp16 vs fp32: keypoint error in pixels of the model frame, prediction PSNR in dB."""
+    h, w = cfg.frame_size
+    if graph == "kp_detector":
+        d = np.abs(ours["kp_value"] - ref["kp_value"])
+        px = np.maximum(d[..., 0] * w / 2, d[..., 1] * h / 2)
+        out = {"kp_max_px": float(px.max()), "kp_mean_px": float(px.mean())}
+        if "kp_jacobian" in ref:
+            out["jacobian_max_abs"] = float(np.abs(ours["kp_jacobian"] - ref["kp_jacobian"]).max())
+        return out
+    return {"prediction_psnr_db": psnr(ours["prediction"], ref["prediction"]),
+            "prediction_max_abs": float(np.abs(ours["prediction"] - ref["prediction"]).max())}
+
+
+def _fp16_failures(metrics: dict[str, float], budget: dict[str, float]) -> list[str]:
+    failures = []
+    if "kp_max_px" in metrics and metrics["kp_max_px"] > budget["kp_max_px"]:
+        failures.append(f"keypoint error {metrics['kp_max_px']:.3g} px > budget {budget['kp_max_px']} px")
+    if "prediction_psnr_db" in metrics and metrics["prediction_psnr_db"] < budget["prediction_min_psnr_db"]:
+        failures.append(f"prediction PSNR {metrics['prediction_psnr_db']:.1f} dB < budget "
+                        f"{budget['prediction_min_psnr_db']} dB")
+    return failures
+
+
+# --------------------------------------------------------------------------------------------
+# Output folder handling
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare_out_dir(out_dir: Path, force: bool) -> Path:
+    """Validate the output folder and create a staging folder beside it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output path {out_dir} is a file; pass a folder to --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"output folder {out_dir} already exists and is not empty; pass --force to replace it, "
+                          "or choose another --out")
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = make_staging_dir(out_dir)
+    except OSError as exc:
+        raise ExportError(f"cannot write the output folder {out_dir}: {exc.strerror or exc}") from None
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Swap the finished staging folder into place (the old folder, if any, is removed afterwards)."""
+    backup = None
+    if out_dir.exists():
+        backup = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.rename(out_dir, backup)
+    os.rename(staging, out_dir)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def check_engine_prerequisites() -> None:
+    """``--engine`` needs the tensorrt package and a CUDA GPU; say exactly what is missing."""
+    missing = []
+    if importlib.util.find_spec("tensorrt") is None:
+        missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU visible to this process")
+    if missing:
+        raise ExportError("--engine needs " + " and ".join(missing) + "; export without --engine and build "
+                          "engines on the deployment machine")
+    raise ExportError("--engine: the TensorRT engine builder arrives with the runtime (issue #4); export "
+                      "without --engine for now")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "fomm-deploy", "numpy"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The whole export
+# --------------------------------------------------------------------------------------------
+
+
+def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "fp32", engine: bool = False,
+               force: bool = False, progress: Callable[[str], None] | None = None,
+               tolerances: Callable[[str, str], float] = tolerance,
+               fp16_budget: dict[str, float] | None = None) -> ExportResult:
+    """Export ``ckpt`` (trained with ``cfg``) to ``out_dir`` and verify it.
+
+    Args:
+        precision: ``fp32`` (fp32 graphs), ``fp16`` or ``all`` (fp32 graphs plus ``*.fp16.onnx``).
+        progress: called with a short description before each step.
+        tolerances: (precision, output) -> max abs error allowed against PyTorch (default: the contract's table).
+    Raises:
+        ExportError, CheckpointError, ContractError, ParityError: with nothing written to ``out_dir``.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    if engine:
+        check_engine_prerequisites()
+    budget = dict(FP16_BUDGET, **(fp16_budget or {}))
+    step = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    ckpt = Path(ckpt)
+    step("loading checkpoint")
+    loaded = load_checkpoint(ckpt, cfg)
+    staging = _prepare_out_dir(out_dir, force)
+    try:
+        specs = graph_specs(cfg)
+        modules = _wrappers(loaded.models, cfg)
+        trace_feeds = sample_feeds(loaded.models, cfg, TRACE_BATCH, TRACE_SEED)
+        check_feeds = sample_feeds(loaded.models, cfg, CHECK_BATCH, CHECK_SEED)
+        reports: list[GraphReport] = []
+        graph_entries: dict[str, Any] = {}
+        for name, spec in specs.items():
+            step(f"exporting {name}.onnx")
+            model = export_graph(modules[name], spec, trace_feeds[name], staging / f"{name}.onnx")
+            check_graph(model, spec, align_corners=cfg.align_corners)
+            path = staging / f"{name}.onnx"
+            _save(model, path)
+            step(f"verifying {name}.onnx in ONNX Runtime")
+            ref = torch_outputs(modules[name], spec, check_feeds[name])
+            ours = run_onnx(path, check_feeds[name])
+            parity, failures = _compare(spec, ours, ref, "fp32", tolerances)
+            if failures:
+                raise ParityError(f"{name}.onnx vs PyTorch", failures)
+            worst = max(parity.items(), key=lambda kv: kv[1]["max_abs"] / kv[1]["atol"])
+            reports.append(GraphReport(name, path.name, "fp32", path.stat().st_size, parity,
+                                       f"max abs {worst[1]['max_abs']:.2g} ({worst[0]})"))
+            graph_entries[name] = {"file": path.name, "precision": "fp32", "sha256": sha256_file(path),
+                                   **spec.to_dict()}
+            if "fp16" in PRECISIONS[precision]:
+                step(f"converting {name} to fp16")
+                half = convert_to_mixed_fp16(model)
+                check_graph(half, spec, align_corners=cfg.align_corners)
+                half_path = staging / f"{name}.fp16.onnx"
+                _save(half, half_path)
+                step(f"measuring {name}.fp16.onnx against fp32")
+                ours16 = run_onnx(half_path, check_feeds[name])
+                metrics = fp16_metrics(cfg, name, ours16, ours)
+                failures = _fp16_failures(metrics, budget)
+                if failures:
+                    raise ParityError(f"{name}.fp16.onnx vs {name}.onnx", failures)
+                summary = (f"{metrics['kp_max_px']:.2f} px max" if name == "kp_detector"
+                           else f"PSNR {metrics['prediction_psnr_db']:.1f} dB")
+                reports.append(GraphReport(f"{name}.fp16", half_path.name, "fp16", half_path.stat().st_size,
+                                           {"vs_fp32": metrics}, summary))
+                graph_entries[f"{name}.fp16"] = {"file": half_path.name, "precision": "fp16",
+                                                 "sha256": sha256_file(half_path), **spec.to_dict()}
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt), "epoch": loaded.epoch},
+            "config_name": cfg.name,
+            "config": cfg.to_dict(),
+            "opset": OPSET,
+            "align_corners": cfg.align_corners,
+            "frame_size": list(cfg.frame_size),
+            "num_kp": cfg.num_kp,
+            "estimate_jacobian": cfg.estimate_jacobian,
+            "graphs": graph_entries,
+            "parity": {
+                "reference": "PyTorch model, fp32, CPU",
+                "inputs": f"smooth synthetic frames, seed {CHECK_SEED}, batch {CHECK_BATCH} (tracing used seed "
+                          f"{TRACE_SEED}, batch {TRACE_BATCH})",
+                "fp16_budget": budget,
+                "results": {r.name: r.parity for r in reports},
+            },
+            "tools": _versions(),
+        }
+        manifest_path = staging / "manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        step("publishing")
+        _publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out_dir, manifest, reports, time.perf_counter() - t0)

@@ -1,0 +1,153 @@
+"""Mixed-precision ONNX graphs: fp16 inside the heavy convolutional blocks, fp32 everywhere else.
+
+TensorRT 11 has no fp16 builder flag: precision must live in the graph. This pass converts the nodes
+chosen by a predicate to fp16 and inserts Cast nodes only where a tensor crosses between precisions, so
+graph inputs and outputs stay float32 and the numerically sensitive parts (keypoint softmax and
+coordinate reduction, the 2x2 inverse, grid coordinates, GridSample) stay float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# Module scopes (as they appear in node names of the TorchScript exporter) whose work is convolutional
+# feature extraction and tolerates fp16. Anything else stays fp32.
+FP16_SCOPES = (
+    "/kp_detector/predictor/",
+    "/generator/first/",
+    "/generator/down_blocks.",
+    "/generator/bottleneck/",
+    "/generator/up_blocks.",
+    "/generator/final/",
+    "/generator/dense_motion_network/hourglass/",
+    "/generator/dense_motion_network/mask/",
+    "/generator/dense_motion_network/occlusion/",
+)
+FP16_OPS = {"Conv", "BatchNormalization", "Relu", "AveragePool", "Resize", "Concat", "Add", "Mul"}
+# Inputs that must keep their float32 type whatever the node's precision (Resize's roi and scales).
+_KEEP_FP32_INPUTS = {("Resize", 1), ("Resize", 2)}
+
+
+def default_fp16_predicate(node: onnx.NodeProto) -> bool:
+    return node.op_type in FP16_OPS and any(scope in node.name for scope in FP16_SCOPES)
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    names = set()
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            names.add(vi.name)
+    names.update(i.name for i in g.initializer if i.data_type == TensorProto.FLOAT)
+    for node in g.node:  # Constant outputs are not always in value_info
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    names.add(node.output[0])
+    return names
+
+
+def convert_to_mixed_fp16(model: onnx.ModelProto,
+                          predicate: Callable[[onnx.NodeProto], bool] = default_fp16_predicate) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose selected nodes compute in fp16; I/O types are unchanged.
+
+    Raises:
+        ValueError: no node was selected (the scopes do not match this graph: a torch naming change?).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    floats = _float_tensors(model)
+    initializers = {i.name: i for i in graph.initializer}
+    # Node positions (protobuf wrappers are recreated on every access, so id() cannot identify them).
+    fp16_nodes = {i for i, n in enumerate(graph.node) if predicate(n)}
+    if not fp16_nodes:
+        raise ValueError("no node matched the fp16 scopes; the exporter's node naming may have changed")
+
+    fp16_tensors: set[str] = set()  # tensors that are fp16 after conversion
+    new_inits: list[TensorProto] = []
+    half_init: dict[str, str] = {}
+    casts: dict[tuple[str, int], str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in casts:
+            out = f"{name}__as_{'fp16' if to == TensorProto.FLOAT16 else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}__cast"))
+            casts[key] = out
+        return casts[key]
+
+    # Graph outputs produced by fp16 nodes get renamed inside, then cast back under their public name.
+    outputs = {o.name for o in graph.output}
+    renamed: dict[str, str] = {}
+    for index, node in enumerate(graph.node):
+        if index in fp16_nodes:
+            for i, out in enumerate(node.output):
+                if out in outputs and out in floats:
+                    renamed[out] = out + "__fp16_result"
+                    node.output[i] = renamed[out]
+    for node in graph.node:
+        for i, inp in enumerate(node.input):
+            if inp in renamed:
+                node.input[i] = renamed[inp]
+    floats.update(renamed.values())
+
+    for index, node in enumerate(graph.node):
+        is_half = index in fp16_nodes
+        for i, inp in enumerate(node.input):
+            if not inp or inp not in floats:
+                continue
+            want_half = is_half and (node.op_type, i) not in _KEEP_FP32_INPUTS
+            have_half = inp in fp16_tensors
+            if want_half and not have_half:
+                if inp in initializers:
+                    if inp not in half_init:
+                        arr = numpy_helper.to_array(initializers[inp]).astype(np.float16)
+                        half_init[inp] = inp + "__fp16"
+                        new_inits.append(numpy_helper.from_array(arr, half_init[inp]))
+                    node.input[i] = half_init[inp]
+                else:
+                    node.input[i] = cast(inp, TensorProto.FLOAT16)
+            elif have_half and not want_half:
+                node.input[i] = cast(inp, TensorProto.FLOAT)
+        if is_half:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                        a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+            fp16_tensors.update(o for o in node.output if o in floats)
+        new_nodes.append(node)
+    for public, inner in renamed.items():
+        new_nodes.append(helper.make_node("Cast", [inner], [public], to=TensorProto.FLOAT, name=f"{public}__cast"))
+
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(new_inits)
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]  # stale types; consumers re-infer
+    return model
+
+
+def fp16_node_types(model: onnx.ModelProto) -> dict[str, set[str]]:
+    """For checks: op types grouped by the precision of their first float input ('fp16' or 'fp32')."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types.update({i.name: i.data_type for i in inferred.graph.initializer})
+    out: dict[str, set[str]] = {"fp16": set(), "fp32": set()}
+    for node in inferred.graph.node:
+        for inp in node.input:
+            t = types.get(inp)
+            if t in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                out["fp16" if t == TensorProto.FLOAT16 else "fp32"].add(node.op_type)
+                break
+    return out
+

@@ -1,0 +1,44 @@
+"""Export-only wrappers: flat, named tensor inputs and outputs instead of upstream's dicts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.model import KPDetector, OcclusionAwareGenerator
+
+
+class KPDetectorForExport(nn.Module):
+    """image (B, C, H, W) in [0, 1] -> kp_value (B, K, 2) [, kp_jacobian (B, K, 2, 2)]."""
+
+    def __init__(self, kp_detector: KPDetector) -> None:
+        super().__init__()
+        self.kp_detector = kp_detector
+
+    def forward(self, image: torch.Tensor):
+        out = self.kp_detector(image)
+        if "jacobian" in out:
+            return out["value"], out["jacobian"]
+        return out["value"]
+
+
+class GeneratorForExport(nn.Module):
+    """source, kp_source_*, kp_driving_* -> prediction (B, C, H, W) in [0, 1].
+
+    Inputs are ``(source, kp_source_value, kp_source_jacobian, kp_driving_value, kp_driving_jacobian)``
+    with jacobians, or ``(source, kp_source_value, kp_driving_value)`` without.
+    """
+
+    def __init__(self, generator: OcclusionAwareGenerator, with_jacobian: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.with_jacobian = with_jacobian
+
+    def forward(self, source: torch.Tensor, *kp: torch.Tensor) -> torch.Tensor:
+        if self.with_jacobian:
+            ksv, ksj, kdv, kdj = kp
+            kp_source, kp_driving = {"value": ksv, "jacobian": ksj}, {"value": kdv, "jacobian": kdj}
+        else:
+            ksv, kdv = kp
+            kp_source, kp_driving = {"value": ksv}, {"value": kdv}
+        return self.generator(source, kp_driving, kp_source, with_deformed=False)["prediction"]

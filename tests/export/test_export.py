@@ -1,0 +1,318 @@
+"""fomm-export: golden reproduction through ONNX Runtime, contract checks, fp16, manifest, user errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export.checks import check_graph
+from export.exporter import ExportError, run_export
+from export.fp16 import fp16_node_types
+from runtime.backends.onnxrt import session_from_onnx
+from runtime.config import config_from_dict, resolve_config
+from runtime.contract import FP16_BUDGET, OPSET, graph_specs
+from runtime.errors import ContractError, ParityError
+from training.checkpoint import CheckpointError, sha256_file
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
+
+
+@pytest.fixture(scope="module")
+def golden_ckpt(golden_dir):
+    return golden_dir / "checkpoint.pth.tar"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, golden_ckpt):
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    return run_export(golden_ckpt, resolve_config("tiny-test"), out, precision="all")
+
+
+@pytest.fixture(scope="module")
+def exported_ac(tmp_path_factory, golden_ckpt):
+    out = tmp_path_factory.mktemp("export_ac") / "tiny-ac"
+    return run_export(golden_ckpt, resolve_config("tiny-test").replace_model(align_corners=True), out)
+
+
+def _run(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = session_from_onnx(path)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def _kp_feed(golden_expected, i=None, adapt=True):
+    e = golden_expected
+    key = "kp_norm_adapt" if adapt else "kp_norm"
+    sl = slice(None) if i is None else slice(i, i + 1)
+    n = len(e[key + "_value"][sl])
+    return {
+        "kp_source_value": np.repeat(e["kp_source_value"], n, 0),
+        "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], n, 0),
+        "kp_driving_value": e[key + "_value"][sl],
+        "kp_driving_jacobian": e[key + "_jacobian"][sl],
+    }
+
+
+def test_writes_the_expected_files(exported):
+    files = sorted(p.name for p in exported.out_dir.iterdir())
+    assert files == ["generator.fp16.onnx", "generator.onnx", "kp_detector.fp16.onnx", "kp_detector.onnx",
+                     "manifest.json"]
+    leftovers = [p.name for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_kp_detector_onnx_reproduces_upstream(exported, golden_inputs, golden_expected):
+    path = exported.out_dir / "kp_detector.onnx"
+    src = _run(path, {"image": golden_inputs["source"]})
+    np.testing.assert_allclose(src["kp_value"], golden_expected["kp_source_value"], atol=GOLDEN_KP_ATOL, rtol=0)
+    np.testing.assert_allclose(src["kp_jacobian"], golden_expected["kp_source_jacobian"], atol=GOLDEN_KP_ATOL, rtol=0)
+    for i in range(len(golden_inputs["driving"])):  # batch 1, as upstream's demo
+        d = _run(path, {"image": golden_inputs["driving"][i:i + 1]})
+        np.testing.assert_allclose(d["kp_value"], golden_expected["kp_driving_value"][i:i + 1],
+                                   atol=GOLDEN_KP_ATOL, rtol=0)
+        np.testing.assert_allclose(d["kp_jacobian"], golden_expected["kp_driving_jacobian"][i:i + 1],
+                                   atol=GOLDEN_KP_ATOL, rtol=0)
+
+
+def test_generator_onnx_reproduces_upstream(exported, golden_inputs, golden_expected):
+    path = exported.out_dir / "generator.onnx"
+    for i in range(len(golden_inputs["driving"])):
+        feed = {"source": golden_inputs["source"], **_kp_feed(golden_expected, i)}
+        pred = _run(path, feed)["prediction"]
+        np.testing.assert_allclose(pred, golden_expected["prediction"][i:i + 1], atol=GOLDEN_PRED_ATOL, rtol=0)
+
+
+def test_generator_onnx_reproduces_upstream_align_corners_true(exported_ac, golden_inputs, golden_expected,
+                                                                golden_expected_ac):
+    path = exported_ac.out_dir / "generator.onnx"
+    for row, i in enumerate(golden_expected_ac["frame_index"]):
+        feed = {"source": golden_inputs["source"], **_kp_feed(golden_expected, int(i))}
+        pred = _run(path, feed)["prediction"]
+        np.testing.assert_allclose(pred, golden_expected_ac["prediction"][row:row + 1], atol=GOLDEN_PRED_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["kp_detector", "generator", "kp_detector.fp16", "generator.fp16"])
+def test_graph_contract(exported, name):
+    model = onnx.load(str(exported.out_dir / f"{name}.onnx"))
+    spec = graph_specs(resolve_config("tiny-test"))[name.split(".")[0]]
+    check_graph(model, spec, align_corners=False)
+    assert {o.domain or "ai.onnx": o.version for o in model.opset_import} == {"ai.onnx": OPSET}
+    ops = {n.op_type for n in model.graph.node}
+    assert "Inverse" not in ops
+    grid = [n for n in model.graph.node if n.op_type == "GridSample"]
+    if name.startswith("generator"):
+        assert len(grid) == 2  # sparse motions, feature warp (deformed is not exported)
+    for node in grid:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["mode"] == b"bilinear" and attrs["align_corners"] == 0
+
+
+def test_align_corners_reaches_the_graph(exported_ac):
+    model = onnx.load(str(exported_ac.out_dir / "generator.onnx"))
+    values = [onnx.helper.get_attribute_value(a) for n in model.graph.node if n.op_type == "GridSample"
+              for a in n.attribute if a.name == "align_corners"]
+    assert values == [1, 1]
+    assert exported_ac.manifest["align_corners"] is True
+
+
+def _mutated(path: Path, mutate) -> onnx.ModelProto:
+    model = onnx.load(str(path))
+    mutate(model)
+    return model
+
+
+def _set_gridsample_mode(model, mode):
+    for node in model.graph.node:
+        if node.op_type == "GridSample":
+            for a in node.attribute:
+                if a.name == "mode":
+                    a.s = mode
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda m: _set_gridsample_mode(m, b"linear"), "has mode 'linear'"),
+    (lambda m: m.opset_import[0].__setattr__("version", 20), "opset 20"),
+    (lambda m: m.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1)), "com.microsoft"),
+    (lambda m: m.graph.node[0].__setattr__("op_type", "Inverse"), "matrix Inverse"),
+    (lambda m: m.graph.output[0].__setattr__("name", "pred"), "output names"),
+])
+def test_contract_check_fails_loudly(exported, mutate, message):
+    spec = graph_specs(resolve_config("tiny-test"))["generator"]
+    model = _mutated(exported.out_dir / "generator.onnx", mutate)
+    with pytest.raises(ContractError, match=message):
+        check_graph(model, spec, align_corners=False)
+
+
+def test_contract_check_catches_align_corners_mismatch(exported):
+    spec = graph_specs(resolve_config("tiny-test"))["generator"]
+    with pytest.raises(ContractError, match="align_corners=0, the config says 1"):
+        check_graph(onnx.load(str(exported.out_dir / "generator.onnx")), spec, align_corners=True)
+
+
+@pytest.mark.parametrize("graph", ["kp_detector", "generator"])
+def test_dynamic_batch_gives_the_same_per_item_results(exported, golden_inputs, golden_expected, graph):
+    path = exported.out_dir / f"{graph}.onnx"
+    if graph == "kp_detector":
+        feed4 = {"image": golden_inputs["driving"][:4]}
+    else:
+        feed4 = {"source": np.repeat(golden_inputs["source"], 4, 0), **_kp_feed(golden_expected)}
+        feed4 = {k: v[:4] for k, v in feed4.items()}
+    out4 = _run(path, feed4)
+    for i in range(4):
+        out1 = _run(path, {k: v[i:i + 1] for k, v in feed4.items()})
+        for name in out1:
+            np.testing.assert_allclose(out4[name][i:i + 1], out1[name], atol=2e-5, rtol=0)
+
+
+def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
+    for graph in ("kp_detector", "generator"):
+        model = onnx.load(str(exported.out_dir / f"{graph}.fp16.onnx"))
+        types = fp16_node_types(model)
+        assert "Conv" in types["fp16"]
+        for sensitive in ("Softmax", "GridSample", "Div", "ReduceSum", "Exp", "MatMul"):
+            assert sensitive not in types["fp16"], f"{graph}: {sensitive} runs in fp16"
+        assert (exported.out_dir / f"{graph}.fp16.onnx").stat().st_size < \
+            0.7 * (exported.out_dir / f"{graph}.onnx").stat().st_size
+
+
+def test_fp16_numbers_are_measured_and_within_budget(exported):
+    results = exported.manifest["parity"]["results"]
+    kp = results["kp_detector.fp16"]["vs_fp32"]
+    gen = results["generator.fp16"]["vs_fp32"]
+    assert 0 < kp["kp_max_px"] <= FP16_BUDGET["kp_max_px"]
+    assert FP16_BUDGET["prediction_min_psnr_db"] <= gen["prediction_psnr_db"] < 200
+    assert exported.manifest["parity"]["fp16_budget"] == FP16_BUDGET
+
+
+def test_manifest(exported, golden_ckpt):
+    m = json.loads((exported.out_dir / "manifest.json").read_text())
+    assert m["checkpoint"]["sha256"] == sha256_file(golden_ckpt) and m["checkpoint"]["epoch"] == 99
+    assert m["opset"] == OPSET and m["align_corners"] is False and m["config_name"] == "tiny-test"
+    assert config_from_dict(m["config"]) == resolve_config("tiny-test")
+    for name, entry in m["graphs"].items():
+        assert sha256_file(exported.out_dir / entry["file"]) == entry["sha256"]
+    spec = graph_specs(resolve_config("tiny-test"))
+    assert m["graphs"]["generator"]["inputs"] == spec["generator"].to_dict()["inputs"]
+    assert [t["name"] for t in m["graphs"]["kp_detector"]["outputs"]] == ["kp_value", "kp_jacobian"]
+    for graph in ("kp_detector", "generator"):
+        for out, numbers in m["parity"]["results"][graph].items():
+            assert numbers["max_abs"] <= numbers["atol"]
+    assert {"torch", "onnx", "onnxruntime", "python"} <= set(m["tools"])
+
+
+def test_parity_failure_names_the_output_and_leaves_nothing(tmp_path, golden_ckpt):
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match=r"kp_detector\.onnx vs PyTorch.*'kp_value' max abs error .* > tolerance 0"):
+        run_export(golden_ckpt, resolve_config("tiny-test"), out, tolerances=lambda precision, output: 0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_budget_failure_leaves_nothing(tmp_path, golden_ckpt):
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match=r"PSNR .* dB < budget 500"):
+        run_export(golden_ckpt, resolve_config("tiny-test"), out, precision="fp16",
+                   fp16_budget={"prediction_min_psnr_db": 500.0})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path, golden_ckpt):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="already exists and is not empty; pass --force"):
+        run_export(golden_ckpt, resolve_config("tiny-test"), out)
+    assert (out / "old.txt").exists()
+    run_export(golden_ckpt, resolve_config("tiny-test"), out, force=True)
+    assert not (out / "old.txt").exists() and (out / "manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_mismatched_checkpoint_is_rejected_before_writing(tmp_path, golden_ckpt):
+    with pytest.raises(CheckpointError, match="Use --config tiny-test"):
+        run_export(golden_ckpt, resolve_config("vox-256"), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, cwd):
+    script = Path(sys.executable).parent / "fomm-export"
+    assert script.exists(), "fomm-export is not installed; run the README set-up (make setup)"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
+    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "all", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "exported"  # the default --out, relative to the current directory
+    assert (out / "manifest.json").exists()
+    for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx"):
+        line = next(line for line in res.stdout.splitlines() if line.startswith(name))
+        assert " 16 " in line
+    assert "dB vs fp32" in res.stdout and "px max vs fp32" in res.stdout
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t, g: ["--ckpt", str(t / "missing.pth.tar")], "checkpoint not found"),
+    (lambda t, g: ["--ckpt", str(_corrupt(t, g))], "truncated or corrupt"),
+    (lambda t, g: ["--ckpt", str(g)], "does not fit config 'vox-256'.*Use --config tiny-test"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-tset"], "Did you mean 'tiny-test'"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_existing(t))], "pass --force"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t))], "is a file"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t) / "sub")], "cannot write"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--engine"], "--engine needs"),
+])
+def test_cli_user_errors_are_one_line_and_write_nothing(tmp_path, golden_ckpt, make_args, message):
+    work = tmp_path / "work"
+    work.mkdir()
+    args = make_args(tmp_path, golden_ckpt)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = _cli(*args, cwd=work)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (work / "exported").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _corrupt(tmp: Path, golden: Path) -> Path:
+    path = tmp / "corrupt.pth.tar"
+    path.write_bytes(golden.read_bytes()[:100_000])
+    return path
+
+
+def _existing(tmp: Path) -> Path:
+    path = tmp / "existing"
+    path.mkdir(exist_ok=True)
+    (path / "x").write_text("x")
+    return path
+
+
+def _file(tmp: Path) -> Path:
+    path = tmp / "a-file"
+    path.write_text("x")
+    return path
+
+
+@pytest.mark.slow
+def test_full_size_vox_256_export(tmp_path):
+    """The real vox-256 architecture (60M parameters, random weights) exports and verifies."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.model import build_models
+
+    torch.manual_seed(0)
+    models = build_models(resolve_config("vox-256"))
+    ckpt = save_checkpoint(tmp_path / "vox.pth.tar", generator=models.generator, kp_detector=models.kp_detector)
+    result = run_export(ckpt, resolve_config("vox-256"), tmp_path / "out", precision="all")
+    assert (tmp_path / "out" / "generator.fp16.onnx").exists()
+    assert result.manifest["graphs"]["generator"]["inputs"][0]["shape"] == ["B", 3, 256, 256]

@@ -34,6 +34,10 @@ DEMO_CONFIG ?= tiny-test
 demo: setup
 	$(BIN)/python -m training.inspect --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG)
 	$(BIN)/fomm-export --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG) --precision all --out exported/demo --force
+	$(BIN)/fomm-compare --onnx exported/demo --backends torch,onnxruntime
+	$(BIN)/python -m runtime.samples --out exported/demo-driving.mp4
+	$(BIN)/fomm-animate --source runtime/assets/astronaut-face.jpg --driving exported/demo-driving.mp4 \
+	  --onnx exported/demo --out exported/demo-result.mp4 --side-by-side --adapt-scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -35,7 +35,7 @@ from training.checkpoint import load_checkpoint, sha256_file
 
 from .checks import check_graph, stamp_io_shapes
 from .fp16 import convert_to_mixed_fp16
-from .wrappers import GeneratorForExport, KPDetectorForExport
+from training.model.wrappers import GeneratorForExport, KPDetectorForExport
 
 PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "all": ("fp32", "fp16")}
 MANIFEST_FORMAT = "fomm-deploy-manifest/1"
@@ -233,13 +233,25 @@ def check_engine_prerequisites() -> None:
     missing = []
     if importlib.util.find_spec("tensorrt") is None:
         missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
+    if not any(importlib.util.find_spec(m) is not None for m in ("pycuda", "cuda")):
+        missing.append("pycuda or cuda-python for GPU memory")
     if not torch.cuda.is_available():
         missing.append("a CUDA GPU visible to this process")
     if missing:
         raise ExportError("--engine needs " + " and ".join(missing) + "; export without --engine and build "
-                          "engines on the deployment machine")
-    raise ExportError("--engine: the TensorRT engine builder arrives with the runtime (issue #4); export "
-                      "without --engine for now")
+                          "engines on the deployment machine (fomm-animate --backend tensorrt builds them on "
+                          "first use)")
+
+
+def build_engines(out_dir: Path, cfg: FommConfig, precisions: tuple[str, ...], log: Callable[[str], None]) -> list[Path]:
+    """Build (or find cached) TensorRT engines for the published graphs, in ``out_dir/engines/``."""
+    from runtime.backends.tensorrt import TrtBackend
+
+    paths = []
+    for precision in precisions:
+        for name, spec in graph_specs(cfg).items():
+            paths.append(TrtBackend.from_onnx(spec, out_dir, precision, log=log).engine_path)
+    return paths
 
 
 def _versions() -> dict[str, str]:
@@ -352,4 +364,7 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if engine:  # after publishing: engines are cached artefacts of the graphs, each written atomically
+        step("building TensorRT engines")
+        build_engines(out_dir, cfg, PRECISIONS[precision], log=lambda m: step(m))
     return ExportResult(out_dir, manifest, reports, time.perf_counter() - t0)

@@ -1,27 +1,235 @@
-"""``fomm-animate`` and ``fomm-compare`` (torch-free command line of the runtime)."""
+"""``fomm-animate`` and ``fomm-compare``: the runtime's command line (torch only for ``--backend torch``)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import click
+import numpy as np
 
-from .cli_common import STUB_SETTINGS, not_available_yet
+from .cli_common import user_errors
+from .errors import FommError, ParityError
+
+BACKEND_CHOICES = ["onnxruntime", "tensorrt", "torch"]
 
 
-@click.command(context_settings=STUB_SETTINGS)
-@click.pass_context
-def animate_main(ctx: click.Context) -> None:
-    """Animate a still image with a driving video through the exported graphs (ONNX Runtime or TensorRT).
+def _open_pair(onnx_dir: Path, backend: str, precision: str, ckpt: Path | None = None, config: str | None = None,
+               providers: tuple[str, ...] | None = None):
+    from .graphs import load_exported, make_backend
 
-    Not available yet: it arrives with the runtime (issue #4).
+    exported = load_exported(onnx_dir)
+    kp = make_backend(backend, exported, "kp_detector", precision, ckpt=ckpt, config=config, providers=providers)
+    gen = make_backend(backend, exported, "generator", precision, ckpt=ckpt, config=config, providers=providers)
+    return exported, kp.activate(), gen.activate()
+
+
+def _providers(value: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in value.split(",") if p.strip()) if value else None
+
+
+@click.command()
+@click.option("--source", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Still image to animate (any size; PNG, JPEG, ...).")
+@click.option("--driving", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Driving video (its motion is transferred to the source).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output video (.mp4, H.264, with the driving video's audio).")
+@click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
+              help="Folder written by fomm-export.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="onnxruntime", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 uses the *.fp16.onnx graphs (export with --precision fp16).")
+@click.option("--providers", default=None, metavar="LIST",
+              help="ONNX Runtime providers in order, e.g. cuda,cpu (default: cpu).")
+@click.option("--relative/--absolute", default=True, show_default=True,
+              help="Transfer the driving motion relative to the reference frame (recommended), or copy the "
+                   "driving keypoints as they are.")
+@click.option("--adapt-scale", is_flag=True, help="Scale the motion by the ratio of source/driving keypoint spreads.")
+@click.option("--best-frame", is_flag=True,
+              help="Use the driving frame whose pose is closest to the source's as the reference (reads the "
+                   "video twice).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 64), help="Frames per inference.")
+@click.option("--side-by-side", is_flag=True, help="Write source | driving | result instead of the result alone.")
+@click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
+              help="How non-square images and frames are made square.")
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
+@user_errors
+def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend: str, precision: str,
+                 providers: str | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
+                 side_by_side: bool, fit: str, ckpt: Path | None) -> None:
+    """Animate the SOURCE image with the motion of the DRIVING video and write an MP4.
+
+    \b
+    Example:
+      fomm-export --ckpt vox-cpk.pth.tar --out exported
+      fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4 --adapt-scale
     """
-    not_available_yet("fomm-animate", 4, "the runtime (animator, backends)")
+    from tqdm import tqdm
+
+    from .animator import Animator, find_best_frame
+    from .keypoints import KP
+    from .preprocess import load_image, prepare_frame
+    from .video import VideoWriter, iter_frames, open_video
+
+    if out.suffix.lower() != ".mp4":
+        raise FommError(f"--out must end in .mp4, got {out.name}")
+    source_img = load_image(source)  # fail on a bad image before any heavy work
+    cap, info = open_video(driving)
+    cap.release()
+    exported, kp, gen = _open_pair(onnx_dir, backend, precision, ckpt=ckpt, providers=_providers(providers))
+    h, w = exported.frame_size
+    animator = Animator(kp, gen, (h, w), relative=relative, adapt_scale=adapt_scale, fit=fit)
+    animator.set_source(source_img)
+    total = info.frame_count or None
+
+    if best_frame:
+        values = []
+        chunk = []
+        with tqdm(total=total, desc="finding best frame", unit="frame", disable=None) as bar:
+            for frame in iter_frames(driving):
+                chunk.append(prepare_frame(frame, (h, w), fit=fit))
+                if len(chunk) == batch:
+                    values.append(animator.keypoints(np.stack(chunk)))
+                    bar.update(len(chunk))
+                    chunk = []
+            if chunk:
+                values.append(animator.keypoints(np.stack(chunk)))
+                bar.update(len(chunk))
+        kp_all = KP(np.concatenate([v.value for v in values]),
+                    None if values[0].jacobian is None else np.concatenate([v.jacobian for v in values]))
+        best = find_best_frame(animator.source_keypoints, kp_all.value)
+        animator.set_reference_keypoints(KP(kp_all.value[best:best + 1],
+                                            None if kp_all.jacobian is None else kp_all.jacobian[best:best + 1]))
+        click.echo(f"best frame: {best} (used as the reference pose)", err=True)
+
+    width = 3 * w if side_by_side else w
+    source_u8 = np.clip(np.rint(animator.prepare(source_img) * 255), 0, 255).astype(np.uint8)
+    start = time.perf_counter()
+    with VideoWriter(out, info.fps, (width, h), audio_from=driving) as writer, \
+            tqdm(total=total, desc="animating", unit="frame", disable=None) as bar:
+        chunk = []
+
+        def flush() -> None:
+            results = animator.animate_prepared(np.stack(chunk))
+            for frame, result in zip(chunk, results):
+                if side_by_side:
+                    drv = np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)
+                    result = np.concatenate([source_u8, drv, result], axis=1)
+                writer.write(result)
+            bar.update(len(chunk))
+            chunk.clear()
+
+        for frame in iter_frames(driving):
+            chunk.append(prepare_frame(frame, (h, w), fit=fit))
+            if len(chunk) == batch:
+                flush()
+        if chunk:
+            flush()
+    seconds = time.perf_counter() - start
+    audio = "with audio" if writer.with_audio else "no audio in the driving video"
+    click.echo(f"wrote {out}: {writer.frames} frames at {info.fps:.2f} fps, {width}x{h}, {audio}; "
+               f"{writer.frames / seconds:.1f} frames/s with {backend} {precision}")
 
 
-@click.command(context_settings=STUB_SETTINGS)
-@click.pass_context
-def compare_main(ctx: click.Context) -> None:
-    """Run the same inputs through two backends and report per-output errors against the tolerance table.
+# ------------------------------------------------------------------------------------------------
+# fomm-compare
+# ------------------------------------------------------------------------------------------------
 
-    Not available yet: it arrives with the runtime (issue #4).
+
+def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    from .preprocess import prepare_frame, to_nchw
+    from .samples import head_motion, sample_face
+
+    h, w = exported.frame_size
+    rng = np.random.default_rng(seed)
+    if kind == "real":
+        face = prepare_frame(sample_face(), (h, w))
+        frames = head_motion(face, batch + 1, seed=seed)
+        source, driving = to_nchw(frames[:1]), to_nchw(frames[1:])
+    else:
+        source = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
+        driving = rng.uniform(0, 1, (batch, 3, h, w)).astype(np.float32)
+    kp_s = reference_kp.infer({"image": source})
+    kp_s = {k: v.copy() for k, v in kp_s.items()}
+    kp_d = {k: v.copy() for k, v in reference_kp.infer({"image": driving}).items()}
+    gen = {"source": np.repeat(source, batch, 0), "kp_source_value": np.repeat(kp_s["kp_value"], batch, 0),
+           "kp_driving_value": kp_d["kp_value"]}
+    if "kp_jacobian" in kp_s:
+        gen["kp_source_jacobian"] = np.repeat(kp_s["kp_jacobian"], batch, 0)
+        gen["kp_driving_jacobian"] = kp_d["kp_jacobian"]
+    return {"kp_detector": {"image": driving}, "generator": gen}
+
+
+@click.command()
+@click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
+              help="Folder written by fomm-export.")
+@click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
+              help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Precision of the second backend's graphs (the torch reference is always fp32).")
+@click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
+              help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint for the torch backend (default: the manifest's).")
+@click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
+@click.option("--providers", default=None, metavar="LIST", help="ONNX Runtime providers, e.g. cuda,cpu.")
+@user_errors
+def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, batch: int, seed: int,
+                 ckpt: Path | None, config: str | None, providers: str | None) -> None:
+    """Run the same inputs through two backends and report every output's error against the tolerance table.
+
+    Exits non-zero when an output is over its tolerance. This is how a TensorRT engine is checked against
+    ONNX Runtime, and ONNX Runtime against the PyTorch model.
+
+    \b
+    Example:
+      fomm-compare --onnx exported --backends torch,onnxruntime
+      fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
     """
-    not_available_yet("fomm-compare", 4, "the runtime (backends and comparator)")
+    from .contract import tolerance
+    from .graphs import load_exported, make_backend
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    if len(names) != 2:
+        raise FommError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
+    exported = load_exported(onnx_dir)
+    precisions = ["fp32", precision]
+    runners = {}
+    for i, name in enumerate(names):
+        prec = "fp32" if name == "torch" else precisions[i]
+        runners[i] = {g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config,
+                                      providers=_providers(providers)).activate()
+                      for g in ("kp_detector", "generator")}
+    feeds = _compare_inputs(inputs, exported, runners[0]["kp_detector"], batch, seed)
+    table_precision = "fp32" if names[1] == "torch" else precision
+    click.echo(f"{names[0]} (reference) vs {names[1]} ({table_precision}), {inputs} inputs, batch {batch}")
+    header = f"{'graph':<13}{'output':<14}{'max abs':>11}{'mean abs':>11}{'tolerance':>11}  {'':<6}extra"
+    click.echo(header)
+    click.echo("-" * len(header))
+    failures = []
+    for graph in ("kp_detector", "generator"):
+        ref = runners[0][graph].infer(feeds[graph])
+        ref = {k: v.copy() for k, v in ref.items()}
+        got = runners[1][graph].infer(feeds[graph])
+        for output in runners[0][graph].spec.output_names:
+            err = np.abs(ref[output].astype(np.float64) - got[output].astype(np.float64))
+            tol = tolerance(table_precision, output)
+            ok = err.max() <= tol and np.isfinite(got[output]).all()
+            extra = ""
+            if output == "prediction":
+                mse = float(np.mean(err**2))
+                extra = f"PSNR {10 * np.log10(1 / mse):.1f} dB" if mse > 0 else "PSNR inf"
+            elif output == "kp_value":
+                h, w = exported.frame_size
+                extra = f"{float(np.max(np.maximum(err[..., 0] * w / 2, err[..., 1] * h / 2))):.3f} px"
+            click.echo(f"{graph:<13}{output:<14}{err.max():>11.3g}{err.mean():>11.3g}{tol:>11.3g}  "
+                       f"{'ok' if ok else 'OVER':<6}{extra}")
+            if not ok:
+                failures.append(f"{graph}.{output} max abs {err.max():.3g} > {tol:.3g}")
+    if failures:
+        raise ParityError(f"{names[1]} vs {names[0]}", failures)
+    click.echo("all outputs within tolerance")

@@ -26,3 +26,11 @@ class ParityError(FommError, AssertionError):
         self.graph = graph
         self.failures = list(failures)
         super().__init__(f"{graph}: outputs differ beyond tolerance: " + "; ".join(self.failures))
+
+
+class ImageError(FommError, ValueError):
+    """An input image cannot be read or used."""
+
+
+class VideoError(FommError, ValueError):
+    """A video cannot be read or written."""

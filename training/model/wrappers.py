@@ -1,11 +1,15 @@
-"""Export-only wrappers: flat, named tensor inputs and outputs instead of upstream's dicts."""
+"""Flat wrappers: named tensor inputs and outputs (the graph contract) instead of upstream's dicts.
+
+Used by the ONNX export and by the runtime's torch reference backend, so both run the same code.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from training.model import KPDetector, OcclusionAwareGenerator
+from .generator import OcclusionAwareGenerator
+from .keypoint_detector import KPDetector
 
 
 class KPDetectorForExport(nn.Module):

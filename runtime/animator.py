@@ -1,0 +1,146 @@
+"""Keypoint-relative animation of one source image by driving frames, on any pair of backends.
+
+The same numpy glue runs for every backend (torch, ONNX Runtime, TensorRT): only the graphs differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .errors import FommError
+from .keypoints import KP, normalize_kp
+from .preprocess import prepare_frame, to_nchw, to_uint8_hwc
+
+
+class Animator:
+    """Animate a source image with driving frames (paper Sec. 3.4, upstream ``demo.make_animation``).
+
+    Args:
+        kp_detector, generator: activated backends for the two graphs.
+        frame_size: the model's (H, W).
+        relative: transfer relative motion (default) instead of absolute keypoints.
+        adapt_scale: scale the motion by the ratio of keypoint-hull sizes (source / reference).
+        fit: how non-square inputs become square: ``crop`` (centre), ``pad`` or ``stretch``.
+    """
+
+    def __init__(self, kp_detector: Backend, generator: Backend, frame_size: tuple[int, int], *,
+                 relative: bool = True, adapt_scale: bool = False, fit: str = "crop") -> None:
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.frame_size = frame_size
+        self.relative = relative
+        self.adapt_scale = adapt_scale
+        self.fit = fit
+        self.has_jacobian = "kp_jacobian" in kp_detector.spec.output_names
+        self._source: np.ndarray | None = None  # (1, 3, H, W)
+        self._kp_source: KP | None = None
+        self._kp_reference: KP | None = None
+        self._source_batches: dict[int, dict[str, np.ndarray]] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def prepare(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Any image (H, W, C) -> model frame, RGB float32 in [0, 1] at the model size."""
+        return prepare_frame(image, self.frame_size, fit=self.fit, bgr=bgr)
+
+    def keypoints(self, frames: np.ndarray) -> KP:
+        """Keypoints of model frames (N, H, W, 3) float32."""
+        out = self.kp_detector.infer({"image": to_nchw(frames)})
+        jac = out.get("kp_jacobian")
+        return KP(out["kp_value"].copy(), None if jac is None else jac.copy())
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def set_source(self, image: np.ndarray, *, bgr: bool = False) -> None:
+        """Preprocess the source once and cache everything that depends only on it."""
+        frame = self.prepare(image, bgr=bgr)
+        self._source = to_nchw(frame)
+        self._kp_source = self.keypoints(frame[None])
+        self._source_batches.clear()
+
+    def set_reference(self, frame: np.ndarray, *, bgr: bool = False, prepared: bool = False) -> None:
+        """The driving frame whose pose corresponds to the source's (relative motion starts here)."""
+        model_frame = frame if prepared else self.prepare(frame, bgr=bgr)
+        self._kp_reference = self.keypoints(model_frame[None])
+
+    def set_reference_keypoints(self, kp: KP) -> None:
+        """Use already computed keypoints (batch 1) as the reference."""
+        self._kp_reference = kp
+
+    def reset_reference(self) -> None:
+        self._kp_reference = None
+
+    @property
+    def source_keypoints(self) -> KP:
+        if self._kp_source is None:
+            raise FommError("call set_source() before animating")
+        return self._kp_source
+
+    def _source_feed(self, batch: int) -> dict[str, np.ndarray]:
+        # Repeated copies of the source and its keypoints, built once per batch size.
+        if batch not in self._source_batches:
+            kp = self.source_keypoints
+            feed = {"source": np.repeat(self._source, batch, 0), "kp_source_value": np.repeat(kp.value, batch, 0)}
+            if self.has_jacobian:
+                feed["kp_source_jacobian"] = np.repeat(kp.jacobian, batch, 0)
+            self._source_batches[batch] = feed
+        return self._source_batches[batch]
+
+    # -- animation -------------------------------------------------------------------------------
+
+    def animate_prepared(self, frames: np.ndarray, *, return_float: bool = False) -> np.ndarray:
+        """Animate model frames (N, H, W, 3) float32 in [0, 1].
+
+        Returns:
+            (N, H, W, 3) uint8 RGB, or (N, 3, H, W) float32 in [0, 1] with ``return_float``.
+        """
+        if frames.ndim != 4 or frames.shape[1:3] != tuple(self.frame_size):
+            raise FommError(f"expected model frames (N, {self.frame_size[0]}, {self.frame_size[1]}, 3), "
+                            f"got {frames.shape}")
+        kp_source = self.source_keypoints
+        kp_driving = self.keypoints(frames)
+        if self._kp_reference is None:  # as upstream: the first driving frame is the reference
+            self._kp_reference = KP(kp_driving.value[:1].copy(),
+                                    None if kp_driving.jacobian is None else kp_driving.jacobian[:1].copy())
+        kp_norm = normalize_kp(kp_source, kp_driving, self._kp_reference, adapt_movement_scale=self.adapt_scale,
+                               use_relative_movement=self.relative, use_relative_jacobian=self.relative)
+        feed = dict(self._source_feed(len(frames)))
+        feed["kp_driving_value"] = np.ascontiguousarray(kp_norm.value, dtype=np.float32)
+        if self.has_jacobian:
+            feed["kp_driving_jacobian"] = np.ascontiguousarray(kp_norm.jacobian, dtype=np.float32)
+        prediction = self.generator.infer(feed)["prediction"]
+        return prediction.copy() if return_float else to_uint8_hwc(prediction)
+
+    def animate_batch(self, frames: Sequence[np.ndarray] | np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Animate any frames (each (H, W, C), any size) -> (N, H, W, 3) uint8 RGB at the model size."""
+        prepared = np.stack([self.prepare(f, bgr=bgr) for f in frames])
+        return self.animate_prepared(prepared)
+
+    def animate(self, frame: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Animate one frame -> (H, W, 3) uint8 RGB."""
+        return self.animate_batch([frame], bgr=bgr)[0]
+
+
+def find_best_frame(kp_source: KP, kp_frames: np.ndarray) -> int:
+    """Index of the driving frame whose pose is closest to the source's.
+
+    Each keypoint set is centred and divided by the square root of its convex-hull area, then compared by
+    the sum of squared differences (upstream's criterion, with our own keypoints instead of face landmarks).
+
+    Args:
+        kp_source: source keypoints (1, K, 2).
+        kp_frames: keypoint values of every driving frame, (N, K, 2).
+    """
+    from .keypoints import convex_hull_area
+
+    def normalise(points: np.ndarray) -> np.ndarray:
+        centred = points - points.mean(axis=0, keepdims=True)
+        area = convex_hull_area(points)
+        return centred / np.sqrt(area) if area > 0 else centred
+
+    src = normalise(kp_source.value[0].astype(np.float64))
+    dists = [float(((normalise(f.astype(np.float64)) - src) ** 2).sum()) for f in kp_frames]
+    return int(np.argmin(dists))

@@ -1,0 +1,76 @@
+"""One interface for every backend (after Polygraphy's runners): activate, infer by tensor name, deactivate.
+
+``infer`` checks the feed against the graph contract once, for every backend, then calls ``_infer``.
+Inputs and outputs are float32 numpy arrays; fp16 lives inside the graphs.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..contract import GraphSpec, check_feed
+from ..errors import FommError
+
+
+class Backend(abc.ABC):
+    """Runs one exported graph. Cheap to construct; loads and allocates in ``activate()``."""
+
+    kind: str = "base"
+
+    def __init__(self, spec: GraphSpec, *, name: str | None = None) -> None:
+        self.spec = spec
+        self.name = name or f"{self.kind}:{spec.name}"
+        self.is_active = False
+        self.last_inference_time: float | None = None
+
+    def activate(self) -> "Backend":
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph.
+
+        Args:
+            feed: every contract input by name, float32 with the contract's shape (B is free).
+        Returns:
+            every contract output by name. Arrays may be reused by the next call; copy to keep them.
+        Raises:
+            InputMismatchError: the feed breaks the contract.
+        """
+        if not self.is_active:
+            raise FommError(f"{self.name}: call activate() (or use 'with') before infer()")
+        feed = dict(feed)
+        check_feed(self.spec, feed)
+        start = time.perf_counter()
+        out = self._infer(feed)
+        self.last_inference_time = time.perf_counter() - start
+        missing = [n for n in self.spec.output_names if n not in out]
+        if missing:
+            raise FommError(f"{self.name}: backend returned no {missing}; the engine/graph breaks the contract")
+        return {n: out[n] for n in self.spec.output_names}
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    def __enter__(self) -> "Backend":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _deactivate(self) -> None:  # noqa: B027 - optional hook
+        pass

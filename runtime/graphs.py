@@ -1,0 +1,90 @@
+"""An export folder (graphs + manifest.json) and the backends that run it.
+
+``BACKENDS`` is the only mapping from backend names to classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend
+from .backends.onnxrt import OrtBackend
+from .backends.tensorrt import TrtBackend
+from .backends.torch_ref import TorchBackend
+from .config import ConfigError, FommConfig, config_from_dict, resolve_config
+from .contract import GraphSpec, graph_specs
+from .errors import FommError
+
+BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
+GRAPHS = ("kp_detector", "generator")
+
+
+@dataclass
+class ExportedModel:
+    dir: Path
+    manifest: dict[str, Any]
+    config: FommConfig
+    specs: dict[str, GraphSpec]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.config.frame_size
+
+    def has_precision(self, precision: str) -> bool:
+        suffix = "" if precision == "fp32" else ".fp16"
+        return all((self.dir / f"{g}{suffix}.onnx").is_file() for g in GRAPHS)
+
+
+def load_exported(onnx_dir: str | Path) -> ExportedModel:
+    """Read ``manifest.json`` of an export folder and check it against this version's contract.
+
+    Raises:
+        FommError: no such folder, no or unreadable manifest, or a contract that does not match.
+    """
+    onnx_dir = Path(onnx_dir)
+    manifest_path = onnx_dir / "manifest.json"
+    if not onnx_dir.is_dir():
+        raise FommError(f"no export folder at {onnx_dir}: run fomm-export first, or pass --onnx DIR")
+    if not manifest_path.is_file():
+        raise FommError(f"{onnx_dir} has no manifest.json: it was not written by fomm-export; export again")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        cfg = config_from_dict(manifest["config"], name=manifest.get("config_name", ""), source=str(manifest_path))
+        recorded = {g: GraphSpec.from_dict(g, manifest["graphs"][g]) for g in GRAPHS}
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
+        raise FommError(f"{manifest_path} is damaged or from an incompatible version ({exc}); export again") from None
+    specs = graph_specs(cfg)
+    for g in GRAPHS:
+        if recorded[g] != specs[g]:
+            raise FommError(f"{manifest_path}: the '{g}' contract differs from this version's; export again")
+    return ExportedModel(onnx_dir, manifest, cfg, specs)
+
+
+def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str = "fp32", *,
+                 ckpt: str | Path | None = None, config: str | Path | None = None,
+                 providers: Sequence[str] | None = None) -> Backend:
+    """A backend of ``kind`` for one graph of an export folder (not yet activated)."""
+    if kind not in BACKENDS:
+        raise FommError(f"unknown backend '{kind}'; choose from {', '.join(BACKENDS)}")
+    spec = exported.specs[graph]
+    if kind == "torch":
+        if precision != "fp32":
+            raise FommError("the torch backend is the fp32 reference; use --precision fp32 with it")
+        path = Path(ckpt) if ckpt else Path(exported.manifest["checkpoint"]["path"])
+        if not path.is_file():
+            raise FommError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
+                            "pass --ckpt PATH")
+        cfg = resolve_config(config) if config else exported.config
+        return TorchBackend(spec, path, cfg)
+    if kind == "onnxruntime":
+        suffix = "" if precision == "fp32" else ".fp16"
+        path = exported.dir / f"{graph}{suffix}.onnx"
+        if not path.is_file():
+            hint = "; export with --precision fp16" if precision == "fp16" else ""
+            raise FommError(f"{path} not found{hint}")
+        return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
+    return TrtBackend.from_onnx(spec, exported.dir, precision)

@@ -1,0 +1,100 @@
+"""Turning what users have (any image file, any frame) into the model's input, and back.
+
+Model frames are float32 RGB in [0, 1], (H, W, 3), at the config's frame size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+
+FIT_MODES = ("crop", "pad", "stretch")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB float32 in [0, 1], (H, W, 3). Greyscale, RGBA and 16-bit files are accepted.
+
+    Raises:
+        ImageError: missing file, or not a readable image.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageError(f"{path} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    return to_rgb_float(img, bgr=True)
+
+
+def to_rgb_float(img: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+    """Any image array (grey, RGB(A)/BGR(A); uint8, uint16 or float in [0, 1]) -> RGB float32 in [0, 1]."""
+    import cv2
+
+    if img.dtype == np.uint8:
+        out = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        out = img.astype(np.float32) / 65535.0
+    elif np.issubdtype(img.dtype, np.floating):
+        out = img.astype(np.float32)
+    else:
+        raise ImageError(f"unsupported image dtype {img.dtype}")
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    elif out.ndim == 3 and out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.ndim == 3 and out.shape[2] == 4:
+        alpha = out[..., 3:4]
+        out = out[..., :3] * alpha + (1.0 - alpha)  # composite over white
+    elif not (out.ndim == 3 and out.shape[2] == 3):
+        raise ImageError(f"unsupported image shape {img.shape}")
+    if bgr:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    return np.clip(out, 0.0, 1.0)
+
+
+def fit_square(img: np.ndarray, mode: str = "crop") -> np.ndarray:
+    """Make an image square: centre ``crop``, ``pad`` (white borders), or ``stretch`` (leave as is)."""
+    if mode not in FIT_MODES:
+        raise ImageError(f"unknown fit mode '{mode}'; choose from {', '.join(FIT_MODES)}")
+    h, w = img.shape[:2]
+    if h == w or mode == "stretch":
+        return img
+    if mode == "crop":
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        return img[top:top + s, left:left + s]
+    s = max(h, w)
+    out = np.ones((s, s, img.shape[2]), img.dtype)
+    top, left = (s - h) // 2, (s - w) // 2
+    out[top:top + h, left:left + w] = img
+    return out
+
+
+def prepare_frame(img: np.ndarray, size: tuple[int, int], *, fit: str = "crop", bgr: bool = False) -> np.ndarray:
+    """Any image -> model frame: RGB float32 [0, 1], (H, W, 3) at ``size`` = (H, W)."""
+    import cv2
+
+    rgb = fit_square(to_rgb_float(img, bgr=bgr), fit)
+    h, w = size
+    if rgb.shape[:2] != (h, w):
+        shrink = rgb.shape[0] > h or rgb.shape[1] > w
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def to_nchw(frames: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) or (H, W, 3) float -> (N, 3, H, W) float32, contiguous."""
+    if frames.ndim == 3:
+        frames = frames[None]
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def to_uint8_hwc(batch: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8 (rounded)."""
+    return np.clip(np.rint(batch.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)

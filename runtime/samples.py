@@ -1,0 +1,93 @@
+"""Sample inputs that ship with the package: a real face photo and synthetic head motion made from it.
+
+``assets/astronaut-face.jpg`` is a crop of NASA's portrait of Eileen Collins (public domain), as shipped
+with scikit-image's ``astronaut.png``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+
+def sample_face_path() -> Path:
+    return Path(str(resources.files("runtime").joinpath("assets/astronaut-face.jpg")))
+
+
+def sample_face() -> np.ndarray:
+    """The sample portrait, RGB float32 in [0, 1], 256x256."""
+    from .preprocess import load_image
+
+    return load_image(sample_face_path())
+
+
+def head_motion(image: np.ndarray, n: int, *, seed: int = 0, max_angle: float = 8.0, max_shift: float = 0.06,
+                max_zoom: float = 0.06) -> np.ndarray:
+    """``n`` frames of the image under a smooth random similarity motion (nodding, turning, zooming).
+
+    Args:
+        image: (H, W, 3) float32 in [0, 1].
+    Returns:
+        (n, H, W, 3) float32 in [0, 1]; frame 0 is the unmoved image.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+    phases = rng.uniform(0, 2 * np.pi, 4)
+    freqs = rng.uniform(0.5, 1.5, 4)
+    frames = []
+    for i in range(n):
+        t = i / max(n - 1, 1)
+        s = [np.sin(2 * np.pi * f * t + p) - np.sin(p) for f, p in zip(freqs, phases)]  # 0 at t = 0
+        angle = max_angle * s[0] / 2
+        zoom = 1 + max_zoom * s[1] / 2
+        tx, ty = max_shift * w * s[2] / 2, max_shift * h * s[3] / 2
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
+        m[:, 2] += (tx, ty)
+        frames.append(cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+    return np.clip(np.stack(frames), 0, 1).astype(np.float32)
+
+
+def write_sample_driving_video(path: str | Path, *, frames: int = 50, fps: float = 25.0, size: int = 256,
+                               seed: int = 0) -> Path:
+    """An MP4 of the sample portrait under synthetic head motion, with a tone as its audio track."""
+    import subprocess
+    import tempfile
+
+    import cv2
+
+    from .video import VideoWriter, ffmpeg_exe
+
+    face = cv2.resize(sample_face(), (size, size), interpolation=cv2.INTER_AREA)
+    motion = head_motion(face, frames, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tone = Path(tmp) / "tone.wav"
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                        f"sine=frequency=330:duration={frames / fps:.3f}", str(tone)], check=True)
+        with VideoWriter(path, fps, (size, size), audio_from=tone) as writer:
+            for frame in motion:
+                writer.write(np.rint(frame * 255).astype(np.uint8))
+    return Path(path)
+
+
+def main() -> None:
+    import click
+
+    @click.command()
+    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4")
+    @click.option("--frames", default=50, show_default=True)
+    @click.option("--fps", default=25.0, show_default=True)
+    @click.option("--seed", default=0, show_default=True)
+    def cli(out: Path, frames: int, fps: float, seed: int) -> None:
+        """Write a sample driving video: the bundled portrait under synthetic head motion, with audio."""
+        write_sample_driving_video(out, frames=frames, fps=fps, seed=seed)
+        click.echo(f"wrote {out}")
+
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""End to end: fomm-export, then fomm-animate on a generated MP4 with audio; every user error is one line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.samples import head_motion, sample_face
+from runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
+
+FPS = 20
+N_FRAMES = 12
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not installed; run the README set-up (make setup)"
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    face = sample_face()
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"sine=frequency=440:duration={N_FRAMES / FPS}", str(root / "tone.wav")], check=True)
+    frames = head_motion(cv2.resize(face, (200, 160)), N_FRAMES, seed=2)  # not square, not model-sized
+    with VideoWriter(root / "driving.mp4", FPS, (200, 160), audio_from=root / "tone.wav") as w:
+        for f in frames:
+            w.write(np.rint(f * 255).astype(np.uint8))
+    with VideoWriter(root / "silent.mp4", FPS, (200, 160)) as w:
+        for f in frames[:4]:
+            w.write(np.rint(f * 255).astype(np.uint8))
+    cv2.imwrite(str(root / "source.png"), np.rint(face[..., ::-1] * 255).astype(np.uint8))
+    (root / "notes.txt").write_text("not media")
+    return root
+
+
+def _animate(*args, cwd):
+    return subprocess.run([_script("fomm-animate"), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_driving_fixture_has_audio(media):
+    assert has_audio(media / "driving.mp4") and not has_audio(media / "silent.mp4")
+
+
+@pytest.mark.parametrize("extra, width", [((), 128), (("--side-by-side", "--batch", "5", "--adapt-scale"), 384)])
+def test_animate_writes_playable_mp4_with_audio(tmp_path, media, golden_export, extra, width):
+    out = tmp_path / "result.mp4"
+    res = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", out,
+                   "--onnx", golden_export, *extra, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"{N_FRAMES} frames at {FPS:.2f} fps" in res.stdout and "with audio" in res.stdout
+    cap, info = open_video(out)
+    cap.release()
+    assert (info.width, info.height) == (width, 128) and info.fps == pytest.approx(FPS)
+    frames = list(iter_frames(out))
+    assert len(frames) == N_FRAMES
+    assert has_audio(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.mp4"]  # no temporary files left
+    # H.264 is lossy; the uint8 frames the animator produced must come back close.
+    assert frames[0].dtype == np.uint8 and frames[0].std() > 1
+
+
+def test_animate_without_audio_and_fp16(tmp_path, media, golden_export):
+    out = tmp_path / "r.mp4"
+    res = _animate("--source", media / "source.png", "--driving", media / "silent.mp4", "--out", out,
+                   "--onnx", golden_export, "--precision", "fp16", "--absolute", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "no audio in the driving video" in res.stdout and not has_audio(out)
+    assert len(list(iter_frames(out))) == 4
+
+
+def test_best_frame_on_a_known_clip(tmp_path, media, golden_export):
+    """Frame 6 of this clip is the source image itself: --best-frame must pick it."""
+    face = cv2.resize(sample_face(), (128, 128), interpolation=cv2.INTER_AREA)
+    frames = head_motion(face, 11, seed=5, max_angle=25, max_shift=0.2, max_zoom=0.2)[1:]  # all moved
+    frames[6] = face
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, 10, (128, 128), crf=0) as w:
+        for f in frames:
+            w.write(np.rint(f * 255).astype(np.uint8))
+    src = tmp_path / "face.png"
+    cv2.imwrite(str(src), np.rint(face[..., ::-1] * 255).astype(np.uint8))
+    res = _animate("--source", src, "--driving", clip, "--out", tmp_path / "o.mp4", "--onnx", golden_export,
+                   "--best-frame", "--batch", "3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "best frame: 6" in res.stderr
+
+
+def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
+    code = (
+        "import sys\n"
+        "from runtime.cli import animate_main\n"
+        f"args = ['--source', {str(media / 'source.png')!r}, '--driving', {str(media / 'silent.mp4')!r},"
+        f" '--out', {str(tmp_path / 'x.mp4')!r}, '--onnx', {str(golden_export)!r}]\n"
+        "animate_main.main(args, standalone_mode=False)\n"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported'\n"
+        "print('no torch')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 0, res.stderr
+    assert "no torch" in res.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing-source", "image not found"),
+    ("bad-source", "is not an image"),
+    ("missing-driving", "video not found"),
+    ("bad-driving", "not a video OpenCV can read"),
+    ("no-export", "no export folder"),
+    ("not-mp4", "--out must end in .mp4"),
+    ("no-fp16", "export with --precision fp16"),
+])
+def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_export, case, message):
+    args = {"--source": media / "source.png", "--driving": media / "driving.mp4", "--out": tmp_path / "o.mp4",
+            "--onnx": golden_export}
+    if case == "missing-source":
+        args["--source"] = tmp_path / "nope.png"
+    elif case == "bad-source":
+        args["--source"] = media / "notes.txt"
+    elif case == "missing-driving":
+        args["--driving"] = tmp_path / "nope.mp4"
+    elif case == "bad-driving":
+        args["--driving"] = media / "notes.txt"
+    elif case == "no-export":
+        args["--onnx"] = tmp_path / "nothing"
+    elif case == "not-mp4":
+        args["--out"] = tmp_path / "o.avi"
+    extra = []
+    if case == "no-fp16":
+        fp32_only = tmp_path / "fp32"
+        fp32_only.mkdir()
+        for name in ("kp_detector.onnx", "generator.onnx", "manifest.json"):
+            (fp32_only / name).write_bytes((golden_export / name).read_bytes())
+        args["--onnx"] = fp32_only
+        extra = ["--precision", "fp16"]
+    flat = [x for kv in args.items() for x in kv] + extra
+    res = _animate(*flat, cwd=tmp_path)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert re.search(re.escape(message), lines[0]), lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_compare_cli_torch_vs_onnxruntime(golden_export, tmp_path):
+    res = subprocess.run([_script("fomm-compare"), "--onnx", str(golden_export)], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "all outputs within tolerance" in res.stdout and "PSNR" in res.stdout
+
+
+def test_compare_cli_over_budget_exits_non_zero(golden_export, tmp_path):
+    # fp16 graphs judged against fp32 ONNX Runtime pass; the same comparison on random noise with the fp32
+    # table would not, which is what a wrong --precision looks like.
+    ok = subprocess.run([_script("fomm-compare"), "--onnx", str(golden_export), "--backends",
+                         "onnxruntime,onnxruntime", "--precision", "fp16"], capture_output=True, text=True,
+                        timeout=600, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    fp16_dir = tmp_path / "mislabelled"
+    fp16_dir.mkdir()
+    for name in ("kp_detector", "generator"):  # fp16 graphs under the fp32 names
+        (fp16_dir / f"{name}.onnx").write_bytes((golden_export / f"{name}.fp16.onnx").read_bytes())
+    (fp16_dir / "manifest.json").write_bytes((golden_export / "manifest.json").read_bytes())
+    bad = subprocess.run([_script("fomm-compare"), "--onnx", str(fp16_dir), "--inputs", "random"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert "OVER" in bad.stdout and "outputs differ beyond tolerance" in bad.stderr

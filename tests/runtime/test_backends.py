@@ -1,0 +1,208 @@
+"""Every backend honours the graph contract and agrees with the others; the animator reproduces upstream."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from runtime.animator import Animator, find_best_frame
+from runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
+from runtime.contract import check_feed, tolerance
+from runtime.errors import FommError, InputMismatchError
+from runtime.graphs import load_exported, make_backend
+from runtime.keypoints import KP
+
+BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt])]
+
+
+def _feeds(golden_inputs, golden_expected):
+    e = golden_expected
+    n = 3
+    return {
+        "kp_detector": {"image": golden_inputs["driving"][:n]},
+        "generator": {
+            "source": np.repeat(golden_inputs["source"], n, 0),
+            "kp_source_value": np.repeat(e["kp_source_value"], n, 0),
+            "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], n, 0),
+            "kp_driving_value": e["kp_norm_adapt_value"][:n],
+            "kp_driving_jacobian": e["kp_norm_adapt_jacobian"][:n],
+        },
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("graph", ["kp_detector", "generator"])
+def test_backend_contract_and_agreement(golden_export, golden_inputs, golden_expected, backend, graph):
+    exported = load_exported(golden_export)
+    feed = _feeds(golden_inputs, golden_expected)[graph]
+    with make_backend("torch", exported, graph) as ref_backend:
+        ref = {k: v.copy() for k, v in ref_backend.infer(feed).items()}
+    with make_backend(backend, exported, graph) as b:
+        out = b.infer(feed)
+        assert list(out) == b.spec.output_names
+        for t in b.spec.outputs:
+            assert out[t.name].dtype == np.float32 and out[t.name].shape == t.concrete_shape(3)
+            np.testing.assert_allclose(out[t.name], ref[t.name], atol=tolerance("fp32", t.name), rtol=0)
+        with pytest.raises(InputMismatchError, match="got shape"):
+            bad = dict(feed)
+            key = b.spec.input_names[-1]
+            bad[key] = np.zeros(bad[key].shape[:-1] + (3,), np.float32)
+            b.infer(bad)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_animator_reproduces_upstream_demo(golden_export, golden_inputs, golden_expected, backend):
+    """Upstream demo with --relative --adapt_scale: the first driving frame is the reference."""
+    exported = load_exported(golden_export)
+    kp = make_backend(backend, exported, "kp_detector").activate()
+    gen = make_backend(backend, exported, "generator").activate()
+    animator = Animator(kp, gen, exported.frame_size, relative=True, adapt_scale=True)
+    animator.set_source(golden_inputs["source"][0].transpose(1, 2, 0))
+    frames = golden_inputs["driving"].transpose(0, 2, 3, 1)
+    pred = np.concatenate([animator.animate_prepared(frames[:2], return_float=True),
+                           animator.animate_prepared(frames[2:], return_float=True)])
+    np.testing.assert_allclose(pred, golden_expected["prediction"], atol=1e-4, rtol=0)
+    uint8 = animator.animate(frames[4])
+    assert uint8.dtype == np.uint8 and uint8.shape == (128, 128, 3)
+    expected_u8 = np.rint(golden_expected["prediction"][4].transpose(1, 2, 0) * 255)
+    assert np.abs(uint8.astype(int) - expected_u8).max() <= 1
+
+
+def test_animator_absolute_mode_and_reference(golden_export, golden_inputs):
+    exported = load_exported(golden_export)
+    kp = make_backend("onnxruntime", exported, "kp_detector").activate()
+    gen = make_backend("onnxruntime", exported, "generator").activate()
+    frames = golden_inputs["driving"].transpose(0, 2, 3, 1)
+    source = golden_inputs["source"][0].transpose(1, 2, 0)
+    relative = Animator(kp, gen, (128, 128))
+    relative.set_source(source)
+    relative.set_reference(frames[2], prepared=True)
+    # With the reference equal to the driving frame, relative motion gives the source's own keypoints.
+    out_ref = relative.animate_prepared(frames[2:3], return_float=True)
+    absolute = Animator(kp, gen, (128, 128), relative=False)
+    absolute.set_source(source)
+    out_src = absolute.animate_prepared(source[None], return_float=True)
+    np.testing.assert_allclose(out_ref, out_src, atol=2e-5)
+
+
+def test_best_frame_finds_the_source_pose(golden_export, golden_inputs):
+    exported = load_exported(golden_export)
+    kp = make_backend("onnxruntime", exported, "kp_detector").activate()
+    gen = make_backend("onnxruntime", exported, "generator").activate()
+    animator = Animator(kp, gen, (128, 128))
+    source = golden_inputs["source"][0].transpose(1, 2, 0)
+    animator.set_source(source)
+    frames = golden_inputs["driving"].transpose(0, 2, 3, 1)
+    clip = np.concatenate([frames[::-1], source[None], frames])  # the source pose sits at index 5
+    values = animator.keypoints(clip).value
+    assert find_best_frame(animator.source_keypoints, values) == 5
+
+
+def test_best_frame_ignores_translation_and_scale_but_not_rotation():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(-0.6, 0.6, (1, 10, 2))
+
+    def rotated(deg):
+        a = np.deg2rad(deg)
+        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        return src[0] @ r.T
+
+    frames = np.stack([rotated(30), rotated(10), 0.5 * src[0] + [0.3, -0.2], rotated(-20)])
+    assert find_best_frame(KP(src), frames) == 2
+    assert find_best_frame(KP(src), frames[[0, 1, 3]]) == 1  # the smallest rotation
+
+
+def test_feed_checks(golden_export):
+    spec = load_exported(golden_export).specs["generator"]
+    good = {t.name: np.zeros(t.concrete_shape(2), np.float32) for t in spec.inputs}
+    assert check_feed(spec, good) == 2
+    with pytest.raises(InputMismatchError, match=r"missing \['source'\]"):
+        check_feed(spec, {k: v for k, v in good.items() if k != "source"})
+    with pytest.raises(InputMismatchError, match="got dtype float64"):
+        check_feed(spec, dict(good, source=good["source"].astype(np.float64)))
+    with pytest.raises(InputMismatchError, match=r"got shape \(2, 10, 3\). Expected \(B, 10, 2\)"):
+        check_feed(spec, dict(good, kp_driving_value=np.zeros((2, 10, 3), np.float32)))
+    with pytest.raises(InputMismatchError, match="batch 3 differs from 2"):
+        check_feed(spec, dict(good, kp_driving_value=np.zeros((3, 10, 2), np.float32)))
+
+
+def test_infer_needs_activate(golden_export):
+    backend = make_backend("onnxruntime", load_exported(golden_export), "kp_detector")
+    with pytest.raises(FommError, match="activate"):
+        backend.infer({"image": np.zeros((1, 3, 128, 128), np.float32)})
+
+
+def test_export_folder_errors(tmp_path, golden_export):
+    with pytest.raises(FommError, match="no export folder"):
+        load_exported(tmp_path / "nope")
+    with pytest.raises(FommError, match="has no manifest.json"):
+        load_exported(tmp_path)
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(FommError, match="damaged"):
+        load_exported(tmp_path)
+    manifest = json.loads((golden_export / "manifest.json").read_text())
+    manifest["graphs"]["generator"]["inputs"][1]["shape"] = ["B", 15, 2]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FommError, match="contract differs"):
+        load_exported(tmp_path)
+
+
+def test_torch_backend_needs_the_checkpoint(tmp_path, golden_export):
+    manifest = json.loads((golden_export / "manifest.json").read_text())
+    manifest["checkpoint"]["path"] = str(tmp_path / "moved.pth.tar")
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FommError, match="pass --ckpt"):
+        make_backend("torch", load_exported(folder), "kp_detector")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+def test_tensorrt_backend_says_what_is_missing(golden_export):
+    with pytest.raises(FommError, match="needs the 'tensorrt' package"):
+        make_backend("tensorrt", load_exported(golden_export), "generator", "fp16")
+
+
+def test_engine_cache_key(golden_export):
+    onnx32 = onnx_file_for(golden_export, "generator", "fp32")
+    onnx16 = onnx_file_for(golden_export, "generator", "fp16")
+    assert onnx32.name == "generator.onnx" and onnx16.name == "generator.fp16.onnx"
+    facts = dict(tensorrt_version="10.13.0", gpu_name="NVIDIA H100", compute_capability="9.0")
+    base = engine_key(onnx16, "fp16", **facts)
+    assert base == engine_key(onnx16, "fp16", **facts)  # deterministic
+    variants = [
+        engine_key(onnx32, "fp16", **facts),  # other graph file
+        engine_key(onnx16, "fp32", **facts),
+        engine_key(onnx16, "fp16", **dict(facts, tensorrt_version="11.0.0")),
+        engine_key(onnx16, "fp16", **dict(facts, gpu_name="NVIDIA RTX 4090")),
+        engine_key(onnx16, "fp16", **dict(facts, compute_capability="8.9")),
+        engine_key(onnx16, "fp16", **facts, batch=(1, 4, 8)),
+        engine_key(onnx16, "fp16", **facts, optimization_level=5),
+    ]
+    digests = {base.digest()} | {v.digest() for v in variants}
+    assert len(digests) == len(variants) + 1
+    path = engine_path_for(golden_export / "engines", "generator", base)
+    assert path.name == f"generator.fp16.{base.digest()}.engine"
+    assert isinstance(base, EngineKey) and base.onnx_sha256 == json.loads(
+        (golden_export / "manifest.json").read_text())["graphs"]["generator.fp16"]["sha256"]
+    with pytest.raises(FommError, match="1 <= min <= opt <= max"):
+        engine_key(onnx16, "fp16", **facts, batch=(4, 1, 8))
+
+
+def test_onnx_file_for_missing_fp16(tmp_path):
+    with pytest.raises(FommError, match=r"export with --precision fp16"):
+        onnx_file_for(tmp_path, "generator", "fp16")
+
+
+def test_keypoints_helper_copies(golden_export, golden_inputs):
+    exported = load_exported(golden_export)
+    kp = make_backend("onnxruntime", exported, "kp_detector").activate()
+    gen = make_backend("onnxruntime", exported, "generator").activate()
+    a = Animator(kp, gen, (128, 128))
+    first = a.keypoints(golden_inputs["driving"][:1].transpose(0, 2, 3, 1))
+    a.keypoints(golden_inputs["driving"][1:2].transpose(0, 2, 3, 1))
+    assert isinstance(first, KP) and not np.shares_memory(first.value, a.keypoints(
+        golden_inputs["driving"][1:2].transpose(0, 2, 3, 1)).value)

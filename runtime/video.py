@@ -50,6 +50,9 @@ def open_video(path: str | Path) -> tuple["object", VideoInfo]:
         raise VideoError(f"video not found: {path}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
+        streams = _streams(path)
+        if "Audio" in streams and "Video" not in streams:
+            raise VideoError(f"{path} has no video stream (audio only); pass a video with frames")
         raise VideoError(f"{path} is not a video OpenCV can read (try converting it to H.264 MP4)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     info = VideoInfo(path, fps if fps > 0 else 25.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
@@ -76,10 +79,19 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         raise VideoError(f"{path} has no frames that can be decoded")
 
 
+def _streams(path: str | Path) -> set[str]:
+    """Kinds of streams ffmpeg finds in a media file ('Video', 'Audio', ...); empty if unreadable."""
+    try:
+        res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired, VideoError):
+        return set()
+    return set(re.findall(r"Stream #\d+:\d+.*?: (\w+):", res.stderr))
+
+
 def has_audio(path: str | Path) -> bool:
     """Whether a media file has an audio stream (asks ffmpeg)."""
-    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return re.search(r"Stream #\d+:\d+.*: Audio:", res.stderr) is not None
+    return "Audio" in _streams(path)
 
 
 class VideoWriter:

@@ -119,6 +119,7 @@ def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
     ("no-export", "no export folder"),
     ("not-mp4", "--out must end in .mp4"),
     ("no-fp16", "export with --precision fp16"),
+    ("audio-only", "has no video stream (audio only)"),
 ])
 def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_export, case, message):
     args = {"--source": media / "source.png", "--driving": media / "driving.mp4", "--out": tmp_path / "o.mp4",
@@ -135,6 +136,10 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
         args["--onnx"] = tmp_path / "nothing"
     elif case == "not-mp4":
         args["--out"] = tmp_path / "o.avi"
+    elif case == "audio-only":  # an .mp4 without a single video frame
+        args["--driving"] = tmp_path / "audio-only.mp4"
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(media / "tone.wav"), "-c:a", "aac",
+                        str(args["--driving"])], check=True)
     extra = []
     if case == "no-fp16":
         fp32_only = tmp_path / "fp32"
@@ -151,7 +156,7 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
     assert re.search(re.escape(message), lines[0]), lines[0]
     assert not (tmp_path / "o.mp4").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial output either
 
 
 def test_compare_cli_torch_vs_onnxruntime(golden_export, tmp_path):

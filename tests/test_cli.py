@@ -12,7 +12,6 @@ import pytest
 SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-train", "fomm-bench"]
 # Commands whose implementation has not landed yet, and the issue that brings each.
 NOT_YET = {
-    "fomm-live": 5,
     "fomm-train": 6,
     "fomm-bench": 7,
 }

@@ -1,0 +1,267 @@
+"""Live mode, headless: generated video files stand in for the camera."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.animator import Animator
+from runtime.backends.base import Backend
+from runtime.errors import FommError
+from runtime.graphs import load_exported, make_backend
+from runtime.live import LiveOptions, LiveSession, list_portraits
+from runtime.samples import sample_face, sample_face_path
+from runtime.video import VideoWriter, iter_frames
+
+REPO = Path(__file__).resolve().parents[2]
+CAM_W, CAM_H, FPS = 640, 480, 25
+
+
+def _moving_subject_clip(path: Path, frames: int) -> list[int]:
+    """The portrait (200 px) sliding left to right over a grey 640x480 'room'; returns its x per frame."""
+    face = np.rint(cv2.resize(sample_face(), (200, 200)) * 255).astype(np.uint8)
+    xs = []
+    with VideoWriter(path, FPS, (CAM_W, CAM_H)) as w:
+        for i in range(frames):
+            canvas = np.full((CAM_H, CAM_W, 3), 100, np.uint8)
+            x = 40 + int(i * 360 / max(frames - 1, 1))
+            canvas[120:320, x:x + 200] = face
+            w.write(canvas)
+            xs.append(x)
+    return xs
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("live") / "camera.mp4"
+    xs = _moving_subject_clip(path, 40)
+    return path, xs
+
+
+def _animator(golden_export, slow_seconds: float = 0.0):
+    exported = load_exported(golden_export)
+    kp = make_backend("onnxruntime", exported, "kp_detector").activate()
+    gen = make_backend("onnxruntime", exported, "generator").activate()
+    if slow_seconds:
+        gen = SlowBackend(gen, slow_seconds).activate()
+    return Animator(kp, gen, exported.frame_size, relative=True, adapt_scale=True)
+
+
+class SlowBackend(Backend):
+    """The real ONNX Runtime generator, made artificially slow (a GPU-less laptop, a huge model)."""
+
+    kind = "slow"
+
+    def __init__(self, inner: Backend, seconds: float) -> None:
+        super().__init__(inner.spec)
+        self.inner, self.seconds = inner, seconds
+
+    def _activate(self) -> None:
+        pass
+
+    def _infer(self, feed):
+        time.sleep(self.seconds)
+        return self.inner.infer(feed)
+
+
+def test_session_records_and_the_crop_box_follows_the_subject(tmp_path, golden_export, clip):
+    path, xs = clip
+    out = tmp_path / "session.mp4"
+    options = LiveOptions(camera=str(path), window=False, output=out)
+    report = LiveSession(_animator(golden_export), [sample_face_path()], options, log=lambda m: None).run()
+    assert report.reason == "camera stream ended"
+    assert report.output == out and out.is_file()
+    frames = list(iter_frames(out))
+    assert len(frames) == report.shown > 0
+    assert frames[0].shape == (360, 480 + 360, 3)  # camera panel 640x480 scaled to 360 high | portrait
+    assert report.reference_frame is not None and report.reference_frame < 10  # calibrated without a key
+    # The box centre tracks the subject's centre (x + 100) across the frame.
+    centres = {i: x + s / 2 for i, x, _, s in report.boxes}
+    errors = [abs(centres[i] - (xs[i] + 100)) for i in centres if i >= 5]
+    assert np.median(errors) < 25, errors
+    first = np.mean([centres[i] for i in sorted(centres)[:5]])
+    last = np.mean([centres[i] for i in sorted(centres)[-5:]])
+    assert last - first > 250
+
+
+def test_no_crop_uses_the_centre_square(tmp_path, golden_export, clip):
+    path, _ = clip
+    options = LiveOptions(camera=str(path), window=False, crop=False, max_frames=5)
+    report = LiveSession(_animator(golden_export), [sample_face_path()], options, log=lambda m: None).run()
+    assert {(x, y, s) for _, x, y, s in report.boxes} == {(80, 0, 480)}
+    assert report.reference_frame == 2  # the third frame: calibrate_frames = 3
+
+
+class FlakyCamera:
+    """A 'camera' backed by a real video file that delivers frames in real time, then stops delivering
+    (cable pulled) after ``fail_after`` frames; the next opens fail ``refuse`` times, then it works again."""
+
+    state = {"opens": 0}
+
+    def __init__(self, path: Path, fail_after: int | None, refuse: int) -> None:
+        FlakyCamera.state["opens"] += 1
+        self.opened = FlakyCamera.state["opens"] == 1 or FlakyCamera.state["opens"] > 1 + refuse
+        self.cap = cv2.VideoCapture(str(path)) if self.opened else None
+        self.fail_after = fail_after if FlakyCamera.state["opens"] == 1 else None
+        self.reads = 0
+
+    def isOpened(self):
+        return self.opened
+
+    def set(self, *args):
+        return True
+
+    def get(self, prop):
+        return FPS if prop == cv2.CAP_PROP_FPS else 0
+
+    def read(self):
+        time.sleep(1 / FPS)
+        self.reads += 1
+        if self.fail_after is not None and self.reads > self.fail_after:
+            return False, None
+        ok, frame = self.cap.read()
+        if not ok:  # loop the file: a camera never ends
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+        return ok, frame
+
+    def release(self):
+        if self.cap is not None:
+            self.cap.release()
+
+
+def test_camera_lost_mid_session_reconnects_without_crashing(golden_export, clip):
+    path, _ = clip
+    FlakyCamera.state["opens"] = 0
+    opener = lambda target: FlakyCamera(path, fail_after=15, refuse=2)  # noqa: E731
+    options = LiveOptions(camera="0", window=False, max_seconds=6.0)
+    session = LiveSession(_animator(golden_export), [sample_face_path()], options, camera_opener=opener,
+                          log=lambda m: None)
+    session.capture.reconnect_interval = 0.3
+    report = session.run()
+    assert report.reason == "time limit"
+    assert report.reconnects >= 3  # two refused reopen attempts, then success
+    assert FlakyCamera.state["opens"] >= 4
+    assert report.captured > 15 + 10  # frames arrived again after the reconnect
+    assert report.camera_status in ("running", "stopped")
+
+
+def test_slow_backend_drops_frames_instead_of_queueing(golden_export, tmp_path):
+    path = tmp_path / "long.mp4"
+    _moving_subject_clip(path, 100)  # 4 s at 25 fps
+    options = LiveOptions(camera=str(path), window=False, crop=False)
+    report = LiveSession(_animator(golden_export, slow_seconds=0.15), [sample_face_path()], options,
+                         log=lambda m: None).run()
+    assert report.dropped_capture + report.dropped_framing > 30  # most frames are skipped, not queued
+    lat = np.array(report.latencies_ms[3:])  # after calibration, every output waits ~150 ms in the backend
+    assert len(lat) > 10
+    # Bounded: a frame is at most one inference old when picked up, so latency stays near 1-2 inference
+    # times. A queue would grow by ~110 ms per output (150 ms work vs 40 ms between frames).
+    assert lat.max() < 2 * 150 + 250, lat
+    thirds = np.array_split(lat, 3)
+    assert thirds[2].mean() < thirds[0].mean() + 100, [t.mean() for t in thirds]
+
+
+def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    face = np.rint(sample_face() * 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "a.png"), face[..., ::-1])
+    cv2.imwrite(str(folder / "b.png"), face[:, ::-1, ::-1])  # mirrored: a different portrait
+    portraits = list_portraits(folder)
+    assert [p.name for p in portraits] == ["a.png", "b.png"]
+    path, _ = clip
+    animator = _animator(golden_export)
+    session = LiveSession(animator, portraits, LiveOptions(camera=str(path), window=False), log=lambda m: None)
+    before = animator.source_uint8().copy()
+    assert session._key(ord("n")) and session._key(ord("r")) and session._key(ord("a"))
+    calibrated = True
+    while session._commands:
+        calibrated = session._apply(session._commands.popleft(), calibrated)
+    assert session.portrait_index == 1 and not np.array_equal(before, animator.source_uint8())
+    assert calibrated is False and animator.relative is False
+    assert session._key(ord("b")) and session.options.show_box is False
+    assert session._key(ord("q")) is False
+    session.capture.cap.release()
+
+
+def test_folder_without_images(tmp_path):
+    with pytest.raises(FommError, match="folder without images"):
+        list_portraits(tmp_path)
+
+
+def _live(*args, env=None, cwd=None):
+    script = Path(sys.executable).parent / "fomm-live"
+    return subprocess.run([str(script), *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=cwd)
+
+
+def _one_line_error(res, message):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith("backend:")]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.stderr
+
+
+def test_cli_camera_that_fails_to_open_lists_what_was_tried(golden_export):
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", "7", "--no-window")
+    _one_line_error(res, "cannot open camera 7 (tried OpenCV VideoCapture(7);")
+
+
+def test_cli_missing_video_camera(golden_export, tmp_path):
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", tmp_path / "x.mp4",
+                "--no-window")
+    _one_line_error(res, "no such camera or video file")
+
+
+def test_cli_unreadable_portrait_fails_before_the_camera(golden_export, tmp_path):
+    bad = tmp_path / "portrait.jpg"
+    bad.write_text("not an image")
+    res = _live("--source", bad, "--onnx", golden_export, "--camera", "7", "--no-window")
+    _one_line_error(res, "is not an image")
+
+
+def test_cli_without_display_asks_for_no_window(golden_export, clip):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], env=env)
+    _one_line_error(res, "use --no-window")
+
+
+def test_cli_virtual_cam_without_pyvirtualcam(golden_export, clip):
+    if __import__("importlib").util.find_spec("pyvirtualcam") is not None:
+        pytest.skip("pyvirtualcam is installed")
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], "--no-window",
+                "--virtual-cam")
+    _one_line_error(res, "needs pyvirtualcam")
+
+
+def test_cli_headless_run_imports_no_torch(golden_export, clip, tmp_path):
+    code = (
+        "import sys\n"
+        "from runtime.live import main\n"
+        f"main.main(['--source', {str(sample_face_path())!r}, '--onnx', {str(golden_export)!r}, '--camera',"
+        f" {str(clip[0])!r}, '--no-window', '--max-frames', '10', '--output', {str(tmp_path / 'r.mp4')!r}],"
+        " standalone_mode=False)\n"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported'\n"
+        "print('no torch')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "no torch" in res.stdout and "10 frames shown" in res.stdout
+    assert "backend: onnxruntime fp32 (chosen automatically)" in res.stderr
+    assert (tmp_path / "r.mp4").is_file()
+
+
+def test_live_script_mode_runs(golden_export, clip, tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "runtime" / "live.py"), "--source", str(sample_face_path()),
+                          "--onnx", str(golden_export), "--camera", str(clip[0]), "--no-window", "--max-frames", "3"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "3 frames shown" in res.stdout

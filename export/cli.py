@@ -46,12 +46,15 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, align_co
     """
     from tqdm import tqdm
 
+    from runtime.contract import graph_specs
+
     from .exporter import PRECISIONS, run_export
 
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)
-    n_steps = 2 + 2 * 2 + (2 * 2 if "fp16" in PRECISIONS[precision] else 0)
+    graphs = len(graph_specs(cfg))
+    n_steps = 2 * graphs * (2 if "fp16" in PRECISIONS[precision] else 1) + 1
     with tqdm(total=n_steps, desc="fomm-export", unit="step", leave=False, disable=None,
               bar_format="{desc}: {n}/{total} {bar} {elapsed}") as bar:
         def progress(message: str) -> None:

@@ -14,18 +14,20 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# Module scopes (as they appear in node names of the TorchScript exporter) whose work is convolutional
-# feature extraction and tolerates fp16. Anything else stays fp32.
+# Module scopes (as they appear in node names of the TorchScript exporter, e.g.
+# "/generator/bottleneck/r0/conv1/Conv" or, for the split graphs, "/bottleneck/r0/conv1/Conv") whose work
+# is convolutional feature extraction and tolerates fp16. Anything else stays fp32: the keypoint heads
+# ("/kp/", "/jacobian/"), the anti-alias downsampling ("/down/"), heatmaps, motions and grid sampling.
 FP16_SCOPES = (
-    "/kp_detector/predictor/",
-    "/generator/first/",
-    "/generator/down_blocks.",
-    "/generator/bottleneck/",
-    "/generator/up_blocks.",
-    "/generator/final/",
-    "/generator/dense_motion_network/hourglass/",
-    "/generator/dense_motion_network/mask/",
-    "/generator/dense_motion_network/occlusion/",
+    "/predictor/",  # keypoint-detector hourglass
+    "/first/",
+    "/down_blocks.",
+    "/bottleneck/",
+    "/up_blocks.",
+    "/final/",
+    "/hourglass/",  # dense-motion hourglass
+    "/mask/",
+    "/occlusion/",
 )
 FP16_OPS = {"Conv", "BatchNormalization", "Relu", "AveragePool", "Resize", "Concat", "Add", "Mul"}
 # Inputs that must keep their float32 type whatever the node's precision (Resize's roi and scales).

@@ -26,10 +26,17 @@ class Animator:
         fit: how non-square inputs become square: ``crop`` (centre), ``pad`` or ``stretch``.
     """
 
-    def __init__(self, kp_detector: Backend, generator: Backend, frame_size: tuple[int, int], *,
-                 relative: bool = True, adapt_scale: bool = False, fit: str = "crop") -> None:
+    def __init__(self, kp_detector: Backend, generator: Backend | None, frame_size: tuple[int, int], *,
+                 relative: bool = True, adapt_scale: bool = False, fit: str = "crop",
+                 source_encoder: Backend | None = None, generator_frame: Backend | None = None) -> None:
+        if (source_encoder is None) != (generator_frame is None) or (generator is None) == (source_encoder is None):
+            raise FommError("give the Animator either a generator, or a source_encoder and a generator_frame")
         self.kp_detector = kp_detector
         self.generator = generator
+        # Per-source split: the encoder runs once in set_source, generator_frame once per frame.
+        self.source_encoder = source_encoder
+        self.generator_frame = generator_frame
+        self._encoded: dict[str, np.ndarray] | None = None
         self.frame_size = frame_size
         self.relative = relative
         self.adapt_scale = adapt_scale
@@ -59,6 +66,8 @@ class Animator:
         frame = self.prepare(image, bgr=bgr)
         self._source = to_nchw(frame)
         self._kp_source = self.keypoints(frame[None])
+        if self.source_encoder is not None:
+            self._encoded = {k: v.copy() for k, v in self.source_encoder.infer({"source": self._source}).items()}
         self._source_batches.clear()
 
     def set_reference(self, frame: np.ndarray, *, bgr: bool = False, prepared: bool = False) -> None:
@@ -89,7 +98,9 @@ class Animator:
         # Repeated copies of the source and its keypoints, built once per batch size.
         if batch not in self._source_batches:
             kp = self.source_keypoints
-            feed = {"source": np.repeat(self._source, batch, 0), "kp_source_value": np.repeat(kp.value, batch, 0)}
+            source = self._encoded if self._encoded is not None else {"source": self._source}
+            feed = {k: np.repeat(v, batch, 0) for k, v in source.items()}
+            feed["kp_source_value"] = np.repeat(kp.value, batch, 0)
             if self.has_jacobian:
                 feed["kp_source_jacobian"] = np.repeat(kp.jacobian, batch, 0)
             self._source_batches[batch] = feed
@@ -117,7 +128,8 @@ class Animator:
         feed["kp_driving_value"] = np.ascontiguousarray(kp_norm.value, dtype=np.float32)
         if self.has_jacobian:
             feed["kp_driving_jacobian"] = np.ascontiguousarray(kp_norm.jacobian, dtype=np.float32)
-        prediction = self.generator.infer(feed)["prediction"]
+        generator = self.generator_frame if self.generator_frame is not None else self.generator
+        prediction = generator.infer(feed)["prediction"]
         return prediction.copy() if return_float else to_uint8_hwc(prediction)
 
     def animate_batch(self, frames: Sequence[np.ndarray] | np.ndarray, *, bgr: bool = False) -> np.ndarray:

@@ -14,16 +14,6 @@ from .errors import FommError, ParityError
 BACKEND_CHOICES = ["onnxruntime", "tensorrt", "torch"]
 
 
-def _open_pair(onnx_dir: Path, backend: str, precision: str, ckpt: Path | None = None, config: str | None = None,
-               providers: tuple[str, ...] | None = None):
-    from .graphs import load_exported, make_backend
-
-    exported = load_exported(onnx_dir)
-    kp = make_backend(backend, exported, "kp_detector", precision, ckpt=ckpt, config=config, providers=providers)
-    gen = make_backend(backend, exported, "generator", precision, ckpt=ckpt, config=config, providers=providers)
-    return exported, kp.activate(), gen.activate()
-
-
 def _providers(value: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in value.split(",") if p.strip()) if value else None
 
@@ -55,10 +45,13 @@ def _providers(value: str | None) -> tuple[str, ...] | None:
               help="How non-square images and frames are made square.")
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
+@click.option("--split/--no-split", default=None,
+              help="Use the per-source split graphs (source encoded once; default when exported), or the "
+                   "reference generator graph for every frame.")
 @user_errors
 def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend: str, precision: str,
                  providers: str | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
-                 side_by_side: bool, fit: str, ckpt: Path | None) -> None:
+                 side_by_side: bool, fit: str, ckpt: Path | None, split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write an MP4.
 
     \b
@@ -68,7 +61,8 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     """
     from tqdm import tqdm
 
-    from .animator import Animator, find_best_frame
+    from .animator import find_best_frame
+    from .graphs import load_exported, open_animator
     from .keypoints import KP
     from .preprocess import load_image, prepare_frame
     from .video import VideoWriter, iter_frames, open_video
@@ -78,9 +72,10 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     source_img = load_image(source)  # fail on a bad image before any heavy work
     cap, info = open_video(driving)
     cap.release()
-    exported, kp, gen = _open_pair(onnx_dir, backend, precision, ckpt=ckpt, providers=_providers(providers))
+    exported = load_exported(onnx_dir)
     h, w = exported.frame_size
-    animator = Animator(kp, gen, (h, w), relative=relative, adapt_scale=adapt_scale, fit=fit)
+    animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=_providers(providers),
+                             relative=relative, adapt_scale=adapt_scale, fit=fit)
     animator.set_source(source_img)
     total = info.frame_count or None
 
@@ -129,8 +124,9 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
             flush()
     seconds = time.perf_counter() - start
     audio = "with audio" if writer.with_audio else "no audio in the driving video"
+    graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"wrote {out}: {writer.frames} frames at {info.fps:.2f} fps, {width}x{h}, {audio}; "
-               f"{writer.frames / seconds:.1f} frames/s with {backend} {precision}")
+               f"{writer.frames / seconds:.1f} frames/s with {backend} {precision} ({graphs})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,7 +134,8 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
 # ------------------------------------------------------------------------------------------------
 
 
-def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int,
+                    reference_encoder=None) -> dict[str, dict[str, np.ndarray]]:
     from .preprocess import prepare_frame, to_nchw
     from .samples import head_motion, sample_face
 
@@ -159,7 +156,12 @@ def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int) ->
     if "kp_jacobian" in kp_s:
         gen["kp_source_jacobian"] = np.repeat(kp_s["kp_jacobian"], batch, 0)
         gen["kp_driving_jacobian"] = kp_d["kp_jacobian"]
-    return {"kp_detector": {"image": driving}, "generator": gen}
+    feeds = {"kp_detector": {"image": driving}, "generator": gen}
+    if reference_encoder is not None:
+        encoded = {k: v.copy() for k, v in reference_encoder.infer({"source": gen["source"]}).items()}
+        feeds["source_encoder"] = {"source": gen["source"]}
+        feeds["generator_frame"] = {**encoded, **{k: v for k, v in gen.items() if k != "source"}}
+    return feeds
 
 
 @click.command()
@@ -191,27 +193,29 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
       fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
     """
     from .contract import tolerance
-    from .graphs import load_exported, make_backend
+    from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     if len(names) != 2:
         raise FommError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
     exported = load_exported(onnx_dir)
     precisions = ["fp32", precision]
+    graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if exported.has_split("fp32") and exported.has_split(precision)
+                             else [])
     runners = {}
     for i, name in enumerate(names):
         prec = "fp32" if name == "torch" else precisions[i]
         runners[i] = {g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config,
-                                      providers=_providers(providers)).activate()
-                      for g in ("kp_detector", "generator")}
-    feeds = _compare_inputs(inputs, exported, runners[0]["kp_detector"], batch, seed)
+                                      providers=_providers(providers)).activate() for g in graphs}
+    feeds = _compare_inputs(inputs, exported, runners[0]["kp_detector"], batch, seed,
+                            runners[0].get("source_encoder"))
     table_precision = "fp32" if names[1] == "torch" else precision
     click.echo(f"{names[0]} (reference) vs {names[1]} ({table_precision}), {inputs} inputs, batch {batch}")
-    header = f"{'graph':<13}{'output':<14}{'max abs':>11}{'mean abs':>11}{'tolerance':>11}  {'':<6}extra"
+    header = f"{'graph':<16}{'output':<16}{'max abs':>11}{'mean abs':>11}{'tolerance':>11}  {'':<6}extra"
     click.echo(header)
     click.echo("-" * len(header))
     failures = []
-    for graph in ("kp_detector", "generator"):
+    for graph in graphs:
         ref = runners[0][graph].infer(feeds[graph])
         ref = {k: v.copy() for k, v in ref.items()}
         got = runners[1][graph].infer(feeds[graph])
@@ -226,7 +230,7 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
             elif output == "kp_value":
                 h, w = exported.frame_size
                 extra = f"{float(np.max(np.maximum(err[..., 0] * w / 2, err[..., 1] * h / 2))):.3f} px"
-            click.echo(f"{graph:<13}{output:<14}{err.max():>11.3g}{err.mean():>11.3g}{tol:>11.3g}  "
+            click.echo(f"{graph:<16}{output:<16}{err.max():>11.3g}{err.mean():>11.3g}{tol:>11.3g}  "
                        f"{'ok' if ok else 'OVER':<6}{extra}")
             if not ok:
                 failures.append(f"{graph}.{output} max abs {err.max():.3g} > {tol:.3g}")

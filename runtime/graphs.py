@@ -21,6 +21,7 @@ from .errors import FommError
 
 BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
 GRAPHS = ("kp_detector", "generator")
+SPLIT_GRAPHS = ("source_encoder", "generator_frame")
 
 
 @dataclass
@@ -38,6 +39,11 @@ class ExportedModel:
         suffix = "" if precision == "fp32" else ".fp16"
         return all((self.dir / f"{g}{suffix}.onnx").is_file() for g in GRAPHS)
 
+    def has_split(self, precision: str = "fp32") -> bool:
+        """Whether the per-source split graphs were exported (at this precision)."""
+        suffix = "" if precision == "fp32" else ".fp16"
+        return all(g in self.manifest["graphs"] and (self.dir / f"{g}{suffix}.onnx").is_file() for g in SPLIT_GRAPHS)
+
 
 def load_exported(onnx_dir: str | Path) -> ExportedModel:
     """Read ``manifest.json`` of an export folder and check it against this version's contract.
@@ -54,12 +60,13 @@ def load_exported(onnx_dir: str | Path) -> ExportedModel:
     try:
         manifest = json.loads(manifest_path.read_text())
         cfg = config_from_dict(manifest["config"], name=manifest.get("config_name", ""), source=str(manifest_path))
-        recorded = {g: GraphSpec.from_dict(g, manifest["graphs"][g]) for g in GRAPHS}
+        recorded = {g: GraphSpec.from_dict(g, manifest["graphs"][g])
+                    for g in GRAPHS + SPLIT_GRAPHS if g in manifest["graphs"] or g in GRAPHS}
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
         raise FommError(f"{manifest_path} is damaged or from an incompatible version ({exc}); export again") from None
     specs = graph_specs(cfg)
-    for g in GRAPHS:
-        if recorded[g] != specs[g]:
+    for g in recorded:
+        if recorded[g] != specs.get(g):
             raise FommError(f"{manifest_path}: the '{g}' contract differs from this version's; export again")
     return ExportedModel(onnx_dir, manifest, cfg, specs)
 
@@ -88,3 +95,32 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
             raise FommError(f"{path} not found{hint}")
         return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
     return TrtBackend.from_onnx(spec, exported.dir, precision)
+
+
+def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision: str = "fp32", *,
+                  split: bool | None = None, ckpt: str | Path | None = None, config: str | Path | None = None,
+                  providers: Sequence[str] | None = None, **animator_options):
+    """An ``Animator`` over activated backends of ``kind``.
+
+    Args:
+        split: use the per-source split graphs (the source encoding runs once per source). ``None``: when
+            the export has them.
+        animator_options: ``relative``, ``adapt_scale``, ``fit``.
+    """
+    from .animator import Animator
+
+    if split is None:
+        split = exported.has_split(precision)
+    elif split and not exported.has_split(precision):
+        raise FommError(f"{exported.dir} has no per-source split graphs at {precision}; export again with this "
+                        "version of fomm-export")
+
+    def backend(graph: str) -> Backend:
+        return make_backend(kind, exported, graph, precision, ckpt=ckpt, config=config,
+                            providers=providers).activate()
+
+    kp = backend("kp_detector")
+    if split:
+        return Animator(kp, None, exported.frame_size, source_encoder=backend("source_encoder"),
+                        generator_frame=backend("generator_frame"), **animator_options)
+    return Animator(kp, backend("generator"), exported.frame_size, **animator_options)

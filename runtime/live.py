@@ -772,8 +772,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
       fomm-live --source portraits/ --camera 1 --virtual-cam
       fomm-live --source avatar.jpg --camera clip.mp4 --no-window --output session.mp4
     """
-    from .animator import Animator
-    from .graphs import load_exported, make_backend
+    from .graphs import load_exported, open_animator
 
     if output is not None and output.suffix.lower() != ".mp4":
         raise FommError(f"--output must end in .mp4, got {output.name}")
@@ -789,10 +788,10 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     kind, prec = choose_backend(backend, exported)
     prec = precision or prec
     prov = tuple(p.strip() for p in providers.split(",")) if providers else None
-    kp = make_backend(kind, exported, "kp_detector", prec, providers=prov).activate()
-    gen = make_backend(kind, exported, "generator", prec, providers=prov).activate()
-    click.echo(f"backend: {kind} {prec} ({'chosen automatically' if backend == 'auto' else 'as asked'})", err=True)
-    animator = Animator(kp, gen, exported.frame_size, relative=relative, adapt_scale=adapt_scale)
+    animator = open_animator(exported, kind, prec, providers=prov, relative=relative, adapt_scale=adapt_scale)
+    graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
+    click.echo(f"backend: {kind} {prec}, {graphs} ({'chosen automatically' if backend == 'auto' else 'as asked'})",
+               err=True)
     options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,
                           relative=relative, adapt_scale=adapt_scale, mirror=mirror, window=not no_window,
                           overlay=not no_overlay, virtual_cam=virtual_cam, output=output, max_frames=max_frames,

@@ -31,15 +31,10 @@ class TorchBackend(Backend):
         import torch  # noqa: F401 - deliberately lazy
 
         from training.checkpoint import load_checkpoint
-        from training.model.wrappers import GeneratorForExport, KPDetectorForExport
+        from training.model.wrappers import flat_module
 
         models = load_checkpoint(self.checkpoint, self.config, device=self.device).models
-        if self.spec.name == "kp_detector":
-            self.module = KPDetectorForExport(models.kp_detector).eval()
-        elif self.spec.name == "generator":
-            self.module = GeneratorForExport(models.generator, self.config.estimate_jacobian).eval()
-        else:
-            raise ValueError(f"the torch backend has no graph '{self.spec.name}'")
+        self.module = flat_module(self.spec.name, models, self.config.estimate_jacobian)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

@@ -63,8 +63,9 @@ def _kp_feed(golden_expected, i=None, adapt=True):
 
 def test_writes_the_expected_files(exported):
     files = sorted(p.name for p in exported.out_dir.iterdir())
-    assert files == ["generator.fp16.onnx", "generator.onnx", "kp_detector.fp16.onnx", "kp_detector.onnx",
-                     "manifest.json"]
+    assert files == ["generator.fp16.onnx", "generator.onnx", "generator_frame.fp16.onnx", "generator_frame.onnx",
+                     "kp_detector.fp16.onnx", "kp_detector.onnx", "manifest.json", "source_encoder.fp16.onnx",
+                     "source_encoder.onnx"]
     leftovers = [p.name for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
@@ -99,7 +100,8 @@ def test_generator_onnx_reproduces_upstream_align_corners_true(exported_ac, gold
         np.testing.assert_allclose(pred, golden_expected_ac["prediction"][row:row + 1], atol=GOLDEN_PRED_ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["kp_detector", "generator", "kp_detector.fp16", "generator.fp16"])
+@pytest.mark.parametrize("name", ["kp_detector", "generator", "source_encoder", "generator_frame",
+                                  "kp_detector.fp16", "generator.fp16", "source_encoder.fp16", "generator_frame.fp16"])
 def test_graph_contract(exported, name):
     model = onnx.load(str(exported.out_dir / f"{name}.onnx"))
     spec = graph_specs(resolve_config("tiny-test"))[name.split(".")[0]]
@@ -110,9 +112,26 @@ def test_graph_contract(exported, name):
     grid = [n for n in model.graph.node if n.op_type == "GridSample"]
     if name.startswith("generator"):
         assert len(grid) == 2  # sparse motions, feature warp (deformed is not exported)
+    if name.startswith("source_encoder"):
+        assert not grid
     for node in grid:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["mode"] == b"bilinear" and attrs["align_corners"] == 0
+
+
+def test_split_graphs_equal_the_reference_generator(exported, golden_inputs, golden_expected):
+    """source_encoder once + generator_frame per frame == generator.onnx per frame."""
+    out = exported.out_dir
+    encoded = _run(out / "source_encoder.onnx", {"source": golden_inputs["source"]})
+    assert set(encoded) == {"source_features", "source_down"}
+    assert encoded["source_features"].shape == (1, 32, 32, 32) and encoded["source_down"].shape == (1, 3, 32, 32)
+    np.testing.assert_allclose(encoded["source_down"], golden_expected["source_down"], atol=2e-5, rtol=0)
+    for i in range(5):
+        kp = _kp_feed(golden_expected, i)
+        full = _run(out / "generator.onnx", {"source": golden_inputs["source"], **kp})["prediction"]
+        split = _run(out / "generator_frame.onnx", {**encoded, **kp})["prediction"]
+        np.testing.assert_allclose(split, full, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(split, golden_expected["prediction"][i:i + 1], atol=GOLDEN_PRED_ATOL, rtol=0)
 
 
 def test_align_corners_reaches_the_graph(exported_ac):
@@ -186,9 +205,11 @@ def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
 def test_fp16_numbers_are_measured_and_within_budget(exported):
     results = exported.manifest["parity"]["results"]
     kp = results["kp_detector.fp16"]["vs_fp32"]
-    gen = results["generator.fp16"]["vs_fp32"]
     assert 0 < kp["kp_max_px"] <= FP16_BUDGET["kp_max_px"]
-    assert FP16_BUDGET["prediction_min_psnr_db"] <= gen["prediction_psnr_db"] < 200
+    for graph in ("generator.fp16", "generator_frame.fp16"):
+        gen = results[graph]["vs_fp32"]
+        assert FP16_BUDGET["prediction_min_psnr_db"] <= gen["prediction_psnr_db"] < 200
+    assert 0 < results["source_encoder.fp16"]["vs_fp32"]["source_features_max_abs"] < 0.1
     assert exported.manifest["parity"]["fp16_budget"] == FP16_BUDGET
 
 
@@ -202,7 +223,7 @@ def test_manifest(exported, golden_ckpt):
     spec = graph_specs(resolve_config("tiny-test"))
     assert m["graphs"]["generator"]["inputs"] == spec["generator"].to_dict()["inputs"]
     assert [t["name"] for t in m["graphs"]["kp_detector"]["outputs"]] == ["kp_value", "kp_jacobian"]
-    for graph in ("kp_detector", "generator"):
+    for graph in ("kp_detector", "generator", "source_encoder", "generator_frame"):
         for out, numbers in m["parity"]["results"][graph].items():
             assert numbers["max_abs"] <= numbers["atol"]
     assert {"torch", "onnx", "onnxruntime", "python"} <= set(m["tools"])
@@ -252,7 +273,8 @@ def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
     assert res.returncode == 0, res.stderr
     out = tmp_path / "exported"  # the default --out, relative to the current directory
     assert (out / "manifest.json").exists()
-    for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx"):
+    for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx",
+                 "source_encoder.onnx", "generator_frame.onnx"):
         line = next(line for line in res.stdout.splitlines() if line.startswith(name))
         assert " 16 " in line
     assert "dB vs fp32" in res.stdout and "px max vs fp32" in res.stdout

@@ -12,7 +12,7 @@ from runtime.animator import Animator, find_best_frame
 from runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
 from runtime.contract import check_feed, tolerance
 from runtime.errors import FommError, InputMismatchError
-from runtime.graphs import load_exported, make_backend
+from runtime.graphs import load_exported, make_backend, open_animator
 from runtime.keypoints import KP
 
 BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt])]
@@ -21,7 +21,17 @@ BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.
 def _feeds(golden_inputs, golden_expected):
     e = golden_expected
     n = 3
+    kp = {
+        "kp_source_value": np.repeat(e["kp_source_value"], n, 0),
+        "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], n, 0),
+        "kp_driving_value": e["kp_norm_adapt_value"][:n],
+        "kp_driving_jacobian": e["kp_norm_adapt_jacobian"][:n],
+    }
+    rng = np.random.default_rng(0)
     return {
+        "source_encoder": {"source": np.repeat(golden_inputs["source"], n, 0)},
+        "generator_frame": {"source_features": rng.uniform(0, 2, (n, 32, 32, 32)).astype(np.float32),
+                            "source_down": rng.uniform(0, 1, (n, 3, 32, 32)).astype(np.float32), **kp},
         "kp_detector": {"image": golden_inputs["driving"][:n]},
         "generator": {
             "source": np.repeat(golden_inputs["source"], n, 0),
@@ -34,7 +44,7 @@ def _feeds(golden_inputs, golden_expected):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("graph", ["kp_detector", "generator"])
+@pytest.mark.parametrize("graph", ["kp_detector", "generator", "source_encoder", "generator_frame"])
 def test_backend_contract_and_agreement(golden_export, golden_inputs, golden_expected, backend, graph):
     exported = load_exported(golden_export)
     feed = _feeds(golden_inputs, golden_expected)[graph]
@@ -53,13 +63,13 @@ def test_backend_contract_and_agreement(golden_export, golden_inputs, golden_exp
             b.infer(bad)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["reference-generator", "split-graphs"])
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_animator_reproduces_upstream_demo(golden_export, golden_inputs, golden_expected, backend):
+def test_animator_reproduces_upstream_demo(golden_export, golden_inputs, golden_expected, backend, split):
     """Upstream demo with --relative --adapt_scale: the first driving frame is the reference."""
     exported = load_exported(golden_export)
-    kp = make_backend(backend, exported, "kp_detector").activate()
-    gen = make_backend(backend, exported, "generator").activate()
-    animator = Animator(kp, gen, exported.frame_size, relative=True, adapt_scale=True)
+    animator = open_animator(exported, backend, split=split, relative=True, adapt_scale=True)
+    assert (animator.generator_frame is not None) == split
     animator.set_source(golden_inputs["source"][0].transpose(1, 2, 0))
     frames = golden_inputs["driving"].transpose(0, 2, 3, 1)
     pred = np.concatenate([animator.animate_prepared(frames[:2], return_float=True),

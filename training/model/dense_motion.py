@@ -89,8 +89,14 @@ class DenseMotionNetwork(nn.Module):
             dict with ``sparse_deformed`` (B, K+1, C, h, w), ``mask`` (B, K+1, h, w), ``deformation``
             (B, h, w, 2) and, if estimated, ``occlusion_map`` (B, 1, h, w); h, w = scale_factor * (H, W).
         """
-        if self.scale_factor != 1:
-            source_image = self.down(source_image)
+        return self.forward_downsampled(self.downsample(source_image), kp_driving, kp_source)
+
+    def downsample(self, source_image: torch.Tensor) -> torch.Tensor:
+        """The source at the dense-motion resolution (depends only on the source: computed once per source)."""
+        return self.down(source_image) if self.scale_factor != 1 else source_image
+
+    def forward_downsampled(self, source_image: torch.Tensor, kp_driving, kp_source) -> dict[str, torch.Tensor]:
+        """``forward`` on a source already passed through ``downsample``."""
         b, _, h, w = source_image.shape
         heatmap = self.create_heatmap_representations(h, w, kp_driving, kp_source)
         sparse_motion = self.create_sparse_motions(h, w, kp_driving, kp_source)

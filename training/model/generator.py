@@ -92,10 +92,26 @@ class OcclusionAwareGenerator(nn.Module):
             dict with ``prediction`` (B, C, H, W) in [0, 1] and, with a dense-motion network, ``mask``,
             ``sparse_deformed``, ``deformation``, ``occlusion_map`` and ``deformed``.
         """
-        out = self.encode_source(source_image)
+        features = self.encode_source(source_image)
+        source_down = self.dense_motion_network.downsample(source_image) if self.dense_motion_network else None
+        result = self.animate_encoded(features, source_down, kp_driving, kp_source)
+        if with_deformed and "deformation" in result:
+            result["deformed"] = self.deform_input(source_image, result["deformation"])
+        return result
+
+    def animate_encoded(self, features: torch.Tensor, source_down: torch.Tensor | None, kp_driving, kp_source):
+        """The per-frame part of ``forward``, given what depends only on the source.
+
+        Args:
+            features: ``encode_source(source)`` (B, F, H/2^n, W/2^n).
+            source_down: ``dense_motion_network.downsample(source)`` (None without a dense-motion network).
+        Returns:
+            the dict of ``forward`` without ``deformed``.
+        """
+        out = features
         result = {}
         if self.dense_motion_network is not None:
-            motion = self.dense_motion_network(source_image=source_image, kp_driving=kp_driving, kp_source=kp_source)
+            motion = self.dense_motion_network.forward_downsampled(source_down, kp_driving, kp_source)
             result["mask"] = motion["mask"]
             result["sparse_deformed"] = motion["sparse_deformed"]
             result["deformation"] = motion["deformation"]
@@ -107,7 +123,5 @@ class OcclusionAwareGenerator(nn.Module):
                     occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode="bilinear",
                                                   align_corners=False)
                 out = out * occlusion_map
-            if with_deformed:
-                result["deformed"] = self.deform_input(source_image, motion["deformation"])
         result["prediction"] = self.decode(out)
         return result

@@ -46,3 +46,47 @@ class GeneratorForExport(nn.Module):
             ksv, kdv = kp
             kp_source, kp_driving = {"value": ksv}, {"value": kdv}
         return self.generator(source, kp_driving, kp_source, with_deformed=False)["prediction"]
+
+
+class SourceEncoderForExport(nn.Module):
+    """source (B, C, H, W) -> source_features, source_down: everything of the generator that depends only on
+    the source."""
+
+    def __init__(self, generator: OcclusionAwareGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, source: torch.Tensor):
+        g = self.generator
+        return g.encode_source(source), g.dense_motion_network.downsample(source)
+
+
+class GeneratorFrameForExport(nn.Module):
+    """source_features, source_down, kp_source_*, kp_driving_* -> prediction: the per-frame generator."""
+
+    def __init__(self, generator: OcclusionAwareGenerator, with_jacobian: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.with_jacobian = with_jacobian
+
+    def forward(self, source_features: torch.Tensor, source_down: torch.Tensor, *kp: torch.Tensor) -> torch.Tensor:
+        if self.with_jacobian:
+            ksv, ksj, kdv, kdj = kp
+            kp_source, kp_driving = {"value": ksv, "jacobian": ksj}, {"value": kdv, "jacobian": kdj}
+        else:
+            ksv, kdv = kp
+            kp_source, kp_driving = {"value": ksv}, {"value": kdv}
+        return self.generator.animate_encoded(source_features, source_down, kp_driving, kp_source)["prediction"]
+
+
+def flat_module(graph: str, models, with_jacobian: bool) -> nn.Module:
+    """The flat wrapper of one graph of the contract, in eval mode."""
+    if graph == "kp_detector":
+        return KPDetectorForExport(models.kp_detector).eval()
+    if graph == "generator":
+        return GeneratorForExport(models.generator, with_jacobian).eval()
+    if graph == "source_encoder":
+        return SourceEncoderForExport(models.generator).eval()
+    if graph == "generator_frame":
+        return GeneratorFrameForExport(models.generator, with_jacobian).eval()
+    raise ValueError(f"no graph named '{graph}'")

@@ -1,17 +1,85 @@
-"""``fomm-bench``: latency benchmarks against the upstream-style eager baseline (issue #7)."""
+"""``fomm-bench``: latency of one animation step per backend, against upstream's eager PyTorch."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+
 import click
 
-from runtime.cli_common import STUB_SETTINGS, not_available_yet
+from runtime.cli_common import user_errors
+from runtime.errors import FommError
 
 
-@click.command(context_settings=STUB_SETTINGS)
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """Measure per-stage and end-to-end latency of every available backend.
+@click.command()
+@click.option("--config", default="vox-256", show_default=True, help="Bundled config name or YAML path.")
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint to benchmark (default: random weights; latency does not depend on the weights).")
+@click.option("--onnx", "onnx_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Use this export folder instead of exporting into a temporary one.")
+@click.option("--backends", default=None, metavar="LIST",
+              help="Comma-separated backend:precision pairs, e.g. onnxruntime:fp32,torch:fp32 "
+                   "(default: everything this machine can run).")
+@click.option("--variants", default="reference,split", show_default=True,
+              help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first.")
+@click.option("--iters", default=10, show_default=True, type=click.IntRange(3), help="Timed steps.")
+@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads (default: all cores).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the results as JSON (baseline_median_ms, results[...]).")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the results table as markdown.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG chart (stages stacked per backend).")
+@user_errors
+def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str, warmup: int,
+         iters: int, threads: int | None, json_path: Path | None, md_path: Path | None,
+         chart_path: Path | None) -> None:
+    """Measure one animation step (driving keypoints + generator) for every backend, precision and graph
+    variant available here, next to upstream's eager PyTorch demo loop (fp32, batch 1) in the same run.
 
-    Not available yet: it arrives with the performance work (issue #7).
+    Reports median / p90 / p99 latency, fps, peak resident memory and per-stage times; the ratio to the
+    upstream baseline of the same run is the number that carries over between machines.
+
+    \b
+    Example:
+      fomm-bench --json bench.json --markdown bench.md --chart bench.png
     """
-    not_available_yet("fomm-bench", 7, "the benchmark suite")
+    from runtime.config import resolve_config
+
+    from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
+
+    cfg = resolve_config(config)
+    if backends:
+        pairs = []
+        for item in backends.split(","):
+            backend, _, precision = item.strip().partition(":")
+            if backend not in ("torch", "onnxruntime", "tensorrt") or precision not in ("fp32", "fp16"):
+                raise FommError(f"--backends item {item!r}: expected backend:precision with backend torch, "
+                                "onnxruntime or tensorrt and precision fp32 or fp16")
+            pairs.append((backend, precision))
+    else:
+        pairs = available_backends()
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if not set(chosen) <= {"reference", "split"} or not chosen:
+        raise FommError(f"--variants takes reference and/or split, got {variants!r}")
+    command = "fomm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_bench(cfg, ckpt=ckpt, onnx_dir=onnx_dir, pairs=pairs, variants=chosen, warmup=warmup, iters=iters,
+                       threads=threads, command=command, log=lambda m: click.echo(m, err=True))
+    table = markdown_table(result)
+    click.echo(table)
+    click.echo(f"fomm-bench finished in {result.seconds:.0f} s"
+               + (f" (export {result.export_seconds:.0f} s)" if result.export_seconds else ""))
+    if json_path:
+        write_json(result, json_path)
+        click.echo(f"wrote {json_path}")
+    if md_path:
+        from runtime.fileio import atomic_path
+
+        with atomic_path(md_path) as tmp:
+            tmp.write_text(f"Command: `{command}`\n\n" + table)
+        click.echo(f"wrote {md_path}")
+    if chart_path:
+        draw_chart(result, chart_path)
+        click.echo(f"wrote {chart_path}")

@@ -13,7 +13,6 @@ SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-tra
 # Commands whose implementation has not landed yet, and the issue that brings each.
 NOT_YET = {
     "fomm-train": 6,
-    "fomm-bench": 7,
 }
 
 

@@ -1,0 +1,380 @@
+"""Latency benchmark of one animation step, per backend, precision and graph variant, against the baseline
+users have today: upstream's eager PyTorch, run as its demo runs it (fp32, batch 1, ``torch.no_grad``).
+
+A *step* animates one driving frame: keypoints of the frame, ``normalize_kp``, generator. Work that
+depends only on the source (its keypoints; with the split graphs, its encoding) is done once per source
+and reported separately. Speeds are reported as measured in one run; ratios against the baseline of the
+same run are what carries over between machines.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.config import FommConfig
+from runtime.keypoints import KP, normalize_kp
+
+
+@dataclass
+class Entry:
+    backend: str
+    precision: str
+    variant: str  # "reference" (kp_detector + generator) or "split" (kp_detector + generator_frame)
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    fps: float
+    peak_mb: float
+    stages_ms: dict[str, float] = field(default_factory=dict)  # medians per stage
+    once_per_source_ms: dict[str, float] = field(default_factory=dict)
+    vs_baseline: float = 0.0  # median_ms / baseline median
+
+
+def _percentiles(times_s: list[float]) -> tuple[float, float, float]:
+    ms = np.array(times_s) * 1000
+    return float(np.median(ms)), float(np.percentile(ms, 90)), float(np.percentile(ms, 99))
+
+
+# -- memory: peak resident set size per measured section (Linux: VmHWM, reset through clear_refs) ----------
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- machine -----------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, str]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": str(os.cpu_count())}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        info["cpu"] = platform.processor()
+    if shutil.which("nvidia-smi"):
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        info["gpu"] = res.stdout.strip() or "none"
+    else:
+        info["gpu"] = "none"
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "opencv-python", "fomm-deploy"):
+        try:
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+
+
+def bench_frames(cfg: FommConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled portrait and ``n`` frames of synthetic head motion at the model size (float32 HWC)."""
+    from runtime.preprocess import prepare_frame
+    from runtime.samples import head_motion, sample_face
+
+    face = prepare_frame(sample_face(), cfg.frame_size)
+    frames = head_motion(face, n + 1, seed=3)
+    return frames[0], frames[1:]
+
+
+def _timed(fn: Callable[[], None], warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# -- the baseline: upstream's demo loop in eager PyTorch ---------------------------------------------------
+
+
+def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, frames: np.ndarray, *, warmup: int,
+                            iters: int, threads: int) -> Entry:
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    models = load_checkpoint(ckpt, cfg).models
+    kp_det, gen = models.kp_detector, models.generator
+
+    def nchw(img: np.ndarray) -> torch.Tensor:  # as demo.py: HWC numpy -> permuted (channels-last strided)
+        return torch.tensor(img[np.newaxis].astype(np.float32)).permute(0, 3, 1, 2)
+
+    def as_kp(d) -> KP:
+        return KP(d["value"].numpy(), d["jacobian"].numpy() if "jacobian" in d else None)
+
+    _reset_peak_rss()
+    with torch.no_grad():
+        src = nchw(source)
+        kp_source = kp_det(src)
+        kp_init = as_kp(kp_det(nchw(frames[0])))
+        stages: dict[str, list[float]] = {"kp_detector": [], "normalize_kp": [], "generator": []}
+        counter = iter(range(10**9))
+
+        def step() -> None:
+            frame = frames[next(counter) % len(frames)]
+            t0 = time.perf_counter()
+            kp_d = kp_det(nchw(frame))
+            t1 = time.perf_counter()
+            norm = normalize_kp(as_kp(kp_source), as_kp(kp_d), kp_init, use_relative_movement=True,
+                                use_relative_jacobian=True, adapt_movement_scale=True)
+            kp_norm = {"value": torch.from_numpy(norm.value)}
+            if norm.jacobian is not None:
+                kp_norm["jacobian"] = torch.from_numpy(norm.jacobian)
+            t2 = time.perf_counter()
+            gen(src, kp_norm, kp_source)  # upstream computes every output, `deformed` included
+            t3 = time.perf_counter()
+            for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
+                stages[k].append(v)
+
+        times = _timed(step, warmup, iters)
+    peak = _peak_rss_mb()
+    med, p90, p99 = _percentiles(times)
+    stage_ms = {k: float(np.median(v[warmup:]) * 1000) for k, v in stages.items()}
+    del models, kp_det, gen
+    gc.collect()
+    return Entry("upstream-eager", "fp32", "baseline", med, p90, p99, 1000 / med, peak, stage_ms)
+
+
+# -- our backends ------------------------------------------------------------------------------------------
+
+
+def bench_backend(exported, backend: str, precision: str, split: bool, source: np.ndarray, frames: np.ndarray, *,
+                  warmup: int, iters: int, threads: int) -> Entry:
+    from runtime.graphs import open_animator
+
+    providers = ("cpu",) if backend == "onnxruntime" else None
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    _reset_peak_rss()
+    animator = open_animator(exported, backend, precision, split=split, providers=providers, relative=True,
+                             adapt_scale=True)
+    t0 = time.perf_counter()
+    animator.set_source(source)
+    once = {"set_source (keypoints" + (" + encoder)" if split else ")"): (time.perf_counter() - t0) * 1000}
+    animator.set_reference(frames[0], prepared=True)
+    generator = animator.generator_frame if split else animator.generator
+    stages: dict[str, list[float]] = {"kp_detector": [], "generator_frame" if split else "generator": []}
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        animator.animate_prepared(frames[next(counter) % len(frames)][None], return_float=True)
+        stages["kp_detector"].append(animator.kp_detector.last_inference_time)
+        stages[generator.spec.name].append(generator.last_inference_time)
+
+    times = _timed(step, warmup, iters)
+    peak = _peak_rss_mb()
+    med, p90, p99 = _percentiles(times)
+    stage_ms = {k: float(np.median(v[warmup:]) * 1000) for k, v in stages.items()}
+    stage_ms["glue (normalize_kp, copies)"] = max(0.0, med - sum(stage_ms.values()))
+    for b in (animator.kp_detector, animator.generator, animator.source_encoder, animator.generator_frame):
+        if b is not None:
+            b.deactivate()
+    del animator
+    gc.collect()
+    return Entry(backend, precision, "split" if split else "reference", med, p90, p99, 1000 / med, peak, stage_ms,
+                 once)
+
+
+def available_backends() -> list[tuple[str, str]]:
+    """(backend, precision) pairs this machine can run."""
+    import importlib.util
+
+    pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")]
+    if importlib.util.find_spec("tensorrt") is not None:
+        try:
+            from runtime.backends.cuda import cuda_api
+
+            cuda_api()
+            pairs += [("tensorrt", "fp32"), ("tensorrt", "fp16")]
+        except Exception:
+            pass
+    return pairs
+
+
+@dataclass
+class BenchResult:
+    command: str
+    config: str
+    weights: str
+    machine: dict[str, str]
+    warmup: int
+    iters: int
+    threads: int
+    export_seconds: float | None
+    baseline: Entry
+    results: list[Entry]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "command": self.command, "config": self.config, "weights": self.weights, "machine": self.machine,
+            "warmup": self.warmup, "iters": self.iters, "threads": self.threads,
+            "export_seconds": self.export_seconds, "baseline_median_ms": self.baseline.median_ms,
+            "baseline": asdict(self.baseline), "results": [asdict(r) for r in self.results],
+            "seconds": self.seconds,
+        }
+
+
+def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pairs: list[tuple[str, str]],
+              variants: tuple[str, ...] = ("reference", "split"), warmup: int = 2, iters: int = 10,
+              threads: int | None = None, command: str = "", log: Callable[[str], None] = print) -> BenchResult:
+    """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant)."""
+    from export.exporter import run_export
+    from runtime.graphs import load_exported
+
+    start = time.perf_counter()
+    threads = threads or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="fomm-bench-") as tmp:
+        tmp = Path(tmp)
+        weights = str(ckpt) if ckpt else "random (seed 0)"
+        if ckpt is None:
+            import torch
+
+            from training.checkpoint import save_checkpoint
+            from training.model import build_models
+
+            torch.manual_seed(0)
+            models = build_models(cfg)
+            ckpt = save_checkpoint(tmp / "random.pth.tar", generator=models.generator, kp_detector=models.kp_detector)
+            del models
+        export_seconds = None
+        if onnx_dir is None:
+            log(f"exporting {cfg.name} (fp32 + fp16, with the per-source split) ...")
+            t0 = time.perf_counter()
+            run_export(ckpt, cfg, tmp / "exported", precision="all")
+            export_seconds = time.perf_counter() - t0
+            onnx_dir = tmp / "exported"
+        exported = load_exported(onnx_dir)
+        source, frames = bench_frames(exported.config, 8)
+        log(f"baseline: upstream-style eager PyTorch ({warmup} warm-up + {iters} steps) ...")
+        baseline = baseline_upstream_eager(ckpt, exported.config, source, frames, warmup=warmup, iters=iters,
+                                           threads=threads)
+        results = []
+        for backend, precision in pairs:
+            for variant in variants:
+                split = variant == "split"
+                if split and not exported.has_split(precision):
+                    continue
+                log(f"{backend} {precision} {variant} ...")
+                entry = bench_backend(exported, backend, precision, split, source, frames, warmup=warmup,
+                                      iters=iters, threads=threads)
+                entry.vs_baseline = entry.median_ms / baseline.median_ms
+                results.append(entry)
+    return BenchResult(command, cfg.name, weights, machine_info(), warmup, iters, threads, export_seconds, baseline,
+                       results, time.perf_counter() - start)
+
+
+# -- reports -----------------------------------------------------------------------------------------------
+
+
+def markdown_table(result: BenchResult) -> str:
+    lines = [
+        f"Config `{result.config}`, weights: {result.weights}; {result.iters} steps after {result.warmup} warm-up; "
+        f"{result.threads} threads; CPU: {result.machine.get('cpu', '?')} ({result.machine.get('cores')} cores); "
+        f"GPU: {result.machine.get('gpu')}.",
+        "",
+        "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | peak RSS MB | stages (median ms) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for e in [result.baseline] + result.results:
+        ratio = 1.0 if e is result.baseline else e.vs_baseline
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in e.stages_ms.items())
+        lines.append(f"| {e.backend} | {e.precision} | {e.variant} | {e.median_ms:.1f} | {e.p90_ms:.1f} | "
+                     f"{e.p99_ms:.1f} | {e.fps:.2f} | {ratio:.2f}x | {e.peak_mb:.0f} | {stages} |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_chart(result: BenchResult, path: Path) -> Path:
+    """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
+    import cv2
+
+    from runtime.fileio import atomic_path
+
+    rows = [result.baseline] + result.results
+    palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
+    stage_names: list[str] = []
+    for e in rows:
+        for k in e.stages_ms:
+            if k not in stage_names:
+                stage_names.append(k)
+    colour = {k: palette[i % len(palette)] for i, k in enumerate(stage_names)}
+    left, right, top, bar_h, gap = 330, 170, 60, 26, 12
+    width = 1100
+    height = top + len(rows) * (bar_h + gap) + 40 + 22 * ((len(stage_names) + 2) // 3)
+    img = np.full((height, width, 3), 255, np.uint8)
+    scale = (width - left - right) / max(e.median_ms for e in rows)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, f"one animation step, {result.config} ({result.weights}); median ms per step", (10, 28), font,
+                0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, e in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        label = f"{e.backend} {e.precision} {e.variant}"
+        cv2.putText(img, label, (10, y + 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        x = left
+        for k, v in e.stages_ms.items():
+            w = max(1, int(round(v * scale)))
+            bgr = colour[k][::-1]
+            cv2.rectangle(img, (x, y), (x + w, y + bar_h), bgr, -1)
+            x += w
+        ratio = 1.0 if e is result.baseline else e.vs_baseline
+        cv2.putText(img, f"{e.median_ms:.0f} ms ({ratio:.2f}x)", (x + 6, y + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    y = top + len(rows) * (bar_h + gap) + 10
+    for i, k in enumerate(stage_names):
+        cx, cy = 10 + (i % 3) * 360, y + (i // 3) * 22
+        cv2.rectangle(img, (cx, cy), (cx + 14, cy + 14), colour[k][::-1], -1)
+        cv2.putText(img, k, (cx + 20, cy + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", img)
+        tmp.write_bytes(buf.tobytes())
+    return path
+
+
+def write_json(result: BenchResult, path: Path) -> Path:
+    from runtime.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return Path(path)

@@ -1,0 +1,44 @@
+"""fomm-bench produces its JSON, table and chart (no timing is asserted: speed is measured, not tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+
+
+def _bench(*args, cwd):
+    script = Path(sys.executable).parent / "fomm-bench"
+    return subprocess.run([str(script), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
+    res = _bench("--config", "tiny-test", "--ckpt", golden_dir / "checkpoint.pth.tar", "--warmup", "1", "--iters",
+                 "3", "--backends", "onnxruntime:fp32,torch:fp32", "--json", tmp_path / "b.json", "--markdown",
+                 tmp_path / "b.md", "--chart", tmp_path / "b.png", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["baseline_median_ms"] > 0 and data["baseline"]["backend"] == "upstream-eager"
+    combos = {(r["backend"], r["precision"], r["variant"]) for r in data["results"]}
+    assert combos == {("onnxruntime", "fp32", "reference"), ("onnxruntime", "fp32", "split"),
+                      ("torch", "fp32", "reference"), ("torch", "fp32", "split")}
+    for r in data["results"]:
+        assert {"backend", "precision", "variant", "median_ms", "p90_ms", "p99_ms", "fps", "peak_mb"} <= set(r)
+        assert r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0 and r["peak_mb"] > 0
+        assert r["vs_baseline"] == r["median_ms"] / data["baseline_median_ms"]
+        assert "kp_detector" in r["stages_ms"]
+    assert {"cpu", "cores", "gpu", "torch", "onnxruntime"} <= set(data["machine"])
+    md = (tmp_path / "b.md").read_text()
+    assert md.startswith("Command: `fomm-bench --config tiny-test") and "| upstream-eager | fp32 | baseline |" in md
+    chart = cv2.imread(str(tmp_path / "b.png"))
+    assert chart is not None and chart.shape[1] == 1100
+    assert "vs upstream eager" in res.stdout
+
+
+def test_bench_rejects_a_bad_backend_list(tmp_path):
+    res = _bench("--config", "tiny-test", "--backends", "onnxruntime", cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "expected backend:precision" in res.stderr

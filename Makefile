@@ -27,17 +27,20 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Until a trained demo model ships (issue #6), the demo uses the small upstream golden checkpoint.
-DEMO_CKPT ?= tests/data/golden-small/checkpoint.pth.tar
-DEMO_CONFIG ?= tiny-test
+# The bundled demo model: FOMM trained by fomm-train on synthetic talking faces (see README, "Training").
+DEMO_CKPT ?= checkpoints/synthetic-faces.pth.tar
+DEMO_CONFIG ?= synthetic-faces
 
 demo: setup
 	$(BIN)/python -m training.inspect --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG)
 	$(BIN)/fomm-export --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG) --precision all --out exported/demo --force
 	$(BIN)/fomm-compare --onnx exported/demo --backends torch,onnxruntime
-	$(BIN)/python -m runtime.samples --out exported/demo-driving.mp4
-	$(BIN)/fomm-animate --source runtime/assets/astronaut-face.jpg --driving exported/demo-driving.mp4 \
-	  --onnx exported/demo --out exported/demo-result.mp4 --side-by-side --adapt-scale
+	$(BIN)/python -m training.synthetic --out exported/demo-faces --videos 2 --size 64 --frames 100 --seed 2024 \
+	  --test-fraction 0.5
+	$(BIN)/fomm-animate --source "exported/demo-faces/train/id0000#clip0.mp4" \
+	  --driving "exported/demo-faces/test/id0001#clip0.mp4" --onnx exported/demo \
+	  --out exported/demo-result.mp4 --side-by-side
+	@echo "demo: exported/demo-result.mp4 shows source | driving | result"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -7,6 +7,7 @@ configs load unchanged. Two additions, both optional:
   ``grid_sample`` in the dense-motion network and generator. ``false`` is what upstream code does under
   any PyTorch >= 1.3; ``true`` is how the published checkpoints were trained (torch 1.0 semantics).
 * ``dataset_params.image_shape`` is accepted as the older spelling of ``frame_shape``.
+* ``train_params.perceptual_backbone`` (default ``vgg19``): ``pixel`` trains without VGG19 weights.
 
 An unknown or misspelt key is an error that names the key (and the closest valid one). This module
 imports no torch, so the runtime can read configs stored in export manifests.
@@ -182,6 +183,9 @@ class TrainParams:
     checkpoint_freq: int = 50
     transform_params: TransformParams = field(default_factory=TransformParams)
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    # fomm-deploy addition: 'vgg19' (upstream; needs torchvision-format weights, fomm-train --vgg19 PATH)
+    # or 'pixel' (multi-scale L1 on the image pyramid; no weights, for tests and the synthetic demo).
+    perceptual_backbone: str = "vgg19"
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,9 @@ def _check_semantics(cfg: FommConfig) -> None:
             raise ConfigError(f"'{where}' must be in (0, 1], got {scale}")
     if len(cfg.dataset_params.frame_shape) != 3:
         raise ConfigError(f"'dataset_params.frame_shape' must be [H, W, C], got {list(cfg.dataset_params.frame_shape)}")
+    if cfg.train_params.perceptual_backbone not in ("vgg19", "pixel"):
+        raise ConfigError(f"'train_params.perceptual_backbone' must be vgg19 or pixel, got "
+                          f"{cfg.train_params.perceptual_backbone!r}")
     if mp.common_params.estimate_jacobian is False and mp.kp_detector_params.single_jacobian_map:
         raise ConfigError("'single_jacobian_map' needs 'estimate_jacobian: true'")
 

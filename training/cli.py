@@ -1,17 +1,80 @@
-"""``fomm-train``: upstream-compatible training (issue #6)."""
+"""``fomm-train``: upstream-compatible training, evaluation and animation of test pairs."""
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import time
+from pathlib import Path
+
 import click
 
-from runtime.cli_common import STUB_SETTINGS, not_available_yet
+from runtime.cli_common import user_errors
 
 
-@click.command(context_settings=STUB_SETTINGS)
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """Train FOMM on a video dataset and write upstream-format checkpoints.
+@click.command()
+@click.option("--config", "config", required=True, metavar="NAME|PATH",
+              help="Bundled config (vox-256, synthetic-faces, tiny-test, ...) or a YAML file.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder (default: the config's dataset_params.root_dir).")
+@click.option("--mode", type=click.Choice(["train", "reconstruction", "animate"]), default="train", show_default=True)
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where checkpoints, log.txt and train-vis/ go (default: log/<config> <date>, or the "
+                   "checkpoint's folder when resuming).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Resume training from this checkpoint, or the model to evaluate.")
+@click.option("--vgg19", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="torchvision-format VGG19 weights for the perceptual loss (vgg19-dcbb9e9d.pth).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override train_params.num_epochs.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader workers.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (torchrun picks cuda:LOCAL_RANK).")
+@user_errors
+def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkpoint: Path | None, vgg19: Path | None,
+         epochs: int | None, workers: int, seed: int, device: str) -> None:
+    """Train FOMM on a video dataset and write upstream-format checkpoints, or evaluate a checkpoint.
 
-    Not available yet: it arrives with training (issue #6).
+    \b
+    Examples:
+      fomm-train --config vox-256 --data data/vox --vgg19 vgg19-dcbb9e9d.pth
+      torchrun --nproc_per_node 4 -m training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
+      fomm-train --config vox-256 --data data/vox --mode reconstruction --checkpoint log/vox/00000099-checkpoint.pth.tar
     """
-    not_available_yet("fomm-train", 6, "training")
+    from runtime.config import resolve_config
+    from runtime.errors import FommError
+
+    from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
+
+    cfg = resolve_config(config)
+    data = data or Path(cfg.dataset_params.root_dir)
+    if mode != "train" and checkpoint is None:
+        raise FommError(f"--mode {mode} needs --checkpoint")
+    if log_dir is None:
+        if checkpoint is not None:
+            log_dir = checkpoint.parent
+        else:
+            log_dir = Path("log") / f"{cfg.name or 'config'} {_dt.datetime.now().strftime('%d_%m_%y_%H.%M.%S')}"
+    start = time.perf_counter()
+    if mode == "train":
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+            import yaml
+
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        last = train(cfg, TrainOptions(data=data, log_dir=log_dir, checkpoint=checkpoint, vgg19=vgg19, workers=workers,
+                                       epochs=epochs, seed=seed, device=device), log=lambda m: click.echo(m, err=True))
+        if last is not None:
+            click.echo(f"training done in {elapsed(start)}; last checkpoint {last}")
+    elif mode == "reconstruction":
+        out = log_dir / "reconstruction"
+        result = reconstruction(cfg, checkpoint, data, out, log=lambda m: click.echo(m, err=True))
+        click.echo(f"reconstruction L1 {result['l1']:.4f} over {int(result['videos'])} test videos "
+                   f"(copy-the-source-frame baseline {result['copy_source_l1']:.4f}); strips in {out}")
+    else:
+        out = log_dir / "animation"
+        paths = animate_pairs(cfg, checkpoint, data, out, log=lambda m: click.echo(m, err=True))
+        click.echo(f"wrote {len(paths)} animations to {out}")
+
+
+if __name__ == "__main__":
+    main()

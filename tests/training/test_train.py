@@ -1,0 +1,287 @@
+"""Training: losses, the equivariance transform, data layouts, resume, distributed run, evaluation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from runtime.config import config_from_dict, resolve_config
+from runtime.errors import FommError
+from training.checkpoint import load_checkpoint, read_checkpoint
+from training.data import Augmenter, DatasetError, FramesDataset, read_video
+from training.losses import GeneratorFullModel, Transform, Vgg19
+from training.model import build_models
+from training.synthetic import write_dataset
+from training.train import TrainOptions, reconstruction, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_train_config(**train):
+    data = resolve_config("tiny-test").to_dict()
+    data["train_params"].update(perceptual_backbone="pixel", batch_size=2, num_repeats=1, num_epochs=2,
+                                checkpoint_freq=1, scales=[1, 0.5], **train)
+    return config_from_dict(data, name="tiny-train")
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    write_dataset(root, videos=5, size=128, seed=3, frames=8, progress=False)
+    return root
+
+
+def test_losses_decrease_on_a_fixed_batch(golden_inputs):
+    torch.manual_seed(0)
+    cfg = tiny_train_config()
+    models = build_models(cfg)
+    full = GeneratorFullModel(models.kp_detector.train(), models.generator.train(), None, cfg, None)
+    params = list(models.kp_detector.parameters()) + list(models.generator.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
+    batch = {"source": torch.from_numpy(golden_inputs["driving"][:2]),
+             "driving": torch.from_numpy(golden_inputs["driving"][2:4])}
+    history = []
+    for _ in range(12):
+        losses, _ = full(batch, generator=torch.Generator().manual_seed(5))  # the same transform every step
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+        sum(losses.values()).backward()
+        opt.step()
+        opt.zero_grad()
+    assert set(history[0]) == {"perceptual", "equivariance_value", "equivariance_jacobian"}
+    for key in history[0]:
+        assert history[-1][key] < history[0][key], (key, history[0][key], history[-1][key])
+
+
+def test_transform_jacobian_matches_the_analytic_one():
+    torch.manual_seed(0)
+    t = Transform(3, sigma_affine=0.05, sigma_tps=0.005, points_tps=5)
+    pts = (torch.rand(3, 7, 2, dtype=torch.float64) * 1.8 - 0.9).requires_grad_(True)
+    t.theta, t.control_params = t.theta.double(), t.control_params.double()
+    t.control_points = t.control_points.double()
+    auto = t.jacobian(pts).detach()
+    # d/dz [A z + b + sum_k w_k r_k^2 log(r_k + eps)], r_k = |z - c_k|_1:
+    # d r_k / dz = sign(z - c_k); d(r^2 log(r + eps))/dr = 2 r log(r + eps) + r^2 / (r + eps)
+    diff = pts.detach().unsqueeze(2) - t.control_points.unsqueeze(1)  # (B, N, P, 2)
+    r = diff.abs().sum(-1, keepdim=True)
+    dbasis = 2 * r * torch.log(r + 1e-6) + r**2 / (r + 1e-6)
+    tps = (t.control_params.squeeze(1).unsqueeze(1).unsqueeze(-1) * dbasis * torch.sign(diff)).sum(2)  # (B, N, 2)
+    analytic = t.theta[:, None, :, :2].expand(3, 7, 2, 2).clone()
+    analytic[..., 0, :] += tps
+    analytic[..., 1, :] += tps
+    torch.testing.assert_close(auto, analytic, atol=1e-9, rtol=1e-7)
+    affine_only = Transform(2, 0.05, 0, 0)
+    torch.testing.assert_close(affine_only.jacobian(torch.rand(2, 4, 2)).detach(),
+                               affine_only.theta[:, None, :, :2].expand(2, 4, 2, 2))
+
+
+def test_transform_of_identity_keeps_the_frame():
+    t = Transform(1, 0.0, 0.0, 0)
+    frame = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(t.transform_frame(frame, align_corners=True), frame, atol=1e-6, rtol=0)
+
+
+def test_video_layouts(tmp_path, synthetic_data):
+    mp4 = sorted((synthetic_data / "train").glob("*.mp4"))[0]
+    frames = read_video(mp4, (128, 128, 3))
+    assert frames.shape == (8, 128, 128, 3) and frames.dtype == np.uint8
+    folder = tmp_path / "clip.mp4"  # vox-style: a folder named like a video
+    folder.mkdir()
+    for i, f in enumerate(frames[:4]):
+        cv2.imwrite(str(folder / f"{i:07d}.png"), f[..., ::-1])
+    np.testing.assert_array_equal(read_video(folder, (128, 128, 3)), frames[:4])
+    strip = tmp_path / "strip.png"
+    cv2.imwrite(str(strip), np.concatenate(list(frames[:3]), axis=1)[..., ::-1])
+    np.testing.assert_array_equal(read_video(strip, (128, 128, 3)), frames[:3])
+    gif = tmp_path / "clip.gif"
+    from runtime.video import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(mp4), str(gif)], check=True)
+    assert read_video(gif, (64, 64, 3)).shape[1:] == (64, 64, 3)
+    with pytest.raises(DatasetError, match="a strip must be 100 px high and a multiple of 100 px wide, got 384x128"):
+        read_video(strip, (100, 100, 3))
+
+
+def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
+    root = tmp_path / "ds"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for p in sorted((synthetic_data / "train").glob("*.mp4"))[:2]:
+        (root / "train" / p.name).write_bytes(p.read_bytes())
+    (root / "train" / "broken.mp4").write_text("not a video")
+    one = root / "train" / "short.mp4"
+    frame = np.zeros((128, 128, 3), np.uint8)
+    from runtime.video import VideoWriter
+
+    with VideoWriter(one, 25, (128, 128)) as w:
+        w.write(frame)
+    (root / "train" / "empty").mkdir()
+    messages = []
+    ds = FramesDataset(root, (128, 128, 3), is_train=True, log=messages.append)
+    assert len(ds.videos) == 2 and sorted(p.name for p in ds.skipped) == ["broken.mp4", "empty", "short.mp4"]
+    assert len(messages) == 3 and any("at least 2 are needed" in m for m in messages)
+    item = ds[0]
+    assert item["source"].shape == (3, 128, 128) and item["driving"].dtype == torch.float32
+
+
+def test_seeded_split_without_train_and_test_folders(tmp_path, synthetic_data):
+    for p in sorted(synthetic_data.glob("*/*.mp4")):
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    train_ds = FramesDataset(tmp_path, (128, 128, 3), is_train=True)
+    test_ds = FramesDataset(tmp_path, (128, 128, 3), is_train=False)
+    assert len(train_ds.videos) == 4 and len(test_ds.videos) == 1
+    assert not set(train_ds.videos) & set(test_ds.videos)
+
+
+def test_flip_is_time_or_horizontal_never_both():
+    params = resolve_config("vox-256").dataset_params.augmentation_params
+    no_jitter = type(params)(flip_param=params.flip_param)
+    clip = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    seen = set()
+    for seed in range(40):
+        out = Augmenter(no_jitter, np.random.default_rng(seed))(clip)
+        kinds = [name for name, ref in (("none", clip), ("time", clip[::-1]), ("horizontal", clip[:, :, ::-1]))
+                 if np.array_equal(out, ref)]
+        assert len(kinds) == 1, kinds
+        seen.add(kinds[0])
+    assert seen == {"none", "time", "horizontal"}
+    jittered = Augmenter(params, np.random.default_rng(1))(clip)
+    assert jittered.shape == clip.shape and 0 <= jittered.min() and jittered.max() <= 1
+
+
+def test_vgg19_weights(tmp_path):
+    cfg = resolve_config("tiny-test")
+    models = build_models(cfg)
+    with pytest.raises(FommError, match="--vgg19 PATH"):
+        GeneratorFullModel(models.kp_detector, models.generator, None, cfg, None)
+    torchvision_style = {k: v for k, v in Vgg19().state_dict().items() if k.startswith("features.")}
+    torchvision_style["classifier.0.weight"] = torch.zeros(2, 2)  # ignored, like the real file's classifier
+    torch.save(torchvision_style, tmp_path / "vgg19.pth")
+    vgg = Vgg19.from_file(tmp_path / "vgg19.pth")
+    taps = vgg(torch.rand(1, 3, 32, 32))
+    assert [t.shape[1] for t in taps] == [64, 128, 256, 512, 512]
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(FommError, match="not a torchvision VGG19 state dict"):
+        Vgg19.from_file(tmp_path / "bad.pth")
+    with pytest.raises(FommError, match="VGG19 weights not found"):
+        Vgg19.from_file(tmp_path / "missing.pth")
+
+
+def _states(path):
+    raw = read_checkpoint(path)
+    return {part: raw[part] for part in ("generator", "kp_detector", "discriminator")}, raw
+
+
+def test_resume_continues_with_identical_state(tmp_path, synthetic_data):
+    cfg = tiny_train_config()
+    straight = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "a", progress=False), log=lambda m: None)
+    first = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "b", epochs=1, progress=False),
+                  log=lambda m: None)
+    assert first.name == "00000000-checkpoint.pth.tar"
+    resumed = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "b", checkpoint=first, progress=False),
+                    log=lambda m: None)
+    assert straight.name == resumed.name == "00000001-checkpoint.pth.tar"
+    a, raw_a = _states(straight)
+    b, raw_b = _states(resumed)
+    for part in a:
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+    assert raw_a["epoch"] == raw_b["epoch"] == 1
+    assert raw_a["optimizer_generator"]["state"].keys() == raw_b["optimizer_generator"]["state"].keys()
+    log_a = (tmp_path / "a" / "log.txt").read_text().splitlines()
+    log_b = (tmp_path / "b" / "log.txt").read_text().splitlines()
+    assert log_a == log_b and len(log_a) == 2
+    assert sorted(p.name for p in (tmp_path / "a" / "train-vis").iterdir()) == ["00000000-rec.png", "00000001-rec.png"]
+
+
+def test_gan_configs_train_and_checkpoints_load_in_export(tmp_path, synthetic_data):
+    data = resolve_config("tiny-test").to_dict()
+    data["model_params"]["discriminator_params"].update(use_kp=True, sn=False)
+    data["train_params"].update(perceptual_backbone="pixel", batch_size=2, num_repeats=1, checkpoint_freq=1,
+                                scales=[1, 0.5])
+    data["train_params"]["loss_weights"]["generator_gan"] = 1
+    cfg = config_from_dict(data, name="tiny-gan")
+    path = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "gan", epochs=1, progress=False),
+                 log=lambda m: None)
+    assert "gen_gan" in (tmp_path / "gan" / "log.txt").read_text()
+    assert "disc_gan" in (tmp_path / "gan" / "log.txt").read_text()
+    from export.exporter import run_export
+
+    result = run_export(path, cfg, tmp_path / "exported")
+    assert (result.out_dir / "generator.onnx").is_file()
+    assert load_checkpoint(path, cfg, discriminator=True).epoch == 0
+
+
+def test_reconstruction_reports_l1_and_the_copy_baseline(tmp_path, synthetic_data):
+    cfg = tiny_train_config()
+    path = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "r", epochs=1, progress=False),
+                 log=lambda m: None)
+    result = reconstruction(cfg, path, synthetic_data, tmp_path / "strips", progress=False, log=lambda m: None)
+    assert result["videos"] == 1 and 0 < result["l1"] < 1 and 0 < result["copy_source_l1"] < 1
+    assert len(list((tmp_path / "strips").glob("*.png"))) == 1
+
+
+def _cli_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny-train.yaml"
+    path.write_text(yaml.safe_dump(tiny_train_config().to_dict()))
+    return path
+
+
+def test_fomm_train_cli_modes(tmp_path, synthetic_data):
+    script = Path(sys.executable).parent / "fomm-train"
+    cfg = _cli_config(tmp_path)
+    log_dir = tmp_path / "log"
+    run = lambda *a: subprocess.run([str(script), "--config", str(cfg), "--data", str(synthetic_data), *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    res = run("--log-dir", str(log_dir), "--epochs", "1")
+    assert res.returncode == 0, res.stderr
+    ckpt = log_dir / "00000000-checkpoint.pth.tar"
+    assert ckpt.is_file() and (log_dir / "config.yaml").is_file()
+    res = run("--mode", "reconstruction", "--checkpoint", str(ckpt))
+    assert res.returncode == 0, res.stderr
+    assert "reconstruction L1" in res.stdout and "copy-the-source-frame baseline" in res.stdout
+    res = run("--mode", "animate", "--checkpoint", str(ckpt))
+    assert res.returncode == 0, res.stderr
+    assert len(list((log_dir / "animation").glob("*.mp4"))) >= 1
+    res = run("--mode", "reconstruction")
+    assert res.returncode != 0 and "needs --checkpoint" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([str(script), "--config", "tiny-test", "--data", str(synthetic_data), "--log-dir",
+                          str(tmp_path / "v")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode != 0 and "--vgg19 PATH" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_data):
+    cfg = _cli_config(tmp_path)
+    log_dir = tmp_path / "ddp"
+    with warnings.catch_warnings():
+        res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              "-m", "training.cli", "--config", str(cfg), "--data", str(synthetic_data), "--log-dir",
+                              str(log_dir), "--epochs", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in log_dir.glob("*.pth.tar")) == ["00000000-checkpoint.pth.tar"]
+    assert len((log_dir / "log.txt").read_text().splitlines()) == 1  # only rank 0 writes
+    load_checkpoint(log_dir / "00000000-checkpoint.pth.tar", tiny_train_config())
+
+
+def test_animate_mode_reads_the_pairs_list(tmp_path, synthetic_data):
+    from training.train import animate_pairs
+
+    cfg = tiny_train_config()
+    path = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "p", epochs=1, progress=False),
+                 log=lambda m: None)
+    name = sorted((synthetic_data / "test").glob("*.mp4"))[0].name
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(f"distance,source,driving,frame\n0,{name},{name},0\n1,missing.mp4,{name},0\n")
+    data = cfg.to_dict()
+    data["dataset_params"]["pairs_list"] = str(csv_path)
+    messages = []
+    written = animate_pairs(config_from_dict(data), path, synthetic_data, tmp_path / "anim", log=messages.append)
+    assert [p.name for p in written] == [f"{name}-by-{name}.mp4"]
+    assert any("not in the test set" in m for m in messages)

@@ -221,7 +221,7 @@ def available_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs this machine can run."""
     import importlib.util
 
-    pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")]
+    pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
     if importlib.util.find_spec("tensorrt") is not None:
         try:
             from runtime.backends.cuda import cuda_api
@@ -281,7 +281,7 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
             del models
         export_seconds = None
         if onnx_dir is None:
-            log(f"exporting {cfg.name} (fp32 + fp16, with the per-source split) ...")
+            log(f"exporting {cfg.name} (fp32, fp16 and int8, with the per-source split) ...")
             t0 = time.perf_counter()
             run_export(ckpt, cfg, tmp / "exported", precision="all")
             export_seconds = time.perf_counter() - t0
@@ -295,7 +295,7 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
         for backend, precision in pairs:
             for variant in variants:
                 split = variant == "split"
-                if split and not exported.has_split(precision):
+                if not exported.has_precision(precision) or (split and not exported.has_split(precision)):
                     continue
                 log(f"{backend} {precision} {variant} ...")
                 entry = bench_backend(exported, backend, precision, split, source, frames, warmup=warmup,

@@ -16,11 +16,11 @@ from runtime.errors import ContractError
 # and that an FOMM export may reasonably produce. Anything else fails the export loudly.
 TRT_SUPPORTED_OPS = frozenset({
     "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "Conv", "Div", "Equal", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm",
-    "Greater", "GridSample", "Identity", "InstanceNormalization", "LeakyRelu", "Less", "MatMul", "Max", "Min",
-    "Mul", "Neg", "Not", "Pad", "Pow", "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu",
-    "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tile",
-    "Transpose", "Unsqueeze", "Where",
+    "ConstantOfShape", "Conv", "DequantizeLinear", "Div", "Equal", "Exp", "Expand", "Flatten",
+    "Floor", "Gather", "Gemm", "Greater", "GridSample", "Identity", "InstanceNormalization", "LeakyRelu", "Less",
+    "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "QuantizeLinear", "Range", "Reciprocal",
+    "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax",
+    "Split", "Sqrt", "Squeeze", "Sub", "Tile", "Transpose", "Unsqueeze", "Where",
 })
 _DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64"}
 
@@ -80,7 +80,8 @@ def check_graph(model: onnx.ModelProto, spec: GraphSpec, *, align_corners: bool)
     problems += _io_problems("input", model.graph.input, spec.inputs)
     problems += _io_problems("output", model.graph.output, spec.outputs)
     if problems:
-        raise ContractError(f"{spec.name}: graph breaks the contract: " + "; ".join(problems))
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ContractError(f"{spec.name}: graph breaks the contract: " + "; ".join(problems[:5]) + more)
 
 
 def stamp_io_shapes(model: onnx.ModelProto, spec: GraphSpec) -> None:

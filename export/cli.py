@@ -22,23 +22,28 @@ def _size(n: int) -> str:
                    "Default: vox-256.")
 @click.option("--out", "out_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
               help="Output folder for the graphs and manifest.json.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "all"]), default="fp32", show_default=True,
-              help="fp32 graphs only, or also mixed-precision *.fp16.onnx graphs (fp16 and all are the same: "
-                   "the fp32 graphs are always written, as the reference).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="fp32", show_default=True,
+              help="fp32 graphs only; fp16 adds mixed-precision *.fp16.onnx (TensorRT, GPUs); int8 adds *.int8.onnx "
+                   "(ONNX Runtime on CPU); all adds both. The fp32 graphs are always written, as the reference.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Video whose frames calibrate and judge the int8 graphs (default: the bundled portrait under "
+                   "synthetic head motion).")
 @click.option("--align-corners/--no-align-corners", default=None,
               help="Override the config's grid_sample convention. --align-corners reproduces how the published "
                    "checkpoints were trained (torch 1.0); the default (false) matches upstream code today.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines (needs tensorrt and a CUDA GPU).")
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty output folder.")
 @user_errors
-def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, align_corners: bool | None, engine: bool,
-         force: bool) -> None:
-    """Export an FOMM checkpoint to ONNX: kp_detector.onnx and generator.onnx (opset 16), optional
-    fp16 variants, and manifest.json.
+def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibration: Path | None,
+         align_corners: bool | None, engine: bool, force: bool) -> None:
+    """Export an FOMM checkpoint to ONNX: kp_detector.onnx and generator.onnx (opset 16), the per-source
+    split (source_encoder.onnx once per portrait, generator_frame.onnx per frame), optional fp16 and int8
+    variants, and manifest.json.
 
     Every graph is checked against the graph contract (opset, operators TensorRT parses, GridSample mode
     and align_corners, input/output names and shapes), then run in ONNX Runtime on fresh inputs and
-    compared with the PyTorch model. Nothing is written to --out unless all of that passes.
+    compared with the PyTorch model. fp16 and int8 graphs are measured against fp32 (keypoint error in
+    pixels, prediction PSNR; int8 on real frames). Nothing is written to --out unless all of that passes.
 
     \b
     Example:
@@ -53,8 +58,7 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, align_co
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)
-    graphs = len(graph_specs(cfg))
-    n_steps = 2 * graphs * (2 if "fp16" in PRECISIONS[precision] else 1) + 1
+    n_steps = 2 * len(graph_specs(cfg)) * len(PRECISIONS[precision]) + 1
     with tqdm(total=n_steps, desc="fomm-export", unit="step", leave=False, disable=None,
               bar_format="{desc}: {n}/{total} {bar} {elapsed}") as bar:
         def progress(message: str) -> None:
@@ -62,13 +66,15 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, align_co
             if message != "loading checkpoint":
                 bar.update(1)
 
-        result = run_export(ckpt, cfg, out_dir, precision=precision, engine=engine, force=force, progress=progress)
+        result = run_export(ckpt, cfg, out_dir, precision=precision, engine=engine, force=force, progress=progress,
+                            calibration=calibration)
     click.echo(f"Exported {ckpt.name} with config {cfg.name or cfg.source} (align_corners "
                f"{str(cfg.align_corners).lower()}) to {result.out_dir}/ in {result.seconds:.1f} s")
     header = f"{'graph':<24}{'size':>10}{'opset':>7}  parity"
     click.echo(header)
     click.echo("-" * len(header))
     for r in result.graphs:
-        against = "vs PyTorch" if r.precision == "fp32" else "vs fp32"
+        against = "vs PyTorch" if r.precision == "fp32" else ("vs fp32 (real frames)" if r.precision == "int8"
+                                                               else "vs fp32")
         click.echo(f"{r.file:<24}{_size(r.size_bytes):>10}{result.manifest['opset']:>7}  {r.summary} {against}")
     click.echo(f"{'manifest.json':<24}")

@@ -31,13 +31,16 @@ from runtime.config import FommConfig
 from runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
 from runtime.errors import FommError, ParityError
 from runtime.fileio import make_staging_dir
+from runtime.graphs import FP32_AT_INT8
 from training.checkpoint import load_checkpoint, sha256_file
 
 from .checks import check_graph, stamp_io_shapes
 from .fp16 import convert_to_mixed_fp16
+from .subpixel import with_subpixel_upsampling
 from training.model.wrappers import flat_module
 
-PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "all": ("fp32", "fp16")}
+PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
+CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
 MANIFEST_FORMAT = "fomm-deploy-manifest/1"
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3
@@ -113,6 +116,63 @@ def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> dict[str, di
     return feeds
 
 
+def real_feeds(models, cfg: FommConfig, frames: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Per graph, one batch-1 feed per frame of a real clip (frames (N, H, W, 3) float32 at the model size):
+    frame 0 is the source, every frame drives it. Used to calibrate and to judge int8 graphs."""
+    clip = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+    out: dict[str, list] = {name: [] for name in graph_specs(cfg)}
+    with torch.no_grad():
+        source = torch.from_numpy(clip[:1])
+        kp_s = models.kp_detector(source)
+        features = source_down = None
+        if models.generator.dense_motion_network is not None:
+            features = models.generator.encode_source(source).numpy()
+            source_down = models.generator.dense_motion_network.downsample(source).numpy()
+        for i in range(len(clip)):
+            image = clip[i:i + 1]
+            kp_d = models.kp_detector(torch.from_numpy(image))
+            kp = {"kp_source_value": kp_s["value"].numpy(), "kp_driving_value": kp_d["value"].numpy()}
+            if cfg.estimate_jacobian:
+                kp["kp_source_jacobian"] = kp_s["jacobian"].numpy()
+                kp["kp_driving_jacobian"] = kp_d["jacobian"].numpy()
+            out["kp_detector"].append({"image": image})
+            out["generator"].append({"source": clip[:1], **kp})
+            if features is not None:
+                out["source_encoder"].append({"source": image})
+                out["generator_frame"].append({"source_features": features, "source_down": source_down, **kp})
+    return out
+
+
+def calibration_frames(cfg: FommConfig, video: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Real frames at the model size for int8: (calibration frames, disjoint evaluation frames).
+
+    From ``video`` if given (a seeded draw of its frames, split in two), else the bundled portrait under
+    two different synthetic head motions."""
+    from runtime.preprocess import prepare_frame
+    from runtime.samples import head_motion, sample_face
+
+    if video is not None:
+        from runtime.video import iter_frames
+
+        frames = [prepare_frame(f, cfg.frame_size) for f in iter_frames(video)]
+        if len(frames) < 4:
+            raise ExportError(f"--calibration {video}: has {len(frames)} frames; needs at least 4")
+        order = np.random.default_rng(11).permutation(len(frames))
+        n_eval = min(EVALUATION_FRAMES, len(frames) // 4)
+        calib = sorted(order[n_eval:n_eval + CALIBRATION_FRAMES])
+        held_out = sorted(order[:n_eval])
+        return np.stack([frames[i] for i in calib]), np.stack([frames[i] for i in held_out])
+    face = prepare_frame(sample_face(), cfg.frame_size)
+    return head_motion(face, CALIBRATION_FRAMES, seed=11), head_motion(face, EVALUATION_FRAMES, seed=12)
+
+
+def _run_many(path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    session = session_from_onnx(path)
+    names = [o.name for o in session.get_outputs()]
+    runs = [session.run(names, f) for f in feeds]
+    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
+
+
 def _wrappers(models, cfg: FommConfig) -> dict[str, torch.nn.Module]:
     return {name: flat_module(name, models, cfg.estimate_jacobian) for name in graph_specs(cfg)}
 
@@ -178,8 +238,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def fp16_metrics(cfg: FommConfig, graph: str, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
-    """fp16 vs fp32: keypoint error in pixels of the model frame, prediction PSNR in dB."""
+def reduced_precision_metrics(cfg: FommConfig, graph: str, ours: dict[str, np.ndarray],
+                              ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """fp16 or int8 vs fp32: keypoint error in pixels of the model frame, prediction PSNR in dB."""
     h, w = cfg.frame_size
     if graph == "kp_detector":
         d = np.abs(ours["kp_value"] - ref["kp_value"])
@@ -193,6 +254,14 @@ def fp16_metrics(cfg: FommConfig, graph: str, ours: dict[str, np.ndarray], ref: 
                 "prediction_max_abs": float(np.abs(ours["prediction"] - ref["prediction"]).max())}
     # Intermediate graphs (source_encoder): reported, judged through the graphs that consume them.
     return {f"{name}_max_abs": float(np.abs(ours[name] - ref[name]).max()) for name in ref}
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    if "kp_max_px" in metrics:
+        return f"{metrics['kp_max_px']:.2f} px max"
+    if "prediction_psnr_db" in metrics:
+        return f"PSNR {metrics['prediction_psnr_db']:.1f} dB"
+    return "max abs " + ", ".join(f"{v:.2g}" for v in metrics.values())
 
 
 def _fp16_failures(metrics: dict[str, float], budget: dict[str, float]) -> list[str]:
@@ -281,11 +350,13 @@ def _versions() -> dict[str, str]:
 def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "fp32", engine: bool = False,
                force: bool = False, progress: Callable[[str], None] | None = None,
                tolerances: Callable[[str, str], float] = tolerance,
-               fp16_budget: dict[str, float] | None = None) -> ExportResult:
+               fp16_budget: dict[str, float] | None = None, calibration: Path | None = None) -> ExportResult:
     """Export ``ckpt`` (trained with ``cfg``) to ``out_dir`` and verify it.
 
     Args:
-        precision: ``fp32`` (fp32 graphs), ``fp16`` or ``all`` (fp32 graphs plus ``*.fp16.onnx``).
+        precision: ``fp32`` (fp32 graphs); ``fp16`` / ``int8`` add ``*.fp16.onnx`` / ``*.int8.onnx``; ``all`` both.
+        calibration: a video whose frames calibrate and judge the int8 graphs (default: the bundled portrait
+            under synthetic head motion).
         progress: called with a short description before each step.
         tolerances: (precision, output) -> max abs error allowed against PyTorch (default: the contract's table).
     Raises:
@@ -305,14 +376,19 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
     staging = _prepare_out_dir(out_dir, force)
     try:
         specs = graph_specs(cfg)
-        modules = _wrappers(loaded.models, cfg)
+        modules = _wrappers(loaded.models, cfg)  # the reference every graph is checked against
+        traced = {name: with_subpixel_upsampling(m) for name, m in modules.items()}
         trace_feeds = sample_feeds(loaded.models, cfg, TRACE_BATCH, TRACE_SEED)
         check_feeds = sample_feeds(loaded.models, cfg, CHECK_BATCH, CHECK_SEED)
+        if "int8" in PRECISIONS[precision]:
+            calib_frames, eval_frames = calibration_frames(cfg, calibration)
+            calib_feeds = real_feeds(loaded.models, cfg, calib_frames)
+            eval_feeds = real_feeds(loaded.models, cfg, eval_frames)
         reports: list[GraphReport] = []
         graph_entries: dict[str, Any] = {}
         for name, spec in specs.items():
             step(f"exporting {name}.onnx")
-            model = export_graph(modules[name], spec, trace_feeds[name], staging / f"{name}.onnx")
+            model = export_graph(traced[name], spec, trace_feeds[name], staging / f"{name}.onnx")
             check_graph(model, spec, align_corners=cfg.align_corners)
             path = staging / f"{name}.onnx"
             _save(model, path)
@@ -335,20 +411,32 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
                 _save(half, half_path)
                 step(f"measuring {name}.fp16.onnx against fp32")
                 ours16 = run_onnx(half_path, check_feeds[name])
-                metrics = fp16_metrics(cfg, name, ours16, ours)
+                metrics = reduced_precision_metrics(cfg, name, ours16, ours)
                 failures = _fp16_failures(metrics, budget)
                 if failures:
                     raise ParityError(f"{name}.fp16.onnx vs {name}.onnx", failures)
-                if "kp_max_px" in metrics:
-                    summary = f"{metrics['kp_max_px']:.2f} px max"
-                elif "prediction_psnr_db" in metrics:
-                    summary = f"PSNR {metrics['prediction_psnr_db']:.1f} dB"
-                else:
-                    summary = "max abs " + ", ".join(f"{v:.2g}" for v in metrics.values())
+                summary = _summary(metrics)
                 reports.append(GraphReport(f"{name}.fp16", half_path.name, "fp16", half_path.stat().st_size,
                                            {"vs_fp32": metrics}, summary))
                 graph_entries[f"{name}.fp16"] = {"file": half_path.name, "precision": "fp16",
                                                  "sha256": sha256_file(half_path), **spec.to_dict()}
+            if "int8" in PRECISIONS[precision] and name not in FP32_AT_INT8:
+                from .quantize import quantize_int8
+
+                step(f"quantising {name} to int8 (calibrated on real frames)")
+                q_path = quantize_int8(path, staging / f"{name}.int8.onnx", calib_feeds[name])
+                q_model = onnx.load(str(q_path))
+                stamp_io_shapes(q_model, spec)
+                check_graph(q_model, spec, align_corners=cfg.align_corners)
+                _save(q_model, q_path)
+                step(f"measuring {name}.int8.onnx against fp32 on held-out real frames")
+                metrics = reduced_precision_metrics(cfg, name, _run_many(q_path, eval_feeds[name]),
+                                                    _run_many(path, eval_feeds[name]))
+                summary = _summary(metrics)
+                reports.append(GraphReport(f"{name}.int8", q_path.name, "int8", q_path.stat().st_size,
+                                           {"vs_fp32": metrics}, summary))
+                graph_entries[f"{name}.int8"] = {"file": q_path.name, "precision": "int8",
+                                                 "sha256": sha256_file(q_path), **spec.to_dict()}
         manifest = {
             "format": MANIFEST_FORMAT,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -366,6 +454,9 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
                 "inputs": f"smooth synthetic frames, seed {CHECK_SEED}, batch {CHECK_BATCH} (tracing used seed "
                           f"{TRACE_SEED}, batch {TRACE_BATCH})",
                 "fp16_budget": budget,
+                "int8_inputs": (f"real frames: {calibration or 'the bundled portrait under synthetic head motion'}; "
+                                f"{len(calib_frames)} calibration frames, judged on {len(eval_frames)} other "
+                                "frames" if "int8" in PRECISIONS[precision] else None),
                 "results": {r.name: r.parity for r in reports},
             },
             "tools": _versions(),
@@ -379,5 +470,6 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         raise
     if engine:  # after publishing: engines are cached artefacts of the graphs, each written atomically
         step("building TensorRT engines")
-        build_engines(out_dir, cfg, PRECISIONS[precision], log=lambda m: step(m))
+        trt_precisions = tuple(p for p in PRECISIONS[precision] if p in ("fp32", "fp16"))
+        build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
     return ExportResult(out_dir, manifest, reports, time.perf_counter() - t0)

@@ -20,7 +20,7 @@ def _providers(value: str | None) -> tuple[str, ...] | None:
 
 @click.command()
 @click.option("--source", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Still image to animate (any size; PNG, JPEG, ...).")
+              help="Still image to animate (any size; PNG, JPEG, ...), or a video whose first frame is used.")
 @click.option("--driving", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Driving video (its motion is transferred to the source).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -28,8 +28,9 @@ def _providers(value: str | None) -> tuple[str, ...] | None:
 @click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
               help="Folder written by fomm-export.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="onnxruntime", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16 uses the *.fp16.onnx graphs (export with --precision fp16).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 uses the *.fp16.onnx graphs, int8 the *.int8.onnx graphs (ONNX Runtime on CPU); "
+                   "export them with --precision fp16 / int8.")
 @click.option("--providers", default=None, metavar="LIST",
               help="ONNX Runtime providers in order, e.g. cuda,cpu (default: cpu).")
 @click.option("--relative/--absolute", default=True, show_default=True,
@@ -64,12 +65,12 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     from .animator import find_best_frame
     from .graphs import load_exported, open_animator
     from .keypoints import KP
-    from .preprocess import load_image, prepare_frame
+    from .preprocess import load_source, prepare_frame
     from .video import VideoWriter, iter_frames, open_video
 
     if out.suffix.lower() != ".mp4":
         raise FommError(f"--out must end in .mp4, got {out.name}")
-    source_img = load_image(source)  # fail on a bad image before any heavy work
+    source_img = load_source(source)  # fail on a bad image before any heavy work
     cap, info = open_video(driving)
     cap.release()
     exported = load_exported(onnx_dir)
@@ -169,7 +170,7 @@ def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int,
               help="Folder written by fomm-export.")
 @click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
               help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="Precision of the second backend's graphs (the torch reference is always fp32).")
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
               help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")

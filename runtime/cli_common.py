@@ -22,13 +22,3 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
-
-
-def not_available_yet(command: str, issue: int, what: str) -> None:
-    """Exit with a clear message for a command whose implementation has not landed yet."""
-    raise click.ClickException(
-        f"{command} is not available in this version yet: {what} is tracked as issue #{issue}. "
-        "See the 'Status' table in README.md for what works today.")
-
-
-STUB_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}

@@ -21,6 +21,20 @@ from .errors import FommError
 
 BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
 GRAPHS = ("kp_detector", "generator")
+SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
+# int8 keeps the keypoint detector in fp32: its temperature-0.1 softmax turns small int8 feature errors into
+# keypoint jumps of many pixels, and it is a small share of a step. Only the generator graphs are int8.
+FP32_AT_INT8 = ("kp_detector",)
+
+
+def graph_file(onnx_dir: Path, graph: str, precision: str) -> Path:
+    """The file of ``graph`` at ``precision`` in an export folder."""
+    if precision not in SUFFIX:
+        raise FommError(f"unknown precision '{precision}'; choose from {', '.join(SUFFIX)}")
+    suffix = "" if precision == "int8" and graph in FP32_AT_INT8 else SUFFIX[precision]
+    return Path(onnx_dir) / f"{graph}{suffix}.onnx"
+
+
 SPLIT_GRAPHS = ("source_encoder", "generator_frame")
 
 
@@ -36,13 +50,11 @@ class ExportedModel:
         return self.config.frame_size
 
     def has_precision(self, precision: str) -> bool:
-        suffix = "" if precision == "fp32" else ".fp16"
-        return all((self.dir / f"{g}{suffix}.onnx").is_file() for g in GRAPHS)
+        return all(graph_file(self.dir, g, precision).is_file() for g in GRAPHS)
 
     def has_split(self, precision: str = "fp32") -> bool:
         """Whether the per-source split graphs were exported (at this precision)."""
-        suffix = "" if precision == "fp32" else ".fp16"
-        return all(g in self.manifest["graphs"] and (self.dir / f"{g}{suffix}.onnx").is_file() for g in SPLIT_GRAPHS)
+        return all(g in self.manifest["graphs"] and graph_file(self.dir, g, precision).is_file() for g in SPLIT_GRAPHS)
 
 
 def load_exported(onnx_dir: str | Path) -> ExportedModel:
@@ -88,12 +100,13 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
         cfg = resolve_config(config) if config else exported.config
         return TorchBackend(spec, path, cfg)
     if kind == "onnxruntime":
-        suffix = "" if precision == "fp32" else ".fp16"
-        path = exported.dir / f"{graph}{suffix}.onnx"
+        path = graph_file(exported.dir, graph, precision)
         if not path.is_file():
-            hint = "; export with --precision fp16" if precision == "fp16" else ""
+            hint = f"; export with --precision {precision}" if precision != "fp32" else ""
             raise FommError(f"{path} not found{hint}")
         return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
+    if precision == "int8":
+        raise FommError("the int8 graphs are for ONNX Runtime on CPU; TensorRT runs fp32 or fp16")
     return TrtBackend.from_onnx(spec, exported.dir, precision)
 
 

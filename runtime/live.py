@@ -131,6 +131,7 @@ class Framed:
     captured: Captured
     box: tuple[int, int, int]  # x, y, side of the square crop in camera pixels
     face_found: bool
+    stable_frames: int  # consecutive frames with a steady face box, as of this frame
     crop: np.ndarray  # model frame, RGB float32
 
 
@@ -452,6 +453,7 @@ class LiveSession:
         self.report = LiveReport()
         self.captured_slot, self.framed_slot, self.result_slot = LatestSlot(), LatestSlot(), LatestSlot()
         self._commands: deque = deque()
+        self._reset_framer = threading.Event()
         self._stop = threading.Event()
         self._mirror = options.mirror
         self.capture = CaptureThread(options.camera, self.captured_slot, loop=options.loop,
@@ -473,7 +475,6 @@ class LiveSession:
     def _framing_loop(self) -> None:
         import cv2
 
-        size = self.animator.frame_size
         while not self._stop.is_set():
             item = self.captured_slot.get(timeout=0.1)
             if item is None:
@@ -481,13 +482,16 @@ class LiveSession:
                     break
                 continue
             t0 = time.perf_counter()
+            if self._reset_framer.is_set():  # the framer belongs to this thread; others only ask
+                self._reset_framer.clear()
+                self.framer.reset()
             box, found = self.framer.box(item.frame)
             crop = self.framer.cut(item.frame, box)
             crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
             model = self.animator.prepare(crop)
             self.timer.add("framing", (time.perf_counter() - t0) * 1000)
             self.report.boxes.append((item.index, *box))
-            self.framed_slot.put(Framed(item, box, found, model))
+            self.framed_slot.put(Framed(item, box, found, self.framer.stable_frames, model))
         self.framed_slot.close()
 
     def _inference_loop(self) -> None:
@@ -501,7 +505,7 @@ class LiveSession:
                     break
                 continue
             t0 = time.perf_counter()
-            if not calibrated and item.face_found and self.framer.stable_frames >= self.options.calibrate_frames:
+            if not calibrated and item.face_found and item.stable_frames >= self.options.calibrate_frames:
                 self.animator.set_reference(item.crop, prepared=True)
                 calibrated = True
                 self.report.reference_frame = item.captured.index
@@ -518,7 +522,7 @@ class LiveSession:
     def _apply(self, command: str, calibrated: bool) -> bool:
         if command == "reset":
             self.animator.reset_reference()
-            self.framer.reset()
+            self._reset_framer.set()
             self.log("reference reset: look straight ahead")
             return False
         if command in ("next", "prev") and len(self._images) > 1:
@@ -738,7 +742,7 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
 @click.option("--loop", is_flag=True, help="With a video file as camera: start again at its end.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="auto: TensorRT fp16 when tensorrt and fp16 graphs are present, else ONNX Runtime.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Override the precision the backend choice implies.")
 @click.option("--providers", default=None, metavar="LIST", help="ONNX Runtime providers, e.g. cuda,cpu.")
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")

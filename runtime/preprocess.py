@@ -32,6 +32,20 @@ def load_image(path: str | Path) -> np.ndarray:
     return to_rgb_float(img, bgr=True)
 
 
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
+
+
+def load_source(path: str | Path) -> np.ndarray:
+    """A source image file, or the first frame of a video file; RGB float32 in [0, 1]."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+        from .video import iter_frames
+
+        for frame in iter_frames(path):
+            return to_rgb_float(frame)
+    return load_image(path)
+
+
 def to_rgb_float(img: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     """Any image array (grey, RGB(A)/BGR(A); uint8, uint16 or float in [0, 1]) -> RGB float32 in [0, 1]."""
     import cv2

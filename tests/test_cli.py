@@ -1,4 +1,4 @@
-"""Every declared console script is installed and answers --help; unfinished ones say so and exit non-zero."""
+"""Every declared console script is installed and answers --help."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-train", "fomm-bench"]
-# Commands whose implementation has not landed yet, and the issue that brings each.
-NOT_YET = {
-    "fomm-train": 6,
-}
 
 
 def _script(name: str) -> str:
@@ -31,13 +27,6 @@ def test_help(name):
     res = subprocess.run([_script(name), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Usage:" in res.stdout
-
-
-@pytest.mark.parametrize("name, issue", sorted(NOT_YET.items()))
-def test_unfinished_commands_say_so(name, issue):
-    res = subprocess.run([_script(name), "--anything"], capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0
-    assert f"issue #{issue}" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_live_runs_as_a_script():

@@ -63,9 +63,9 @@ def _kp_feed(golden_expected, i=None, adapt=True):
 
 def test_writes_the_expected_files(exported):
     files = sorted(p.name for p in exported.out_dir.iterdir())
-    assert files == ["generator.fp16.onnx", "generator.onnx", "generator_frame.fp16.onnx", "generator_frame.onnx",
-                     "kp_detector.fp16.onnx", "kp_detector.onnx", "manifest.json", "source_encoder.fp16.onnx",
-                     "source_encoder.onnx"]
+    assert files == ["generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "generator_frame.fp16.onnx",
+                     "generator_frame.int8.onnx", "generator_frame.onnx", "kp_detector.fp16.onnx", "kp_detector.onnx",
+                     "manifest.json", "source_encoder.fp16.onnx", "source_encoder.int8.onnx", "source_encoder.onnx"]
     leftovers = [p.name for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
@@ -338,3 +338,58 @@ def test_full_size_vox_256_export(tmp_path):
     result = run_export(ckpt, resolve_config("vox-256"), tmp_path / "out", precision="all")
     assert (tmp_path / "out" / "generator.fp16.onnx").exists()
     assert result.manifest["graphs"]["generator"]["inputs"][0]["shape"] == ["B", 3, 256, 256]
+
+
+@pytest.mark.parametrize("name", ["generator.int8", "source_encoder.int8", "generator_frame.int8"])
+def test_int8_graphs(exported, name):
+    model = onnx.load(str(exported.out_dir / f"{name}.onnx"))
+    spec = graph_specs(resolve_config("tiny-test"))[name.split(".")[0]]
+    check_graph(model, spec, align_corners=False)  # float32 I/O: the same contract
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Only convolutions are quantised: no Q/DQ feeds the grid sampling, softmax or keypoint maths.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("GridSample", "Softmax", "Exp"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+
+
+def test_int8_keeps_the_keypoint_detector_fp32_and_is_measured_on_real_frames(exported):
+    assert not (exported.out_dir / "kp_detector.int8.onnx").exists()
+    results = exported.manifest["parity"]["results"]
+    for graph in ("generator.int8", "generator_frame.int8"):
+        psnr = results[graph]["vs_fp32"]["prediction_psnr_db"]
+        assert 25 < psnr < 100, psnr
+    from runtime.graphs import graph_file
+
+    assert graph_file(exported.out_dir, "kp_detector", "int8").name == "kp_detector.onnx"
+    assert graph_file(exported.out_dir, "generator_frame", "int8").name == "generator_frame.int8.onnx"
+
+
+def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
+    from runtime.samples import write_sample_driving_video
+
+    from export.exporter import calibration_frames
+
+    video = write_sample_driving_video(tmp_path / "clip.mp4", frames=40, size=96)
+    cfg = resolve_config("tiny-test")
+    calib, held_out = calibration_frames(cfg, video)
+    assert calib.shape == (24, 128, 128, 3) and held_out.shape == (8, 128, 128, 3)
+    # No evaluation frame was used for calibration.
+    assert all(min(np.abs(c - h).max() for c in calib) > 0 for h in held_out)
+    result = run_export(golden_ckpt, cfg, tmp_path / "out", precision="int8", calibration=video)
+    assert str(video) in result.manifest["parity"]["int8_inputs"]
+    assert "24 calibration frames, judged on 8 other frames" in result.manifest["parity"]["int8_inputs"]
+    assert not (tmp_path / "out" / "generator.fp16.onnx").exists()
+    assert result.manifest["parity"]["results"]["generator_frame.int8"]["vs_fp32"]["prediction_psnr_db"] > 25
+
+
+def test_cli_int8_calibration_too_short_is_a_clear_error(tmp_path, golden_ckpt):
+    from runtime.samples import write_sample_driving_video
+
+    video = write_sample_driving_video(tmp_path / "short.mp4", frames=3, size=96)
+    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "int8", "--calibration",
+               str(video), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "has 3 frames; needs at least 4" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -182,3 +182,10 @@ def test_compare_cli_over_budget_exits_non_zero(golden_export, tmp_path):
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0
     assert "OVER" in bad.stdout and "outputs differ beyond tolerance" in bad.stderr
+
+
+def test_source_may_be_a_video(tmp_path, media, golden_export):
+    res = _animate("--source", media / "silent.mp4", "--driving", media / "silent.mp4", "--out", tmp_path / "v.mp4",
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert len(list(iter_frames(tmp_path / "v.mp4"))) == 4

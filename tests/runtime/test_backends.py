@@ -216,3 +216,17 @@ def test_keypoints_helper_copies(golden_export, golden_inputs):
     a.keypoints(golden_inputs["driving"][1:2].transpose(0, 2, 3, 1))
     assert isinstance(first, KP) and not np.shares_memory(first.value, a.keypoints(
         golden_inputs["driving"][1:2].transpose(0, 2, 3, 1)).value)
+
+
+def test_int8_animator_uses_fp32_keypoints_and_int8_generator(golden_export, golden_inputs, golden_expected):
+    exported = load_exported(golden_export)
+    assert exported.has_precision("int8") and exported.has_split("int8")
+    animator = open_animator(exported, "onnxruntime", "int8", relative=True, adapt_scale=True)
+    assert animator.kp_detector.onnx_path.name == "kp_detector.onnx"
+    assert animator.generator_frame.onnx_path.name == "generator_frame.int8.onnx"
+    animator.set_source(golden_inputs["source"][0].transpose(1, 2, 0))
+    pred = animator.animate_prepared(golden_inputs["driving"].transpose(0, 2, 3, 1), return_float=True)
+    mse = float(np.mean((pred - golden_expected["prediction"]) ** 2))
+    assert 10 * np.log10(1 / mse) > 25  # quantised, so close but not equal to upstream's fp32 output
+    with pytest.raises(FommError, match="int8 graphs are for ONNX Runtime"):
+        make_backend("tensorrt", exported, "generator", "int8")

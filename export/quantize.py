@@ -1,0 +1,72 @@
+"""int8 graphs for ONNX Runtime on CPU: static QDQ quantisation of the convolutional blocks.
+
+Only ``Conv`` nodes inside the heavy scopes (the same ones that run in fp16, see ``fp16.py``) are
+quantised, minus the head convolutions that feed a softmax, sigmoid or exp; the keypoint heads,
+heatmaps, softmax, the 2x2 inverse, grid coordinates and GridSample stay float32. Activations are
+calibrated on real frames (the caller passes them), weights are per-channel int8, activations
+uint8. Inputs and outputs stay float32, so the graph contract is unchanged.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .fp16 import FP16_SCOPES
+
+
+# A quantised Conv also gets its output quantised (so ONNX Runtime can fuse it into QLinearConv); the head
+# convolutions that feed these ops stay float32, so logits, masks and sampled features are never rounded
+# to 256 levels.
+_FLOAT_CONSUMERS = {"Softmax", "Sigmoid", "Exp", "GridSample"}
+
+
+def int8_node_names(model: onnx.ModelProto) -> list[str]:
+    """The Conv nodes to quantise: convolutional feature extraction, not the heads."""
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES)
+            and not any(c in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
+
+
+def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[str, np.ndarray]]) -> Path:
+    """Write an int8 (QDQ) version of ``model_path`` to ``out_path``.
+
+    Args:
+        calibration: feeds (graph input name -> float32 array) of real data, one per calibration step.
+    Raises:
+        ValueError: nothing to quantise (the scopes do not match this graph).
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(model_path))
+    nodes = int8_node_names(model)
+    if not nodes:
+        raise ValueError(f"{model_path.name}: no Conv node in the quantisable scopes")
+    feeds = list(calibration)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference and ONNX Runtime's own graph optimisations (which renames nothing we rely on).
+        quant_pre_process(str(model_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return out_path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import FommConfig
-from runtime.keypoints import KP, normalize_kp
+from runtime.keypoints import normalize_kp
 
 
 @dataclass
@@ -43,9 +44,12 @@ class Entry:
     vs_baseline: float = 0.0  # median_ms / baseline median
 
 
-def _percentiles(times_s: list[float]) -> tuple[float, float, float]:
+def _summary(times_s: list[float], stages: dict[str, list[float]], warmup: int
+             ) -> tuple[float, float, float, dict[str, float]]:
+    """Median, p90, p99 of the step times and the median of each stage, in ms (warm-up steps left out)."""
     ms = np.array(times_s) * 1000
-    return float(np.median(ms)), float(np.percentile(ms, 90)), float(np.percentile(ms, 99))
+    stage_ms = {k: float(np.median(v[warmup:]) * 1000) for k, v in stages.items()}
+    return float(np.median(ms)), float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), stage_ms
 
 
 # -- memory: peak resident set size per measured section (Linux: VmHWM, reset through clear_refs) ----------
@@ -131,6 +135,7 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
     import torch
 
     from training.checkpoint import load_checkpoint
+    from training.model.wrappers import kp_to_numpy, kp_to_torch
 
     torch.set_num_threads(threads)
     models = load_checkpoint(ckpt, cfg).models
@@ -139,27 +144,22 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
     def nchw(img: np.ndarray) -> torch.Tensor:  # as demo.py: HWC numpy -> permuted (channels-last strided)
         return torch.tensor(img[np.newaxis].astype(np.float32)).permute(0, 3, 1, 2)
 
-    def as_kp(d) -> KP:
-        return KP(d["value"].numpy(), d["jacobian"].numpy() if "jacobian" in d else None)
-
     _reset_peak_rss()
     with torch.no_grad():
         src = nchw(source)
         kp_source = kp_det(src)
-        kp_init = as_kp(kp_det(nchw(frames[0])))
+        kp_source_np = kp_to_numpy(kp_source)
+        kp_init = kp_to_numpy(kp_det(nchw(frames[0])))
         stages: dict[str, list[float]] = {"kp_detector": [], "normalize_kp": [], "generator": []}
-        counter = iter(range(10**9))
+        driving = itertools.cycle(frames)
 
         def step() -> None:
-            frame = frames[next(counter) % len(frames)]
+            frame = next(driving)
             t0 = time.perf_counter()
             kp_d = kp_det(nchw(frame))
             t1 = time.perf_counter()
-            norm = normalize_kp(as_kp(kp_source), as_kp(kp_d), kp_init, use_relative_movement=True,
-                                use_relative_jacobian=True, adapt_movement_scale=True)
-            kp_norm = {"value": torch.from_numpy(norm.value)}
-            if norm.jacobian is not None:
-                kp_norm["jacobian"] = torch.from_numpy(norm.jacobian)
+            kp_norm = kp_to_torch(normalize_kp(kp_source_np, kp_to_numpy(kp_d), kp_init, use_relative_movement=True,
+                                               use_relative_jacobian=True, adapt_movement_scale=True))
             t2 = time.perf_counter()
             gen(src, kp_norm, kp_source)  # upstream computes every output, `deformed` included
             t3 = time.perf_counter()
@@ -168,8 +168,7 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
 
         times = _timed(step, warmup, iters)
     peak = _peak_rss_mb()
-    med, p90, p99 = _percentiles(times)
-    stage_ms = {k: float(np.median(v[warmup:]) * 1000) for k, v in stages.items()}
+    med, p90, p99, stage_ms = _summary(times, stages, warmup)
     del models, kp_det, gen
     gc.collect()
     return Entry("upstream-eager", "fp32", "baseline", med, p90, p99, 1000 / med, peak, stage_ms)
@@ -196,17 +195,16 @@ def bench_backend(exported, backend: str, precision: str, split: bool, source: n
     animator.set_reference(frames[0], prepared=True)
     generator = animator.generator_frame if split else animator.generator
     stages: dict[str, list[float]] = {"kp_detector": [], "generator_frame" if split else "generator": []}
-    counter = iter(range(10**9))
+    driving = itertools.cycle(frames)
 
     def step() -> None:
-        animator.animate_prepared(frames[next(counter) % len(frames)][None], return_float=True)
+        animator.animate_prepared(next(driving)[None], return_float=True)
         stages["kp_detector"].append(animator.kp_detector.last_inference_time)
         stages[generator.spec.name].append(generator.last_inference_time)
 
     times = _timed(step, warmup, iters)
     peak = _peak_rss_mb()
-    med, p90, p99 = _percentiles(times)
-    stage_ms = {k: float(np.median(v[warmup:]) * 1000) for k, v in stages.items()}
+    med, p90, p99, stage_ms = _summary(times, stages, warmup)
     stage_ms["glue (normalize_kp, copies)"] = max(0.0, med - sum(stage_ms.values()))
     for b in (animator.kp_detector, animator.generator, animator.source_encoder, animator.generator_frame):
         if b is not None:
@@ -330,7 +328,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
     """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
     import cv2
 
-    from runtime.fileio import atomic_path
+    from runtime.fileio import write_image
 
     rows = [result.baseline] + result.results
     palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
@@ -365,11 +363,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
         cx, cy = 10 + (i % 3) * 360, y + (i // 3) * 22
         cv2.rectangle(img, (cx, cy), (cx + 14, cy + 14), colour[k][::-1], -1)
         cv2.putText(img, k, (cx + 20, cy + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", img)
-        tmp.write_bytes(buf.tobytes())
-    return path
+    return write_image(path, img)
 
 
 def write_json(result: BenchResult, path: Path) -> Path:

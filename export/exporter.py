@@ -92,54 +92,53 @@ def smooth_images(batch: int, channels: int, h: int, w: int, seed: int) -> np.nd
     return np.round(out * 255) / 255  # on the 8-bit grid, like decoded video frames
 
 
+def _source_parts(models, source: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """What the per-source split computes once per source (None without a dense-motion network)."""
+    if models.generator.dense_motion_network is None:
+        return None
+    with torch.no_grad():
+        src = torch.from_numpy(source)
+        return models.generator.encode_source(src).numpy(), models.generator.dense_motion_network.downsample(src).numpy()
+
+
+def _feeds(models, cfg: FommConfig, source: np.ndarray, kp_source: dict, parts, driving: np.ndarray
+           ) -> dict[str, dict[str, np.ndarray]]:
+    """One feed per graph for ``driving`` animating ``source`` (keypoints and split parts precomputed)."""
+    with torch.no_grad():
+        kp_driving = models.kp_detector(torch.from_numpy(driving))
+    kp = {"kp_source_value": kp_source["value"].numpy(), "kp_driving_value": kp_driving["value"].numpy()}
+    if cfg.estimate_jacobian:
+        kp["kp_source_jacobian"] = kp_source["jacobian"].numpy()
+        kp["kp_driving_jacobian"] = kp_driving["jacobian"].numpy()
+    feeds = {"kp_detector": {"image": driving}, "generator": {"source": source, **kp}}
+    if parts is not None:
+        feeds["source_encoder"] = {"source": driving}  # any frame can be a source; these vary the most
+        feeds["generator_frame"] = {"source_features": parts[0], "source_down": parts[1], **kp}
+    return feeds
+
+
 def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Inputs for both graphs: smooth frames, and the keypoints the PyTorch detector finds on them."""
+    """Inputs for every graph: smooth frames, and the keypoints the PyTorch detector finds on them."""
     h, w = cfg.frame_size
     source = smooth_images(batch, cfg.num_channels, h, w, seed)
     driving = smooth_images(batch, cfg.num_channels, h, w, seed + 1000)
     with torch.no_grad():
-        kp_s = models.kp_detector(torch.from_numpy(source))
-        kp_d = models.kp_detector(torch.from_numpy(driving))
-    gen = {"source": source, "kp_source_value": kp_s["value"].numpy(), "kp_driving_value": kp_d["value"].numpy()}
-    if cfg.estimate_jacobian:
-        gen["kp_source_jacobian"] = kp_s["jacobian"].numpy()
-        gen["kp_driving_jacobian"] = kp_d["jacobian"].numpy()
-    feeds = {"kp_detector": {"image": driving}, "generator": gen}
-    if models.generator.dense_motion_network is not None:
-        with torch.no_grad():
-            src = torch.from_numpy(source)
-            features = models.generator.encode_source(src).numpy()
-            source_down = models.generator.dense_motion_network.downsample(src).numpy()
-        feeds["source_encoder"] = {"source": source}
-        frame = {k: v for k, v in gen.items() if k != "source"}
-        feeds["generator_frame"] = {"source_features": features, "source_down": source_down, **frame}
-    return feeds
+        kp_source = models.kp_detector(torch.from_numpy(source))
+    return _feeds(models, cfg, source, kp_source, _source_parts(models, source), driving)
 
 
 def real_feeds(models, cfg: FommConfig, frames: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
     """Per graph, one batch-1 feed per frame of a real clip (frames (N, H, W, 3) float32 at the model size):
     frame 0 is the source, every frame drives it. Used to calibrate and to judge int8 graphs."""
     clip = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
-    out: dict[str, list] = {name: [] for name in graph_specs(cfg)}
+    source = clip[:1]
     with torch.no_grad():
-        source = torch.from_numpy(clip[:1])
-        kp_s = models.kp_detector(source)
-        features = source_down = None
-        if models.generator.dense_motion_network is not None:
-            features = models.generator.encode_source(source).numpy()
-            source_down = models.generator.dense_motion_network.downsample(source).numpy()
-        for i in range(len(clip)):
-            image = clip[i:i + 1]
-            kp_d = models.kp_detector(torch.from_numpy(image))
-            kp = {"kp_source_value": kp_s["value"].numpy(), "kp_driving_value": kp_d["value"].numpy()}
-            if cfg.estimate_jacobian:
-                kp["kp_source_jacobian"] = kp_s["jacobian"].numpy()
-                kp["kp_driving_jacobian"] = kp_d["jacobian"].numpy()
-            out["kp_detector"].append({"image": image})
-            out["generator"].append({"source": clip[:1], **kp})
-            if features is not None:
-                out["source_encoder"].append({"source": image})
-                out["generator_frame"].append({"source_features": features, "source_down": source_down, **kp})
+        kp_source = models.kp_detector(torch.from_numpy(source))
+    parts = _source_parts(models, source)
+    out: dict[str, list] = {name: [] for name in graph_specs(cfg)}
+    for i in range(len(clip)):
+        for name, feed in _feeds(models, cfg, source, kp_source, parts, clip[i:i + 1]).items():
+            out[name].append(feed)
     return out
 
 
@@ -228,9 +227,7 @@ def _compare(spec: GraphSpec, ours: dict[str, np.ndarray], ref: dict[str, np.nda
 
 
 def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = session_from_onnx(path)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed)))
+    return _run_many(path, [feed])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -82,11 +82,15 @@ class Animator:
     def reset_reference(self) -> None:
         self._kp_reference = None
 
+    @property
+    def has_reference(self) -> bool:
+        return self._kp_reference is not None
+
     def source_uint8(self) -> np.ndarray:
         """The preprocessed source as (H, W, 3) uint8 RGB (what the portrait looks like before motion)."""
         if self._source is None:
             raise FommError("call set_source() first")
-        return np.clip(np.rint(self._source[0].transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+        return to_uint8_hwc(self._source)[0]
 
     @property
     def source_keypoints(self) -> KP:

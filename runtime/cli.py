@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -65,7 +66,7 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     from .animator import find_best_frame
     from .graphs import load_exported, open_animator
     from .keypoints import KP
-    from .preprocess import load_source, prepare_frame
+    from .preprocess import load_source, prepare_frame, to_uint8
     from .video import VideoWriter, iter_frames, open_video
 
     if out.suffix.lower() != ".mp4":
@@ -80,19 +81,23 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     animator.set_source(source_img)
     total = info.frame_count or None
 
+    def driving_batches() -> Iterator[np.ndarray]:
+        """The driving video as model frames, ``batch`` at a time (the last batch may be shorter)."""
+        chunk = []
+        for frame in iter_frames(driving):
+            chunk.append(prepare_frame(frame, (h, w), fit=fit))
+            if len(chunk) == batch:
+                yield np.stack(chunk)
+                chunk = []
+        if chunk:
+            yield np.stack(chunk)
+
     if best_frame:
         values = []
-        chunk = []
         with tqdm(total=total, desc="finding best frame", unit="frame", disable=None) as bar:
-            for frame in iter_frames(driving):
-                chunk.append(prepare_frame(frame, (h, w), fit=fit))
-                if len(chunk) == batch:
-                    values.append(animator.keypoints(np.stack(chunk)))
-                    bar.update(len(chunk))
-                    chunk = []
-            if chunk:
-                values.append(animator.keypoints(np.stack(chunk)))
-                bar.update(len(chunk))
+            for frames in driving_batches():
+                values.append(animator.keypoints(frames))
+                bar.update(len(frames))
         kp_all = KP(np.concatenate([v.value for v in values]),
                     None if values[0].jacobian is None else np.concatenate([v.jacobian for v in values]))
         best = find_best_frame(animator.source_keypoints, kp_all.value)
@@ -101,28 +106,16 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
         click.echo(f"best frame: {best} (used as the reference pose)", err=True)
 
     width = 3 * w if side_by_side else w
-    source_u8 = np.clip(np.rint(animator.prepare(source_img) * 255), 0, 255).astype(np.uint8)
+    source_u8 = animator.source_uint8()
     start = time.perf_counter()
     with VideoWriter(out, info.fps, (width, h), audio_from=driving) as writer, \
             tqdm(total=total, desc="animating", unit="frame", disable=None) as bar:
-        chunk = []
-
-        def flush() -> None:
-            results = animator.animate_prepared(np.stack(chunk))
-            for frame, result in zip(chunk, results):
+        for frames in driving_batches():
+            for frame, result in zip(frames, animator.animate_prepared(frames)):
                 if side_by_side:
-                    drv = np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)
-                    result = np.concatenate([source_u8, drv, result], axis=1)
+                    result = np.concatenate([source_u8, to_uint8(frame), result], axis=1)
                 writer.write(result)
-            bar.update(len(chunk))
-            chunk.clear()
-
-        for frame in iter_frames(driving):
-            chunk.append(prepare_frame(frame, (h, w), fit=fit))
-            if len(chunk) == batch:
-                flush()
-        if chunk:
-            flush()
+            bar.update(len(frames))
     seconds = time.perf_counter() - start
     audio = "with audio" if writer.with_audio else "no audio in the driving video"
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"

@@ -38,6 +38,19 @@ def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         raise
 
 
+def write_image(path: str | Path, image_bgr) -> Path:
+    """Write an image atomically; the format follows the suffix (OpenCV's ``imencode``)."""
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix, image_bgr)
+    if not ok:
+        raise OSError(f"cannot encode {path.name} as {path.suffix}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return path
+
+
 def make_staging_dir(final: Path) -> Path:
     """A fresh hidden folder beside ``final`` with normal permissions, to be renamed into place when complete."""
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))

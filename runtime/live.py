@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -472,15 +472,21 @@ class LiveSession:
                 self._stop.set()
         return run
 
+    def _items(self, slot: LatestSlot, between: Callable[[], None] | None = None) -> Iterator:
+        """Items from ``slot`` until it closes or the session stops; ``between`` runs before each wait."""
+        while not self._stop.is_set():
+            if between is not None:
+                between()
+            item = slot.get(timeout=0.1)
+            if item is not None:
+                yield item
+            elif slot.closed:
+                return
+
     def _framing_loop(self) -> None:
         import cv2
 
-        while not self._stop.is_set():
-            item = self.captured_slot.get(timeout=0.1)
-            if item is None:
-                if self.captured_slot.closed:
-                    break
-                continue
+        for item in self._items(self.captured_slot):
             t0 = time.perf_counter()
             if self._reset_framer.is_set():  # the framer belongs to this thread; others only ask
                 self._reset_framer.clear()
@@ -495,20 +501,14 @@ class LiveSession:
         self.framed_slot.close()
 
     def _inference_loop(self) -> None:
-        calibrated = False
-        while not self._stop.is_set():
-            while self._commands:
-                calibrated = self._apply(self._commands.popleft(), calibrated)
-            item = self.framed_slot.get(timeout=0.1)
-            if item is None:
-                if self.framed_slot.closed:
-                    break
-                continue
+        # Calibrated = the animator has a reference pose; only this thread sets or resets it.
+        for item in self._items(self.framed_slot, between=self._apply_commands):
             t0 = time.perf_counter()
-            if not calibrated and item.face_found and item.stable_frames >= self.options.calibrate_frames:
+            if (not self.animator.has_reference and item.face_found
+                    and item.stable_frames >= self.options.calibrate_frames):
                 self.animator.set_reference(item.crop, prepared=True)
-                calibrated = True
                 self.report.reference_frame = item.captured.index
+            calibrated = self.animator.has_reference
             if calibrated:
                 portrait = self.animator.animate_prepared(item.crop[None])[0]
             else:  # until a well-framed reference exists, show the portrait still
@@ -519,21 +519,21 @@ class LiveSession:
             self.result_slot.put(Result(item, portrait, t1, calibrated))
         self.result_slot.close()
 
-    def _apply(self, command: str, calibrated: bool) -> bool:
-        if command == "reset":
-            self.animator.reset_reference()
-            self._reset_framer.set()
-            self.log("reference reset: look straight ahead")
-            return False
-        if command in ("next", "prev") and len(self._images) > 1:
-            step = 1 if command == "next" else -1
-            self.portrait_index = (self.portrait_index + step) % len(self._images)
-            self.animator.set_source(self._images[self.portrait_index])
-            self.log(f"portrait: {self.portraits[self.portrait_index].name}")
-        if command == "relative":
-            self.animator.relative = not self.animator.relative
-            self.log("motion: " + ("relative" if self.animator.relative else "absolute"))
-        return calibrated
+    def _apply_commands(self) -> None:
+        while self._commands:
+            command = self._commands.popleft()
+            if command == "reset":
+                self.animator.reset_reference()
+                self._reset_framer.set()
+                self.log("reference reset: look straight ahead")
+            elif command in ("next", "prev") and len(self._images) > 1:
+                step = 1 if command == "next" else -1
+                self.portrait_index = (self.portrait_index + step) % len(self._images)
+                self.animator.set_source(self._images[self.portrait_index])
+                self.log(f"portrait: {self.portraits[self.portrait_index].name}")
+            elif command == "relative":
+                self.animator.relative = not self.animator.relative
+                self.log("motion: " + ("relative" if self.animator.relative else "absolute"))
 
     # -- presentation ----------------------------------------------------------------------------
 

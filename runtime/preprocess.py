@@ -32,14 +32,12 @@ def load_image(path: str | Path) -> np.ndarray:
     return to_rgb_float(img, bgr=True)
 
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
-
-
 def load_source(path: str | Path) -> np.ndarray:
     """A source image file, or the first frame of a video file; RGB float32 in [0, 1]."""
+    from .video import VIDEO_SUFFIXES, iter_frames
+
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-        from .video import iter_frames
 
         for frame in iter_frames(path):
             return to_rgb_float(frame)
@@ -109,6 +107,11 @@ def to_nchw(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float in [0, 1], any layout -> uint8 (rounded, clipped)."""
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_uint8_hwc(batch: np.ndarray) -> np.ndarray:
     """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8 (rounded)."""
-    return np.clip(np.rint(batch.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(batch.transpose(0, 2, 3, 1))

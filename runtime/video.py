@@ -19,6 +19,9 @@ import numpy as np
 from .errors import VideoError
 from .fileio import current_umask
 
+# File suffixes treated as videos (OpenCV reads all of them, GIF included).
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
+
 
 @dataclass(frozen=True)
 class VideoInfo:

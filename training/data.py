@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import Dataset
 
 from runtime.config import AugmentationParams
-from runtime.errors import FommError
+from runtime.errors import FommError, VideoError
+from runtime.video import VIDEO_SUFFIXES, iter_frames
 
-VIDEO_SUFFIXES = {".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # frames in a folder, or a strip of frames
 
 
 class DatasetError(FommError):
@@ -67,17 +67,10 @@ def read_video(path: Path, frame_shape: tuple[int, int, int]) -> np.ndarray:
                                f"{img.shape[1]}x{img.shape[0]} (check dataset_params.frame_shape)")
         return img.reshape(h, -1, w, 3).transpose(1, 0, 2, 3).copy()
     if suffix in VIDEO_SUFFIXES:
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        while cap.isOpened():
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        cap.release()
-        if not frames:
-            raise DatasetError(f"{path} is not a readable video")
-        return _resize(np.stack(frames), h, w)
+        try:
+            return _resize(np.stack(list(iter_frames(path))), h, w)
+        except VideoError:
+            raise DatasetError(f"{path} is not a readable video") from None
     raise DatasetError(f"{path}: unsupported video layout")
 
 

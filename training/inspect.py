@@ -14,9 +14,10 @@ import torch
 
 from runtime.cli_common import user_errors
 from runtime.config import resolve_config
-from runtime.keypoints import KP, normalize_kp
+from runtime.keypoints import normalize_kp
 
 from .checkpoint import load_checkpoint, sha256_file
+from .model.wrappers import kp_to_numpy, kp_to_torch
 
 
 def _count(module: torch.nn.Module) -> tuple[int, int]:
@@ -64,12 +65,8 @@ def main(ckpt: Path, config: str, align_corners: bool | None, seed: int) -> None
         t0 = time.perf_counter()
         kp_s = kp_det(source)
         kp_d = kp_det(driving)
-        as_np = lambda kp: KP(kp["value"].numpy(), kp["jacobian"].numpy() if "jacobian" in kp else None)  # noqa: E731
-        norm = normalize_kp(as_np(kp_s), as_np(kp_d), as_np(kp_s), use_relative_movement=True,
-                            use_relative_jacobian=True)
-        kp_norm = {"value": torch.from_numpy(norm.value)}
-        if norm.jacobian is not None:
-            kp_norm["jacobian"] = torch.from_numpy(norm.jacobian)
+        kp_norm = kp_to_torch(normalize_kp(kp_to_numpy(kp_s), kp_to_numpy(kp_d), kp_to_numpy(kp_s),
+                                           use_relative_movement=True, use_relative_jacobian=True))
         out = gen(source, kp_norm, kp_s, with_deformed=False)
         dt = time.perf_counter() - t0
     pred = out["prediction"]

@@ -20,6 +20,12 @@ VGG19_WEIGHTS_HELP = (
     "--vgg19 PATH, or set train_params.perceptual_backbone: pixel for a weight-free pixel loss")
 
 
+def uses_vgg19(cfg: FommConfig) -> bool:
+    """Whether training ``cfg`` needs the VGG19 weights (perceptual loss on, vgg19 backbone)."""
+    tp = cfg.train_params
+    return tp.perceptual_backbone == "vgg19" and sum(tp.loss_weights.perceptual) != 0
+
+
 class ImagePyramide(nn.Module):
     """The image at each scale (AntiAlias downsampling); keys ``prediction_<scale>`` as upstream."""
 
@@ -145,7 +151,7 @@ class GeneratorFullModel(nn.Module):
         self.transform_params = tp.transform_params
         self.backbone = tp.perceptual_backbone
         self.align_corners = cfg.align_corners
-        if self.backbone == "vgg19" and sum(self.weights.perceptual) != 0 and vgg is None:
+        if uses_vgg19(cfg) and vgg is None:
             raise FommError(VGG19_WEIGHTS_HELP)
         self.vgg = vgg
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from runtime.preprocess import to_uint8
+
 SUPERSAMPLE = 3  # draw at 3x and downscale: smooth edges without an anti-aliasing renderer
 
 
@@ -136,7 +138,7 @@ def render_video(identity: Identity, frames: int, size: int, rng: np.random.Gene
         mask_w = cv2.warpAffine(np.maximum(mask, skin_layer), m, (s, s), flags=cv2.INTER_LINEAR)[..., None]
         frame = background * (1 - mask_w) + face_w * mask_w
         small = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-        out[i] = np.clip(np.rint(small * 255), 0, 255).astype(np.uint8)
+        out[i] = to_uint8(small)
     return out
 
 

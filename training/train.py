@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections import Counter
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from runtime.config import FommConfig
 from runtime.errors import FommError
-from runtime.fileio import atomic_path
+from runtime.fileio import write_image
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import DatasetRepeater, FramesDataset
-from .losses import DiscriminatorFullModel, GeneratorFullModel, Vgg19
+from .losses import VGG19_WEIGHTS_HELP, DiscriminatorFullModel, GeneratorFullModel, Vgg19, uses_vgg19
 from .model import build_discriminator, build_models
+from .model.wrappers import kp_to_numpy, kp_to_torch
 
 
 @dataclass
@@ -88,10 +89,7 @@ def draw_visualisation(batch: dict, generated: dict, path: Path, kp_size: int = 
             panels.append(np.repeat(occ[..., None], 3, axis=2))
         rows.append(np.concatenate(panels, axis=1))
     grid = np.concatenate(rows, axis=0)
-    with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        tmp.write_bytes(buf.tobytes())
-    return path
+    return write_image(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
 def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
@@ -107,10 +105,8 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
     epochs = opts.epochs if opts.epochs is not None else tp.num_epochs
     use_gan = tp.loss_weights.generator_gan != 0
     vgg = None
-    if tp.perceptual_backbone == "vgg19" and sum(tp.loss_weights.perceptual) != 0:
+    if uses_vgg19(cfg):
         if opts.vgg19 is None:
-            from .losses import VGG19_WEIGHTS_HELP
-
             raise FommError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
         vgg = Vgg19.from_file(opts.vgg19).to(device)
 
@@ -254,8 +250,8 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
     dataset = FramesDataset(data, cfg.dataset_params.frame_shape, is_train=False, log=log)
     l1, copy_l1, n = 0.0, 0.0, 0
     for i in tqdm(range(len(dataset)), desc="reconstruction", unit="video", disable=not progress or None):
-        video = dataset[i]["video"]  # (C, T, H, W)
-        frames = video.permute(1, 0, 2, 3)
+        item = dataset[i]  # decodes the video: once
+        frames = item["video"].permute(1, 0, 2, 3)  # (C, T, H, W) -> (T, C, H, W)
         source = frames[:1]
         kp_source = models.kp_detector(source)
         preds = []
@@ -267,7 +263,7 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
         copy_l1 += float((source.expand_as(frames) - frames).abs().mean())
         n += 1
         if out_dir is not None:
-            _write_strip(out_dir / f"{dataset[i]['name']}.png", frames, pred)
+            _write_strip(out_dir / f"{item['name']}.png", frames, pred)
     return {"l1": l1 / n, "copy_source_l1": copy_l1 / n, "videos": float(n)}
 
 
@@ -277,15 +273,15 @@ def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
     top = np.concatenate(list(real.numpy().transpose(0, 2, 3, 1)), axis=1)
     bottom = np.concatenate(list(pred.numpy().transpose(0, 2, 3, 1)), axis=1)
     img = np.clip(np.concatenate([top, bottom], axis=0) * 255, 0, 255).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes())
+    write_image(path, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
 
 @torch.no_grad()
 def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, *, num_pairs: int | None = None,
                   seed: int = 0, log=print) -> list[Path]:
     """Animate test videos' first frames with other test videos (relative motion); writes MP4s."""
-    from runtime.keypoints import KP, normalize_kp
+    from runtime.keypoints import normalize_kp
+    from runtime.preprocess import to_uint8
     from runtime.video import VideoWriter
 
     models = load_checkpoint(checkpoint, cfg).models
@@ -296,25 +292,23 @@ def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, 
     norm = cfg.animate_params.normalization_params
     written = []
     for i, j in pairs:
-        source = dataset[i]["video"][:, 0].unsqueeze(0)
-        driving = dataset[j]["video"].permute(1, 0, 2, 3)
+        source_item, driving_item = dataset[i], dataset[j]  # each decodes a video
+        source = source_item["video"][:, 0].unsqueeze(0)
+        driving = driving_item["video"].permute(1, 0, 2, 3)
         kp_s = models.kp_detector(source)
-        as_np = lambda kp: KP(kp["value"].numpy(), kp["jacobian"].numpy() if "jacobian" in kp else None)  # noqa: E731
-        kp_init = as_np(models.kp_detector(driving[:1]))
+        kp_s_np = kp_to_numpy(kp_s)
+        kp_init = kp_to_numpy(models.kp_detector(driving[:1]))
         h, w = source.shape[2:]
-        path = out_dir / f"{dataset[i]['name']}-by-{dataset[j]['name']}.mp4"
+        path = out_dir / f"{source_item['name']}-by-{driving_item['name']}.mp4"
         with VideoWriter(path, 25, (3 * w, h)) as writer:
             for t in range(driving.shape[0]):
-                kp_d = as_np(models.kp_detector(driving[t:t + 1]))
-                k = normalize_kp(as_np(kp_s), kp_d, kp_init, adapt_movement_scale=norm.adapt_movement_scale,
-                                 use_relative_movement=norm.use_relative_movement,
-                                 use_relative_jacobian=norm.use_relative_jacobian)
-                kd = {"value": torch.from_numpy(k.value)}
-                if k.jacobian is not None:
-                    kd["jacobian"] = torch.from_numpy(k.jacobian)
+                kp_d = kp_to_numpy(models.kp_detector(driving[t:t + 1]))
+                kd = kp_to_torch(normalize_kp(kp_s_np, kp_d, kp_init, adapt_movement_scale=norm.adapt_movement_scale,
+                                              use_relative_movement=norm.use_relative_movement,
+                                              use_relative_jacobian=norm.use_relative_jacobian))
                 pred = models.generator(source, kd, kp_s, with_deformed=False)["prediction"]
                 row = torch.cat([source[0], driving[t], pred[0]], dim=2)
-                writer.write(np.clip(np.rint(row.numpy().transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8))
+                writer.write(to_uint8(row.numpy().transpose(1, 2, 0)))
         written.append(path)
     return written
 

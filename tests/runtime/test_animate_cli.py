@@ -124,20 +124,16 @@ def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
 def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_export, case, message):
     args = {"--source": media / "source.png", "--driving": media / "driving.mp4", "--out": tmp_path / "o.mp4",
             "--onnx": golden_export}
-    if case == "missing-source":
-        args["--source"] = tmp_path / "nope.png"
-    elif case == "bad-source":
-        args["--source"] = media / "notes.txt"
-    elif case == "missing-driving":
-        args["--driving"] = tmp_path / "nope.mp4"
-    elif case == "bad-driving":
-        args["--driving"] = media / "notes.txt"
-    elif case == "no-export":
-        args["--onnx"] = tmp_path / "nothing"
-    elif case == "not-mp4":
-        args["--out"] = tmp_path / "o.avi"
-    elif case == "audio-only":  # an .mp4 without a single video frame
-        args["--driving"] = tmp_path / "audio-only.mp4"
+    override = {"missing-source": ("--source", tmp_path / "nope.png"),
+                "bad-source": ("--source", media / "notes.txt"),
+                "missing-driving": ("--driving", tmp_path / "nope.mp4"),
+                "bad-driving": ("--driving", media / "notes.txt"),
+                "no-export": ("--onnx", tmp_path / "nothing"),
+                "not-mp4": ("--out", tmp_path / "o.avi"),
+                "audio-only": ("--driving", tmp_path / "audio-only.mp4")}.get(case)
+    if override:
+        args[override[0]] = override[1]
+    if case == "audio-only":  # an .mp4 without a single video frame
         subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(media / "tone.wav"), "-c:a", "aac",
                         str(args["--driving"])], check=True)
     extra = []

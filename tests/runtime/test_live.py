@@ -182,11 +182,10 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     session = LiveSession(animator, portraits, LiveOptions(camera=str(path), window=False), log=lambda m: None)
     before = animator.source_uint8().copy()
     assert session._key(ord("n")) and session._key(ord("r")) and session._key(ord("a"))
-    calibrated = True
-    while session._commands:
-        calibrated = session._apply(session._commands.popleft(), calibrated)
+    animator.set_reference(face)  # calibrated
+    session._apply_commands()
     assert session.portrait_index == 1 and not np.array_equal(before, animator.source_uint8())
-    assert calibrated is False and animator.relative is False
+    assert animator.has_reference is False and animator.relative is False
     assert session._key(ord("b")) and session.options.show_box is False
     assert session._key(ord("q")) is False
     session.capture.cap.release()

@@ -8,8 +8,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runtime.keypoints import KP
+
 from .generator import OcclusionAwareGenerator
 from .keypoint_detector import KPDetector
+
+
+def kp_to_numpy(kp: dict[str, torch.Tensor]) -> KP:
+    """The model's keypoint dict -> the runtime's numpy ``KP`` (for ``normalize_kp``)."""
+    return KP(kp["value"].detach().cpu().numpy(), kp["jacobian"].detach().cpu().numpy() if "jacobian" in kp else None)
+
+
+def kp_to_torch(kp: KP) -> dict[str, torch.Tensor]:
+    """A numpy ``KP`` -> the keypoint dict the model takes."""
+    out = {"value": torch.from_numpy(kp.value)}
+    if kp.jacobian is not None:
+        out["jacobian"] = torch.from_numpy(kp.jacobian)
+    return out
 
 
 class KPDetectorForExport(nn.Module):
@@ -26,6 +41,15 @@ class KPDetectorForExport(nn.Module):
         return out["value"]
 
 
+def _kp_dicts(kp: tuple[torch.Tensor, ...], with_jacobian: bool) -> tuple[dict, dict]:
+    """Flat keypoint inputs (value, jacobian per side, or values only) -> the model's kp_source, kp_driving."""
+    if with_jacobian:
+        ksv, ksj, kdv, kdj = kp
+        return {"value": ksv, "jacobian": ksj}, {"value": kdv, "jacobian": kdj}
+    ksv, kdv = kp
+    return {"value": ksv}, {"value": kdv}
+
+
 class GeneratorForExport(nn.Module):
     """source, kp_source_*, kp_driving_* -> prediction (B, C, H, W) in [0, 1].
 
@@ -39,12 +63,7 @@ class GeneratorForExport(nn.Module):
         self.with_jacobian = with_jacobian
 
     def forward(self, source: torch.Tensor, *kp: torch.Tensor) -> torch.Tensor:
-        if self.with_jacobian:
-            ksv, ksj, kdv, kdj = kp
-            kp_source, kp_driving = {"value": ksv, "jacobian": ksj}, {"value": kdv, "jacobian": kdj}
-        else:
-            ksv, kdv = kp
-            kp_source, kp_driving = {"value": ksv}, {"value": kdv}
+        kp_source, kp_driving = _kp_dicts(kp, self.with_jacobian)
         return self.generator(source, kp_driving, kp_source, with_deformed=False)["prediction"]
 
 
@@ -70,12 +89,7 @@ class GeneratorFrameForExport(nn.Module):
         self.with_jacobian = with_jacobian
 
     def forward(self, source_features: torch.Tensor, source_down: torch.Tensor, *kp: torch.Tensor) -> torch.Tensor:
-        if self.with_jacobian:
-            ksv, ksj, kdv, kdj = kp
-            kp_source, kp_driving = {"value": ksv, "jacobian": ksj}, {"value": kdv, "jacobian": kdj}
-        else:
-            ksv, kdv = kp
-            kp_source, kp_driving = {"value": ksv}, {"value": kdv}
+        kp_source, kp_driving = _kp_dicts(kp, self.with_jacobian)
         return self.generator.animate_encoded(source_features, source_down, kp_driving, kp_source)["prediction"]
 
 

@@ -32,10 +32,10 @@ DEMO_CKPT ?= checkpoints/synthetic-faces.pth.tar
 DEMO_CONFIG ?= synthetic-faces
 
 demo: setup
-	$(BIN)/python -m training.inspect --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG)
+	$(BIN)/python -m fomm_deploy.training.inspect_checkpoint --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG)
 	$(BIN)/fomm-export --ckpt $(DEMO_CKPT) --config $(DEMO_CONFIG) --precision all --out exported/demo --force
 	$(BIN)/fomm-compare --onnx exported/demo --backends torch,onnxruntime
-	$(BIN)/python -m training.synthetic --out exported/demo-faces --videos 2 --size 64 --frames 100 --seed 2024 \
+	$(BIN)/python -m fomm_deploy.training.synthetic --out exported/demo-faces --videos 2 --size 64 --frames 100 --seed 2024 \
 	  --test-fraction 0.5
 	$(BIN)/fomm-animate --source "exported/demo-faces/train/id0000#clip0.mp4" \
 	  --driving "exported/demo-faces/test/id0001#clip0.mp4" --onnx exported/demo \

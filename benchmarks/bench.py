@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.config import FommConfig
-from runtime.keypoints import normalize_kp
+from fomm_deploy.runtime.config import FommConfig
+from fomm_deploy.runtime.keypoints import normalize_kp
 
 
 @dataclass
@@ -108,8 +108,8 @@ def machine_info() -> dict[str, str]:
 
 def bench_frames(cfg: FommConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The bundled portrait and ``n`` frames of synthetic head motion at the model size (float32 HWC)."""
-    from runtime.preprocess import prepare_frame
-    from runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.preprocess import prepare_frame
+    from fomm_deploy.runtime.samples import head_motion, sample_face
 
     face = prepare_frame(sample_face(), cfg.frame_size)
     frames = head_motion(face, n + 1, seed=3)
@@ -134,8 +134,8 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
                             iters: int, threads: int) -> Entry:
     import torch
 
-    from training.checkpoint import load_checkpoint
-    from training.model.wrappers import kp_to_numpy, kp_to_torch
+    from fomm_deploy.training.checkpoint import load_checkpoint
+    from fomm_deploy.training.model.wrappers import kp_to_numpy, kp_to_torch
 
     torch.set_num_threads(threads)
     models = load_checkpoint(ckpt, cfg).models
@@ -179,7 +179,7 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
 
 def bench_backend(exported, backend: str, precision: str, split: bool, source: np.ndarray, frames: np.ndarray, *,
                   warmup: int, iters: int, threads: int) -> Entry:
-    from runtime.graphs import open_animator
+    from fomm_deploy.runtime.graphs import open_animator
 
     providers = ("cpu",) if backend == "onnxruntime" else None
     if backend == "torch":
@@ -222,7 +222,7 @@ def available_backends() -> list[tuple[str, str]]:
     pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
     if importlib.util.find_spec("tensorrt") is not None:
         try:
-            from runtime.backends.cuda import cuda_api
+            from fomm_deploy.runtime.backends.cuda import cuda_api
 
             cuda_api()
             pairs += [("tensorrt", "fp32"), ("tensorrt", "fp16")]
@@ -259,8 +259,8 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
               variants: tuple[str, ...] = ("reference", "split"), warmup: int = 2, iters: int = 10,
               threads: int | None = None, command: str = "", log: Callable[[str], None] = print) -> BenchResult:
     """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant)."""
-    from export.exporter import run_export
-    from runtime.graphs import load_exported
+    from fomm_deploy.export.exporter import run_export
+    from fomm_deploy.runtime.graphs import load_exported
 
     start = time.perf_counter()
     threads = threads or os.cpu_count() or 1
@@ -270,8 +270,8 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
         if ckpt is None:
             import torch
 
-            from training.checkpoint import save_checkpoint
-            from training.model import build_models
+            from fomm_deploy.training.checkpoint import save_checkpoint
+            from fomm_deploy.training.model import build_models
 
             torch.manual_seed(0)
             models = build_models(cfg)
@@ -328,7 +328,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
     """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
     import cv2
 
-    from runtime.fileio import write_image
+    from fomm_deploy.runtime.fileio import write_image
 
     rows = [result.baseline] + result.results
     palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
@@ -367,7 +367,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
 
 
 def write_json(result: BenchResult, path: Path) -> Path:
-    from runtime.fileio import atomic_path
+    from fomm_deploy.runtime.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from runtime.cli_common import user_errors
-from runtime.errors import FommError
+from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.errors import FommError
 
 
 @click.command()
@@ -46,7 +46,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
     Example:
       fomm-bench --json bench.json --markdown bench.md --chart bench.png
     """
-    from runtime.config import resolve_config
+    from fomm_deploy.runtime.config import resolve_config
 
     from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
@@ -75,7 +75,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         write_json(result, json_path)
         click.echo(f"wrote {json_path}")
     if md_path:
-        from runtime.fileio import atomic_path
+        from fomm_deploy.runtime.fileio import atomic_path
 
         with atomic_path(md_path) as tmp:
             tmp.write_text(f"Command: `{command}`\n\n" + table)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from runtime.cli_common import user_errors
-from runtime.config import resolve_config
+from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.config import resolve_config
 
 
 def _size(n: int) -> str:
@@ -51,7 +51,7 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
     """
     from tqdm import tqdm
 
-    from runtime.contract import graph_specs
+    from fomm_deploy.runtime.contract import graph_specs
 
     from .exporter import PRECISIONS, run_export
 

@@ -26,28 +26,24 @@ import numpy as np
 import onnx
 import torch
 
-from runtime.backends.onnxrt import session_from_onnx
-from runtime.config import FommConfig
-from runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
-from runtime.errors import FommError, ParityError
-from runtime.fileio import make_staging_dir
-from runtime.graphs import FP32_AT_INT8
-from training.checkpoint import load_checkpoint, sha256_file
+from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
+from fomm_deploy.runtime.config import FommConfig
+from fomm_deploy.runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
+from fomm_deploy.runtime.errors import ExportError, FommError, ParityError
+from fomm_deploy.runtime.fileio import make_staging_dir
+from fomm_deploy.runtime.graphs import FP32_AT_INT8
+from fomm_deploy.training.checkpoint import load_checkpoint, sha256_file
 
 from .checks import check_graph, stamp_io_shapes
 from .fp16 import convert_to_mixed_fp16
 from .subpixel import with_subpixel_upsampling
-from training.model.wrappers import flat_module
+from fomm_deploy.training.model.wrappers import flat_module
 
 PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
 CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
 MANIFEST_FORMAT = "fomm-deploy-manifest/1"
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3
-
-
-class ExportError(FommError):
-    """The export cannot proceed (output folder, prerequisites)."""
 
 
 @dataclass
@@ -147,11 +143,11 @@ def calibration_frames(cfg: FommConfig, video: Path | None) -> tuple[np.ndarray,
 
     From ``video`` if given (a seeded draw of its frames, split in two), else the bundled portrait under
     two different synthetic head motions."""
-    from runtime.preprocess import prepare_frame
-    from runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.preprocess import prepare_frame
+    from fomm_deploy.runtime.samples import head_motion, sample_face
 
     if video is not None:
-        from runtime.video import iter_frames
+        from fomm_deploy.runtime.video import iter_frames
 
         frames = [prepare_frame(f, cfg.frame_size) for f in iter_frames(video)]
         if len(frames) < 4:
@@ -320,7 +316,7 @@ def check_engine_prerequisites() -> None:
 
 def build_engines(out_dir: Path, cfg: FommConfig, precisions: tuple[str, ...], log: Callable[[str], None]) -> list[Path]:
     """Build (or find cached) TensorRT engines for the published graphs, in ``out_dir/engines/``."""
-    from runtime.backends.tensorrt import TrtBackend
+    from fomm_deploy.runtime.backends.tensorrt import TrtBackend
 
     paths = []
     for precision in precisions:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.model.blocks import Decoder, UpBlock2d
+from fomm_deploy.training.model.blocks import Decoder, UpBlock2d
 
 # Rows (or columns) of the 3x3 kernel summed into each of the two taps, per phase.
 _PHASE_TAPS = (torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]),  # phase 0: low-res (i - 1, i)

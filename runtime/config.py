@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from .errors import FommError
+from .errors import ConfigError, FommError
 
 __all__ = [
     "ConfigError",
@@ -37,10 +37,6 @@ __all__ = [
     "load_config",
     "resolve_config",
 ]
-
-
-class ConfigError(FommError, ValueError):
-    """A config file is missing, unreadable, or does not follow the schema."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +389,7 @@ def _check_semantics(cfg: FommConfig) -> None:
 
 def bundled_config_names() -> list[str]:
     """Names of the configs shipped in ``configs/`` (``vox-256``, ``taichi-256``, ``tiny-test``, ...)."""
-    root = resources.files("configs")
+    root = resources.files("fomm_deploy.configs")
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -404,7 +400,7 @@ def bundled_config_path(name: str) -> Path:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"no bundled config named '{name}'.{hint} Bundled configs: {', '.join(names)}.")
-    return Path(str(resources.files("configs").joinpath(f"{name}.yaml")))
+    return Path(str(resources.files("fomm_deploy.configs").joinpath(f"{name}.yaml")))
 
 
 def load_config(path: str | Path) -> FommConfig:

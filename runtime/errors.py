@@ -1,4 +1,18 @@
-"""Typed errors of fomm-deploy. The CLIs turn them into one-line messages and a non-zero exit."""
+"""Every error type of fomm-deploy, in one place.
+
+The CLIs turn any :class:`FommError` into a one-line message and exit status 1 (``cli_common.user_errors``);
+anything else is a bug and keeps its traceback. Tests assert on these types, not on message text.
+
+The families (each a subclass of ``FommError``):
+
+* :class:`InputError`: something the user gave us cannot be used: an image, a video, a camera, a config,
+  a dataset, an option that contradicts another, a path to write to.
+* :class:`CheckpointError`: a checkpoint is unreadable, unsafe or does not fit its config.
+* :class:`ExportFolderError`: a folder is not (or not a usable) fomm-export output.
+* :class:`BackendUnavailableError`: a backend, its packages or its device are missing here.
+* :class:`ContractError` / :class:`ParityError`: an exported graph breaks the graph contract, or two
+  backends (or precisions) disagree beyond the budget recorded for them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +21,61 @@ class FommError(Exception):
     """Base class: a problem the user can fix; the message says how."""
 
 
-class KeypointError(FommError, ValueError):
+# ---- bad input -----------------------------------------------------------------------------------------
+
+
+class InputError(FommError, ValueError):
+    """An input, option or output path the user gave cannot be used."""
+
+
+class ImageError(InputError):
+    """An input image cannot be read or used."""
+
+
+class VideoError(InputError):
+    """A video cannot be read or written."""
+
+
+class CameraError(InputError):
+    """The camera (or the video standing in for it) cannot be opened."""
+
+
+class ConfigError(InputError):
+    """A config file is missing, unreadable, or does not follow the schema."""
+
+
+class DatasetError(InputError):
+    """A dataset folder cannot be used."""
+
+
+class KeypointError(InputError):
     """Keypoints that cannot be used (wrong shape, degenerate layout)."""
 
 
-class InputMismatchError(FommError, ValueError):
+class InputMismatchError(InputError):
     """A graph was fed inputs that break its contract (name, dtype or shape)."""
+
+
+# ---- checkpoints, exports, backends -------------------------------------------------------------------
+
+
+class CheckpointError(FommError, ValueError):
+    """A checkpoint cannot be used; the message says what is wrong and how to fix it."""
+
+
+class ExportFolderError(FommError):
+    """A folder is not a usable fomm-export output (missing, foreign, damaged, or the wrong format)."""
+
+
+class ExportError(FommError):
+    """The export cannot proceed (output folder, prerequisites)."""
+
+
+class BackendUnavailableError(FommError):
+    """A backend cannot run here: its package, its CUDA layer or its device is missing."""
+
+
+# ---- graph checks -------------------------------------------------------------------------------------
 
 
 class ContractError(FommError, ValueError):
@@ -26,11 +89,3 @@ class ParityError(FommError, AssertionError):
         self.graph = graph
         self.failures = list(failures)
         super().__init__(f"{graph}: outputs differ beyond tolerance: " + "; ".join(self.failures))
-
-
-class ImageError(FommError, ValueError):
-    """An input image cannot be read or used."""
-
-
-class VideoError(FommError, ValueError):
-    """A video cannot be read or written."""

@@ -24,12 +24,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: python runtime/live.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    __package__ = "runtime"
+if __package__ in (None, ""):  # run as a script from a checkout: python runtime/live.py
+    _here = Path(__file__).resolve().parent
+    # Python put runtime/ itself first on sys.path; its modules must be imported as fomm_deploy.runtime.*.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+    import fomm_deploy.runtime  # noqa: E402,F401 - the checkout's package (fomm_deploy/__init__.py)
+    __package__ = "fomm_deploy.runtime"
 
 from .cli_common import user_errors  # noqa: E402
-from .errors import FommError  # noqa: E402
+from .errors import CameraError, FommError  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 KEYS_HELP = [
@@ -42,10 +46,6 @@ KEYS_HELP = [
     ("m", "mirror the camera view"),
     ("h", "show / hide this help"),
 ]
-
-
-class CameraError(FommError):
-    """The camera (or the video standing in for it) cannot be opened."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -812,4 +812,5 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
 
 
 if __name__ == "__main__":
-    main()
+    # Usage lines show how the command was called: "python runtime/live.py" from a checkout.
+    main(prog_name=f"python {sys.argv[0]}" if sys.argv[0].endswith(".py") else None)

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def sample_face_path() -> Path:
-    return Path(str(resources.files("runtime").joinpath("assets/astronaut-face.jpg")))
+    return Path(str(resources.files("fomm_deploy.runtime").joinpath("assets/astronaut-face.jpg")))
 
 
 def sample_face() -> np.ndarray:

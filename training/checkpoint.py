@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.config import FommConfig, bundled_config_names, resolve_config
-from runtime.errors import FommError
-from runtime.fileio import atomic_path
+from fomm_deploy.runtime.config import FommConfig, bundled_config_names, resolve_config
+from fomm_deploy.runtime.errors import CheckpointError, FommError
+from fomm_deploy.runtime.fileio import atomic_path
 
 from .model import Models, build_models
 
@@ -34,10 +34,6 @@ __all__ = ["CheckpointError", "LoadedCheckpoint", "load_checkpoint", "read_check
 MODEL_KEYS = ("kp_detector", "generator")
 OPTIONAL_KEYS = ("discriminator", "optimizer_generator", "optimizer_discriminator", "optimizer_kp_detector",
                  "epoch", "scheduler_generator", "scheduler_discriminator", "scheduler_kp_detector")
-
-
-class CheckpointError(FommError, ValueError):
-    """A checkpoint cannot be used; the message says what is wrong and how to fix it."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from runtime.cli_common import user_errors
+from fomm_deploy.runtime.cli_common import user_errors
 
 
 @click.command()
@@ -37,11 +37,11 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
     \b
     Examples:
       fomm-train --config vox-256 --data data/vox --vgg19 vgg19-dcbb9e9d.pth
-      torchrun --nproc_per_node 4 -m training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
+      torchrun --nproc_per_node 4 -m fomm_deploy.training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
       fomm-train --config vox-256 --data data/vox --mode reconstruction --checkpoint log/vox/00000099-checkpoint.pth.tar
     """
-    from runtime.config import resolve_config
-    from runtime.errors import FommError
+    from fomm_deploy.runtime.config import resolve_config
+    from fomm_deploy.runtime.errors import FommError
 
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
 

@@ -16,15 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.config import AugmentationParams
-from runtime.errors import FommError, VideoError
-from runtime.video import VIDEO_SUFFIXES, iter_frames
+from fomm_deploy.runtime.config import AugmentationParams
+from fomm_deploy.runtime.errors import DatasetError, FommError, VideoError
+from fomm_deploy.runtime.video import VIDEO_SUFFIXES, iter_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # frames in a folder, or a strip of frames
-
-
-class DatasetError(FommError):
-    """A dataset folder cannot be used."""
 
 
 def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:

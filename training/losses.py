@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.config import FommConfig
-from runtime.errors import FommError
+from fomm_deploy.runtime.config import FommConfig
+from fomm_deploy.runtime.errors import FommError
 
 from .model.blocks import AntiAliasInterpolation2d, inverse_2x2, make_coordinate_grid
 

@@ -1,6 +1,6 @@
 """Synthetic talking-face videos, for training and testing without a downloadable dataset.
 
-``python -m training.synthetic --out DIR --videos N --size S --seed K`` writes ``DIR/train/*.mp4`` and
+``python -m fomm_deploy.training.synthetic --out DIR --videos N --size S --seed K`` writes ``DIR/train/*.mp4`` and
 ``DIR/test/*.mp4`` (upstream's layout). Each video is one procedurally drawn identity (skin, hair,
 eye, mouth and background colours and textures, face proportions) whose head translates, rotates and
 scales smoothly while it blinks, moves its pupils and opens its mouth. Everything is seeded.
@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from runtime.preprocess import to_uint8
+from fomm_deploy.runtime.preprocess import to_uint8
 
 SUPERSAMPLE = 3  # draw at 3x and downscale: smooth edges without an anti-aliasing renderer
 
@@ -147,7 +147,7 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int =
     """Write ``videos`` synthetic videos into ``out/train`` and ``out/test``; returns both lists of paths."""
     from tqdm import tqdm
 
-    from runtime.video import VideoWriter
+    from fomm_deploy.runtime.video import VideoWriter
 
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(videos * test_fraction))) if videos > 1 else 0

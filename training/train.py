@@ -4,7 +4,7 @@
 * Checkpoints in upstream's layout every ``checkpoint_freq`` epochs and at the end, written atomically;
   they also carry the scheduler states, so ``--checkpoint`` resumes exactly.
 * Every epoch reseeds from (seed, epoch): a resumed run draws the same batches and transforms.
-* ``torchrun --nproc_per_node N -m training.cli ...``: DistributedDataParallel, SyncBatchNorm on GPUs,
+* ``torchrun --nproc_per_node N -m fomm_deploy.training.cli ...``: DistributedDataParallel, SyncBatchNorm on GPUs,
   a distributed sampler, and only rank 0 writes.
 """
 
@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from runtime.config import FommConfig
-from runtime.errors import FommError
-from runtime.fileio import write_image
+from fomm_deploy.runtime.config import FommConfig
+from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.fileio import write_image
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import DatasetRepeater, FramesDataset
@@ -280,9 +280,9 @@ def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
 def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, *, num_pairs: int | None = None,
                   seed: int = 0, log=print) -> list[Path]:
     """Animate test videos' first frames with other test videos (relative motion); writes MP4s."""
-    from runtime.keypoints import normalize_kp
-    from runtime.preprocess import to_uint8
-    from runtime.video import VideoWriter
+    from fomm_deploy.runtime.keypoints import normalize_kp
+    from fomm_deploy.runtime.preprocess import to_uint8
+    from fomm_deploy.runtime.video import VideoWriter
 
     models = load_checkpoint(checkpoint, cfg).models
     dataset = FramesDataset(data, cfg.dataset_params.frame_shape, is_train=False, log=log)

@@ -30,8 +30,8 @@ class TorchBackend(Backend):
     def _activate(self) -> None:
         import torch  # noqa: F401 - deliberately lazy
 
-        from training.checkpoint import load_checkpoint
-        from training.model.wrappers import flat_module
+        from fomm_deploy.training.checkpoint import load_checkpoint
+        from fomm_deploy.training.model.wrappers import flat_module
 
         models = load_checkpoint(self.checkpoint, self.config, device=self.device).models
         self.module = flat_module(self.spec.name, models, self.config.estimate_jacobian)

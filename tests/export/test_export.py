@@ -12,14 +12,14 @@ import numpy as np
 import onnx
 import pytest
 
-from export.checks import check_graph
-from export.exporter import ExportError, run_export
-from export.fp16 import fp16_node_types
-from runtime.backends.onnxrt import session_from_onnx
-from runtime.config import config_from_dict, resolve_config
-from runtime.contract import FP16_BUDGET, OPSET, graph_specs
-from runtime.errors import ContractError, ParityError
-from training.checkpoint import CheckpointError, sha256_file
+from fomm_deploy.export.checks import check_graph
+from fomm_deploy.export.exporter import ExportError, run_export
+from fomm_deploy.export.fp16 import fp16_node_types
+from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
+from fomm_deploy.runtime.config import config_from_dict, resolve_config
+from fomm_deploy.runtime.contract import FP16_BUDGET, OPSET, graph_specs
+from fomm_deploy.runtime.errors import ContractError, ParityError
+from fomm_deploy.training.checkpoint import CheckpointError, sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
@@ -329,8 +329,8 @@ def test_full_size_vox_256_export(tmp_path):
     """The real vox-256 architecture (60M parameters, random weights) exports and verifies."""
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.model import build_models
+    from fomm_deploy.training.checkpoint import save_checkpoint
+    from fomm_deploy.training.model import build_models
 
     torch.manual_seed(0)
     models = build_models(resolve_config("vox-256"))
@@ -360,16 +360,16 @@ def test_int8_keeps_the_keypoint_detector_fp32_and_is_measured_on_real_frames(ex
     for graph in ("generator.int8", "generator_frame.int8"):
         psnr = results[graph]["vs_fp32"]["prediction_psnr_db"]
         assert 25 < psnr < 100, psnr
-    from runtime.graphs import graph_file
+    from fomm_deploy.runtime.graphs import graph_file
 
     assert graph_file(exported.out_dir, "kp_detector", "int8").name == "kp_detector.onnx"
     assert graph_file(exported.out_dir, "generator_frame", "int8").name == "generator_frame.int8.onnx"
 
 
 def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
-    from runtime.samples import write_sample_driving_video
+    from fomm_deploy.runtime.samples import write_sample_driving_video
 
-    from export.exporter import calibration_frames
+    from fomm_deploy.export.exporter import calibration_frames
 
     video = write_sample_driving_video(tmp_path / "clip.mp4", frames=40, size=96)
     cfg = resolve_config("tiny-test")
@@ -385,7 +385,7 @@ def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
 
 
 def test_cli_int8_calibration_too_short_is_a_clear_error(tmp_path, golden_ckpt):
-    from runtime.samples import write_sample_driving_video
+    from fomm_deploy.runtime.samples import write_sample_driving_video
 
     video = write_sample_driving_video(tmp_path / "short.mp4", frames=3, size=96)
     res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "int8", "--calibration",

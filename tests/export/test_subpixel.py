@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from export.subpixel import SubpixelUpBlock, with_subpixel_upsampling
-from runtime.config import resolve_config
-from training.model import build_models
-from training.model.blocks import UpBlock2d
+from fomm_deploy.export.subpixel import SubpixelUpBlock, with_subpixel_upsampling
+from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.training.model import build_models
+from fomm_deploy.training.model.blocks import UpBlock2d
 
 
 def _randomise_norms(module: torch.nn.Module, seed: int) -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.config import load_config
-from runtime.keypoints import KP, movement_scale, normalize_kp
-from training.checkpoint import load_checkpoint
+from fomm_deploy.runtime.config import load_config
+from fomm_deploy.runtime.keypoints import KP, movement_scale, normalize_kp
+from fomm_deploy.training.checkpoint import load_checkpoint
 
 KP_ATOL = 2e-5
 MAP_ATOL = 2e-5  # deformation, occlusion_map, mask

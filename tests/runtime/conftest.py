@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from export.exporter import run_export
-from runtime.config import resolve_config
+from fomm_deploy.export.exporter import run_export
+from fomm_deploy.runtime.config import resolve_config
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.samples import head_motion, sample_face
-from runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
+from fomm_deploy.runtime.samples import head_motion, sample_face
+from fomm_deploy.runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
 
 FPS = 20
 N_FRAMES = 12
@@ -98,7 +98,7 @@ def test_best_frame_on_a_known_clip(tmp_path, media, golden_export):
 def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
     code = (
         "import sys\n"
-        "from runtime.cli import animate_main\n"
+        "from fomm_deploy.runtime.cli import animate_main\n"
         f"args = ['--source', {str(media / 'source.png')!r}, '--driving', {str(media / 'silent.mp4')!r},"
         f" '--out', {str(tmp_path / 'x.mp4')!r}, '--onnx', {str(golden_export)!r}]\n"
         "animate_main.main(args, standalone_mode=False)\n"

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from runtime.animator import Animator, find_best_frame
-from runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
-from runtime.contract import check_feed, tolerance
-from runtime.errors import FommError, InputMismatchError
-from runtime.graphs import load_exported, make_backend, open_animator
-from runtime.keypoints import KP
+from fomm_deploy.runtime.animator import Animator, find_best_frame
+from fomm_deploy.runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
+from fomm_deploy.runtime.contract import check_feed, tolerance
+from fomm_deploy.runtime.errors import FommError, InputMismatchError
+from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
+from fomm_deploy.runtime.keypoints import KP
 
 BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt])]
 

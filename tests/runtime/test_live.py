@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.animator import Animator
-from runtime.backends.base import Backend
-from runtime.errors import FommError
-from runtime.graphs import load_exported, make_backend
-from runtime.live import LiveOptions, LiveSession, list_portraits
-from runtime.samples import sample_face, sample_face_path
-from runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.animator import Animator
+from fomm_deploy.runtime.backends.base import Backend
+from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.graphs import load_exported, make_backend
+from fomm_deploy.runtime.live import LiveOptions, LiveSession, list_portraits
+from fomm_deploy.runtime.samples import sample_face, sample_face_path
+from fomm_deploy.runtime.video import VideoWriter, iter_frames
 
 REPO = Path(__file__).resolve().parents[2]
 CAM_W, CAM_H, FPS = 640, 480, 25
@@ -244,7 +244,7 @@ def test_cli_virtual_cam_without_pyvirtualcam(golden_export, clip):
 def test_cli_headless_run_imports_no_torch(golden_export, clip, tmp_path):
     code = (
         "import sys\n"
-        "from runtime.live import main\n"
+        "from fomm_deploy.runtime.live import main\n"
         f"main.main(['--source', {str(sample_face_path())!r}, '--onnx', {str(golden_export)!r}, '--camera',"
         f" {str(clip[0])!r}, '--no-window', '--max-frames', '10', '--output', {str(tmp_path / 'r.mp4')!r}],"
         " standalone_mode=False)\n"

@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import importlib, pkgutil, sys
-import runtime
-names = ["runtime"] + [m.name for m in pkgutil.walk_packages(runtime.__path__, "runtime.")]
+import fomm_deploy.runtime
+names = ["fomm_deploy.runtime"] + [m.name for m in pkgutil.walk_packages(fomm_deploy.runtime.__path__, "fomm_deploy.runtime.")]
 for name in names:
     importlib.import_module(name)
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
@@ -29,6 +29,6 @@ def test_runtime_imports_no_torch():
 
 def test_the_check_can_fail():
     # Guard against a vacuous test: the same script reports a module that does import torch.
-    res = subprocess.run([sys.executable, "-c", SCRIPT.replace('"runtime"]', '"runtime", "training.model"]', 1)],
+    res = subprocess.run([sys.executable, "-c", SCRIPT.replace('"fomm_deploy.runtime"]', '"fomm_deploy.runtime", "fomm_deploy.training.model"]', 1)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "torch was imported" in res.stderr

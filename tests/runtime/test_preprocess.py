@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.errors import ImageError
-from runtime.preprocess import fit_square, load_image, prepare_frame, to_uint8_hwc
-from runtime.samples import head_motion, sample_face
+from fomm_deploy.runtime.errors import ImageError
+from fomm_deploy.runtime.preprocess import fit_square, load_image, prepare_frame, to_uint8_hwc
+from fomm_deploy.runtime.samples import head_motion, sample_face
 
 
 @pytest.fixture

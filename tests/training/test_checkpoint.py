@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.config import config_from_dict, resolve_config
-from training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from training.model import build_models
+from fomm_deploy.runtime.config import config_from_dict, resolve_config
+from fomm_deploy.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from fomm_deploy.training.model import build_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -231,7 +231,7 @@ def test_interrupted_save_leaves_no_file(tmp_path):
 
 
 def _inspect(*args):
-    return subprocess.run([sys.executable, "-m", "training.inspect", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fomm_deploy.training.inspect_checkpoint", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from runtime.config import (
+from fomm_deploy.runtime.config import (
     ConfigError,
     bundled_config_names,
     bundled_config_path,

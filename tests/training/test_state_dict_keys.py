@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import resolve_config
-from training.model import build_models
+from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.training.model import build_models
 
 KEYS_DIR = Path(__file__).resolve().parents[1] / "data" / "upstream-keys"
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 import yaml
 
-from runtime.config import config_from_dict, resolve_config
-from runtime.errors import FommError
-from training.checkpoint import load_checkpoint, read_checkpoint
-from training.data import Augmenter, DatasetError, FramesDataset, read_video
-from training.losses import GeneratorFullModel, Transform, Vgg19
-from training.model import build_models
-from training.synthetic import write_dataset
-from training.train import TrainOptions, reconstruction, train
+from fomm_deploy.runtime.config import config_from_dict, resolve_config
+from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.training.checkpoint import load_checkpoint, read_checkpoint
+from fomm_deploy.training.data import Augmenter, DatasetError, FramesDataset, read_video
+from fomm_deploy.training.losses import GeneratorFullModel, Transform, Vgg19
+from fomm_deploy.training.model import build_models
+from fomm_deploy.training.synthetic import write_dataset
+from fomm_deploy.training.train import TrainOptions, reconstruction, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_video_layouts(tmp_path, synthetic_data):
     cv2.imwrite(str(strip), np.concatenate(list(frames[:3]), axis=1)[..., ::-1])
     np.testing.assert_array_equal(read_video(strip, (128, 128, 3)), frames[:3])
     gif = tmp_path / "clip.gif"
-    from runtime.video import ffmpeg_exe
+    from fomm_deploy.runtime.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(mp4), str(gif)], check=True)
     assert read_video(gif, (64, 64, 3)).shape[1:] == (64, 64, 3)
@@ -118,7 +118,7 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     (root / "train" / "broken.mp4").write_text("not a video")
     one = root / "train" / "short.mp4"
     frame = np.zeros((128, 128, 3), np.uint8)
-    from runtime.video import VideoWriter
+    from fomm_deploy.runtime.video import VideoWriter
 
     with VideoWriter(one, 25, (128, 128)) as w:
         w.write(frame)
@@ -212,7 +212,7 @@ def test_gan_configs_train_and_checkpoints_load_in_export(tmp_path, synthetic_da
                  log=lambda m: None)
     assert "gen_gan" in (tmp_path / "gan" / "log.txt").read_text()
     assert "disc_gan" in (tmp_path / "gan" / "log.txt").read_text()
-    from export.exporter import run_export
+    from fomm_deploy.export.exporter import run_export
 
     result = run_export(path, cfg, tmp_path / "exported")
     assert (result.out_dir / "generator.onnx").is_file()
@@ -262,7 +262,7 @@ def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_d
     log_dir = tmp_path / "ddp"
     with warnings.catch_warnings():
         res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                              "-m", "training.cli", "--config", str(cfg), "--data", str(synthetic_data), "--log-dir",
+                              "-m", "fomm_deploy.training.cli", "--config", str(cfg), "--data", str(synthetic_data), "--log-dir",
                               str(log_dir), "--epochs", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in log_dir.glob("*.pth.tar")) == ["00000000-checkpoint.pth.tar"]
@@ -271,7 +271,7 @@ def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_d
 
 
 def test_animate_mode_reads_the_pairs_list(tmp_path, synthetic_data):
-    from training.train import animate_pairs
+    from fomm_deploy.training.train import animate_pairs
 
     cfg = tiny_train_config()
     path = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "p", epochs=1, progress=False),

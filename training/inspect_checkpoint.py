@@ -1,4 +1,4 @@
-"""``python -m training.inspect``: load a checkpoint strictly, summarise it, and run one animation step.
+"""``python -m fomm_deploy.training.inspect_checkpoint``: load a checkpoint strictly, summarise it, and run one animation step.
 
 The quickest way to check that a downloaded checkpoint and a config belong together.
 """
@@ -12,9 +12,9 @@ import click
 import numpy as np
 import torch
 
-from runtime.cli_common import user_errors
-from runtime.config import resolve_config
-from runtime.keypoints import normalize_kp
+from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.keypoints import normalize_kp
 
 from .checkpoint import load_checkpoint, sha256_file
 from .model.wrappers import kp_to_numpy, kp_to_torch

@@ -217,10 +217,11 @@ def bench_backend(exported, backend: str, precision: str, split: bool, source: n
 
 def available_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs this machine can run."""
-    import importlib.util
 
     pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
-    if importlib.util.find_spec("tensorrt") is not None:
+    from fomm_deploy.runtime.names import tensorrt_missing
+
+    if not tensorrt_missing():
         try:
             from fomm_deploy.runtime.backends.cuda import cuda_api
 

@@ -19,7 +19,7 @@ from fomm_deploy.runtime.errors import FommError
 @click.option("--onnx", "onnx_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Use this export folder instead of exporting into a temporary one.")
 @click.option("--backends", default=None, metavar="LIST",
-              help="Comma-separated backend:precision pairs, e.g. onnxruntime:fp32,torch:fp32 "
+              help="Comma-separated backend:precision pairs, e.g. onnxruntime:int8,onnxruntime:fp32,torch:fp32 "
                    "(default: everything this machine can run).")
 @click.option("--variants", default="reference,split", show_default=True,
               help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
@@ -47,18 +47,13 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
       fomm-bench --json bench.json --markdown bench.md --chart bench.png
     """
     from fomm_deploy.runtime.config import resolve_config
+    from fomm_deploy.runtime.names import parse_backend_pairs
 
     from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
     cfg = resolve_config(config)
     if backends:
-        pairs = []
-        for item in backends.split(","):
-            backend, _, precision = item.strip().partition(":")
-            if backend not in ("torch", "onnxruntime", "tensorrt") or precision not in ("fp32", "fp16"):
-                raise FommError(f"--backends item {item!r}: expected backend:precision with backend torch, "
-                                "onnxruntime or tensorrt and precision fp32 or fp16")
-            pairs.append((backend, precision))
+        pairs = parse_backend_pairs(backends)
     else:
         pairs = available_backends()
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -29,7 +28,7 @@ import torch
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.config import FommConfig
 from fomm_deploy.runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
-from fomm_deploy.runtime.errors import ExportError, FommError, ParityError
+from fomm_deploy.runtime.errors import ExportError, ParityError
 from fomm_deploy.runtime.fileio import make_staging_dir
 from fomm_deploy.runtime.graphs import FP32_AT_INT8
 from fomm_deploy.training.checkpoint import load_checkpoint, sha256_file
@@ -301,11 +300,9 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 def check_engine_prerequisites() -> None:
     """``--engine`` needs the tensorrt package and a CUDA GPU; say exactly what is missing."""
-    missing = []
-    if importlib.util.find_spec("tensorrt") is None:
-        missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
-    if not any(importlib.util.find_spec(m) is not None for m in ("pycuda", "cuda")):
-        missing.append("pycuda or cuda-python for GPU memory")
+    from fomm_deploy.runtime.names import tensorrt_missing
+
+    missing = tensorrt_missing()
     if not torch.cuda.is_available():
         missing.append("a CUDA GPU visible to this process")
     if missing:

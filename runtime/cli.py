@@ -11,12 +11,7 @@ import numpy as np
 
 from .cli_common import user_errors
 from .errors import FommError, ParityError
-
-BACKEND_CHOICES = ["onnxruntime", "tensorrt", "torch"]
-
-
-def _providers(value: str | None) -> tuple[str, ...] | None:
-    return tuple(p.strip() for p in value.split(",") if p.strip()) if value else None
+from .names import backend_option, onnx_dir_option, precision_option, providers_option
 
 
 @click.command()
@@ -26,14 +21,10 @@ def _providers(value: str | None) -> tuple[str, ...] | None:
               help="Driving video (its motion is transferred to the source).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output video (.mp4, H.264, with the driving video's audio).")
-@click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
-              help="Folder written by fomm-export.")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="onnxruntime", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="fp16 uses the *.fp16.onnx graphs, int8 the *.int8.onnx graphs (ONNX Runtime on CPU); "
-                   "export them with --precision fp16 / int8.")
-@click.option("--providers", default=None, metavar="LIST",
-              help="ONNX Runtime providers in order, e.g. cuda,cpu (default: cpu).")
+@onnx_dir_option()
+@backend_option()
+@precision_option()
+@providers_option()
 @click.option("--relative/--absolute", default=True, show_default=True,
               help="Transfer the driving motion relative to the reference frame (recommended), or copy the "
                    "driving keypoints as they are.")
@@ -52,7 +43,7 @@ def _providers(value: str | None) -> tuple[str, ...] | None:
                    "reference generator graph for every frame.")
 @user_errors
 def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend: str, precision: str,
-                 providers: str | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
+                 providers: tuple[str, ...] | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
                  side_by_side: bool, fit: str, ckpt: Path | None, split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write an MP4.
 
@@ -76,7 +67,7 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     cap.release()
     exported = load_exported(onnx_dir)
     h, w = exported.frame_size
-    animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=_providers(providers),
+    animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=providers,
                              relative=relative, adapt_scale=adapt_scale, fit=fit)
     animator.set_source(source_img)
     total = info.frame_count or None
@@ -159,12 +150,10 @@ def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int,
 
 
 @click.command()
-@click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
-              help="Folder written by fomm-export.")
+@onnx_dir_option()
 @click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
               help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="Precision of the second backend's graphs (the torch reference is always fp32).")
+@precision_option(help="Precision of the second backend's graphs (the torch reference is always fp32).")
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
               help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64))
@@ -172,10 +161,10 @@ def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int,
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint for the torch backend (default: the manifest's).")
 @click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
-@click.option("--providers", default=None, metavar="LIST", help="ONNX Runtime providers, e.g. cuda,cpu.")
+@providers_option()
 @user_errors
 def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, batch: int, seed: int,
-                 ckpt: Path | None, config: str | None, providers: str | None) -> None:
+                 ckpt: Path | None, config: str | None, providers: tuple[str, ...] | None) -> None:
     """Run the same inputs through two backends and report every output's error against the tolerance table.
 
     Exits non-zero when an output is over its tolerance. This is how a TensorRT engine is checked against
@@ -200,7 +189,7 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     for i, name in enumerate(names):
         prec = "fp32" if name == "torch" else precisions[i]
         runners[i] = {g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config,
-                                      providers=_providers(providers)).activate() for g in graphs}
+                                      providers=providers).activate() for g in graphs}
     feeds = _compare_inputs(inputs, exported, runners[0]["kp_detector"], batch, seed,
                             runners[0].get("source_encoder"))
     table_precision = "fp32" if names[1] == "torch" else precision

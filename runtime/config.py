@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, FommError
+from .errors import ConfigError
 
 __all__ = [
     "ConfigError",

@@ -1,6 +1,6 @@
 """An export folder (graphs + manifest.json) and the backends that run it.
 
-``BACKENDS`` is the only mapping from backend names to classes.
+``BACKEND_CLASSES`` is the only mapping from backend names (``names.BACKENDS``) to classes.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from .backends.torch_ref import TorchBackend
 from .config import ConfigError, FommConfig, config_from_dict, resolve_config
 from .contract import GraphSpec, graph_specs
 from .errors import FommError
+from .names import BACKENDS, check_backend_precision
 
-BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
+BACKEND_CLASSES: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
+if set(BACKEND_CLASSES) != set(BACKENDS):  # the name table and the classes must not drift apart
+    raise ImportError(f"backend classes {sorted(BACKEND_CLASSES)} do not match names.BACKENDS {sorted(BACKENDS)}")
 GRAPHS = ("kp_detector", "generator")
 SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
 # int8 keeps the keypoint detector in fp32: its temperature-0.1 softmax turns small int8 feature errors into
@@ -87,12 +90,9 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
                  ckpt: str | Path | None = None, config: str | Path | None = None,
                  providers: Sequence[str] | None = None) -> Backend:
     """A backend of ``kind`` for one graph of an export folder (not yet activated)."""
-    if kind not in BACKENDS:
-        raise FommError(f"unknown backend '{kind}'; choose from {', '.join(BACKENDS)}")
+    check_backend_precision(kind, precision)
     spec = exported.specs[graph]
     if kind == "torch":
-        if precision != "fp32":
-            raise FommError("the torch backend is the fp32 reference; use --precision fp32 with it")
         path = Path(ckpt) if ckpt else Path(exported.manifest["checkpoint"]["path"])
         if not path.is_file():
             raise FommError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
@@ -105,8 +105,6 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
             hint = f"; export with --precision {precision}" if precision != "fp32" else ""
             raise FommError(f"{path} not found{hint}")
         return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
-    if precision == "int8":
-        raise FommError("the int8 graphs are for ONNX Runtime on CPU; TensorRT runs fp32 or fp16")
     return TrtBackend.from_onnx(spec, exported.dir, precision)
 
 

@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 
 from .cli_common import user_errors  # noqa: E402
 from .errors import CameraError, FommError  # noqa: E402
+from .names import backend_option, onnx_dir_option, precision_option, providers_option, tensorrt_missing  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 KEYS_HELP = [
@@ -721,13 +722,10 @@ def has_display() -> bool:
 
 def choose_backend(requested: str, exported) -> tuple[str, str]:
     """(backend, precision): TensorRT fp16 when available and exported, else ONNX Runtime."""
-    import importlib.util
 
     if requested != "auto":
         return requested, ("fp16" if requested == "tensorrt" else "fp32")
-    trt_ready = importlib.util.find_spec("tensorrt") is not None and (
-        importlib.util.find_spec("pycuda") is not None or importlib.util.find_spec("cuda") is not None)
-    if trt_ready and exported.has_precision("fp16"):
+    if not tensorrt_missing() and exported.has_precision("fp16"):
         return "tensorrt", "fp16"
     return "onnxruntime", "fp32"
 
@@ -735,16 +733,14 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
 @click.command()
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
               help="Portrait to animate, or a folder of portraits (n/p switch between them).")
-@click.option("--onnx", "onnx_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
-              help="Folder written by fomm-export.")
+@onnx_dir_option()
 @click.option("--camera", default="0", show_default=True,
               help="Camera index (0, 1, ...), device (/dev/video0), stream URL, or a video file standing in for a camera.")
 @click.option("--loop", is_flag=True, help="With a video file as camera: start again at its end.")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
-              help="auto: TensorRT fp16 when tensorrt and fp16 graphs are present, else ONNX Runtime.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
-              help="Override the precision the backend choice implies.")
-@click.option("--providers", default=None, metavar="LIST", help="ONNX Runtime providers, e.g. cuda,cpu.")
+@backend_option("auto", auto=True, help="auto: TensorRT fp16 when TensorRT and the fp16 graphs are there, else "
+               "ONNX Runtime; onnxruntime, tensorrt, or torch (the PyTorch reference, slow).")
+@precision_option(None, help="Override the precision the backend choice implies (fp32, fp16, int8).")
+@providers_option()
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")
 @click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face.")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
@@ -762,7 +758,7 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
-         providers: str | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
+         providers: tuple[str, ...] | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
          mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool, output: Path | None,
          max_frames: int | None, max_seconds: float | None) -> None:
     """Drive a portrait with your face from a webcam, in real time.
@@ -791,8 +787,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     exported = load_exported(onnx_dir)
     kind, prec = choose_backend(backend, exported)
     prec = precision or prec
-    prov = tuple(p.strip() for p in providers.split(",")) if providers else None
-    animator = open_animator(exported, kind, prec, providers=prov, relative=relative, adapt_scale=adapt_scale)
+    animator = open_animator(exported, kind, prec, providers=providers, relative=relative, adapt_scale=adapt_scale)
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"backend: {kind} {prec}, {graphs} ({'chosen automatically' if backend == 'auto' else 'as asked'})",
                err=True)

@@ -14,15 +14,25 @@ REPO = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("runtime", "export", "training", "benchmarks", "configs")
 
 
+def _copy_sources(dest: Path) -> Path:
+    """What a wheel is built from, copied, so that the build leaves nothing in the checkout."""
+    for name in ("fomm_deploy", *SUBPACKAGES):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, dest / name)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    src = _copy_sources(tmp_path_factory.mktemp("src"))
     try:
         import setuptools  # noqa: F401  - the venv's own: no download needed
         isolation = ["--no-build-isolation"]
     except ImportError:
         isolation = []
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(out), str(REPO)],
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(out), str(src)],
                          capture_output=True, text=True, timeout=600, cwd=out)
     assert res.returncode == 0, res.stderr
     (found,) = out.glob("fomm_deploy-*.whl")
@@ -79,10 +89,7 @@ def test_no_module_shadows_the_standard_library():
 def test_live_runs_as_a_script_from_an_uninstalled_checkout(tmp_path):
     # A copy of the checkout that pip never saw, in a path with a space: `python runtime/live.py` must import
     # the copy's own modules, not whatever is installed.
-    copy = tmp_path / "fresh clone"
-    for name in ("fomm_deploy", *SUBPACKAGES):
-        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    copy = _copy_sources(tmp_path / "fresh clone")
     res = subprocess.run([sys.executable, "-v", str(copy / "runtime" / "live.py"), "--help"], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]

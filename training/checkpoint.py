@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fomm_deploy.runtime.config import FommConfig, bundled_config_names, resolve_config
-from fomm_deploy.runtime.errors import CheckpointError, FommError
+from fomm_deploy.runtime.errors import CheckpointError
 from fomm_deploy.runtime.fileio import atomic_path
 
 from .model import Models, build_models

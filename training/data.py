@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fomm_deploy.runtime.config import AugmentationParams
-from fomm_deploy.runtime.errors import DatasetError, FommError, VideoError
+from fomm_deploy.runtime.errors import DatasetError, VideoError
 from fomm_deploy.runtime.video import VIDEO_SUFFIXES, iter_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # frames in a folder, or a strip of frames

@@ -10,13 +10,9 @@ import numpy as np
 
 from ..contract import GraphSpec
 from ..errors import FommError
+from ..names import ORT_PROVIDERS as _PROVIDERS
 from .base import Backend
 
-_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 
 
 def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), threads: int | None = None,

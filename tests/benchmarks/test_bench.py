@@ -39,6 +39,8 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
 
 
 def test_bench_rejects_a_bad_backend_list(tmp_path):
-    res = _bench("--config", "tiny-test", "--backends", "onnxruntime", cwd=tmp_path)
-    assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "expected backend:precision" in res.stderr
+    for bad, why in (("onnxruntime:int9", "unknown precision"), ("tensorrt:int8", "int8 graphs are for ONNX Runtime"),
+                     ("onnx:fp32", "unknown backend")):
+        res = _bench("--config", "tiny-test", "--backends", bad, cwd=tmp_path)
+        assert res.returncode != 0 and "Traceback" not in res.stderr
+        assert why in res.stderr, res.stderr

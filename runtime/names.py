@@ -1,0 +1,146 @@
+"""The name tables every command shares: backends, precisions, ONNX Runtime providers.
+
+One table, one parser and one click option per concept, so that ``fomm-animate``, ``fomm-compare``,
+``fomm-live`` and ``fomm-bench`` accept the same names with the same meaning and the same help text.
+Importing this module imports no backend (and no torch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from .errors import BackendUnavailableError, InputError
+
+# Backend name -> the precisions it runs. torch is the fp32 reference; int8 graphs are for ONNX Runtime on CPU.
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16"),
+    "torch": ("fp32",),
+}
+BACKENDS: tuple[str, ...] = tuple(BACKEND_PRECISIONS)
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# Short ONNX Runtime provider names (what --providers takes) -> ONNX Runtime's own names.
+ORT_PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def check_backend_precision(backend: str, precision: str) -> None:
+    """Raise :class:`InputError` unless ``backend`` can run graphs of ``precision``."""
+    if backend not in BACKEND_PRECISIONS:
+        raise InputError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    if precision not in BACKEND_PRECISIONS[backend]:
+        if backend == "torch":
+            why = "the torch backend is the fp32 reference; use --precision fp32 with it"
+        elif precision == "int8":
+            why = "the int8 graphs are for ONNX Runtime on CPU; TensorRT runs fp32 or fp16"
+        else:
+            why = f"{backend} runs {', '.join(BACKEND_PRECISIONS[backend])}"
+        raise InputError(f"{backend} cannot run {precision}: {why}")
+
+
+def parse_providers(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"cuda,cpu"`` -> ``("cuda", "cpu")``; ``None``/empty -> ``None`` (the backend's default).
+
+    Raises:
+        InputError: a name that is not in :data:`ORT_PROVIDERS`.
+    """
+    if value is None:
+        return None
+    items = [p.strip().lower() for p in (value.split(",") if isinstance(value, str) else value) if p.strip()]
+    for p in items:
+        if p not in ORT_PROVIDERS:
+            raise InputError(f"unknown ONNX Runtime provider '{p}'; choose from {', '.join(ORT_PROVIDERS)}")
+    return tuple(items) or None
+
+
+def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
+    """``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]`` (fp32 when omitted)."""
+    pairs = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        backend, _, precision = item.strip().partition(":")
+        pair = (backend, precision or "fp32")
+        try:
+            check_backend_precision(*pair)
+        except InputError as exc:
+            raise InputError(f"--backends item {item.strip()!r}: {exc}") from None
+        if pair in pairs:
+            raise InputError(f"--backends names {item.strip()!r} twice")
+        pairs.append(pair)
+    if not pairs:
+        raise InputError("--backends is empty; give backend:precision pairs such as onnxruntime:fp32")
+    return pairs
+
+
+def tensorrt_missing() -> list[str]:
+    """What the TensorRT backend needs and this environment lacks (empty when it can be tried).
+
+    Only imports are probed here (``cuda.bindings`` itself, not any ``cuda.*`` namespace package); whether
+    a GPU answers is the CUDA layer's to say when a backend activates.
+    """
+    from .backends.cuda import available_layers
+
+    missing = []
+    if importlib.util.find_spec("tensorrt") is None:
+        missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
+    if not available_layers():
+        missing.append("a CUDA layer for GPU memory (cuda-python or pycuda)")
+    return missing
+
+
+def require_tensorrt() -> None:
+    """Raise :class:`BackendUnavailableError` naming what the TensorRT backend lacks here."""
+    missing = tensorrt_missing()
+    if missing:
+        raise BackendUnavailableError("the TensorRT backend needs " + " and ".join(missing)
+                                      + "; or use --backend onnxruntime")
+
+
+# ---- click options: the same names, defaults and help text in every command ---------------------------
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def backend_option(default: str = "onnxruntime", *, auto: bool = False, help: str | None = None) -> Decorator:
+    choices = (["auto"] if auto else []) + list(BACKENDS)
+    text = help or ("onnxruntime: ONNX Runtime (CPU by default); tensorrt: TensorRT engines on an NVIDIA GPU; "
+                    "torch: the PyTorch reference (needs the checkpoint).")
+    return click.option("--backend", type=click.Choice(choices), default=default, show_default=True, help=text)
+
+
+def precision_option(default: str | None = "fp32", *, help: str | None = None) -> Decorator:
+    text = help or ("Graphs to run: fp32 (*.onnx), fp16 (*.fp16.onnx, mixed precision for GPUs) or int8 "
+                    "(*.int8.onnx, ONNX Runtime on CPU); export them with fomm-export --precision.")
+    return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=default,
+                        show_default=default is not None, help=text)
+
+
+def providers_option() -> Decorator:
+    return click.option("--providers", default=None, metavar="LIST", callback=_providers_callback,
+                        help="ONNX Runtime providers in priority order, from " + ", ".join(ORT_PROVIDERS)
+                             + " (e.g. cuda,cpu; default: cpu). Only for --backend onnxruntime.")
+
+
+def _providers_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    try:
+        return parse_providers(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def onnx_dir_option(default: str | None = "exported") -> Decorator:
+    from pathlib import Path
+
+    return click.option("--onnx", "onnx_dir", default=default, show_default=default is not None,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="Folder written by fomm-export (holds manifest.json).")

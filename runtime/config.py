@@ -11,10 +11,16 @@ configs load unchanged. Two additions, both optional:
 
 An unknown or misspelt key is an error that names the key (and the closest valid one). This module
 imports no torch, so the runtime can read configs stored in export manifests.
+
+The runtime owns what deployment needs: ``model_params``, the frame shape, and the bundled configs.
+Upstream's training sections (``train_params``, ``dataset_params`` beyond its frame shape,
+``reconstruction_params``, ``animate_params``, ``visualizer_params``) are kept as plain data here and
+parsed and validated by ``fomm_deploy.training.config``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -42,53 +48,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Schema. Field names are upstream's YAML keys; defaults are upstream's constructor defaults.
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FlipParams:
-    horizontal_flip: bool = False
-    time_flip: bool = False
-
-
-@dataclass(frozen=True)
-class JitterParams:
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-
-
-@dataclass(frozen=True)
-class CropParams:
-    size: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class ResizeParams:
-    ratio: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class RotationParams:
-    degrees: float = 0.0
-
-
-@dataclass(frozen=True)
-class AugmentationParams:
-    flip_param: FlipParams | None = None
-    jitter_param: JitterParams | None = None
-    crop_param: CropParams | None = None
-    resize_param: ResizeParams | None = None
-    rotation_param: RotationParams | None = None
-
-
-@dataclass(frozen=True)
-class DatasetParams:
-    root_dir: str = ""
-    frame_shape: tuple[int, ...] = (256, 256, 3)
-    id_sampling: bool = False
-    pairs_list: str | None = None
-    augmentation_params: AugmentationParams | None = None
 
 
 @dataclass(frozen=True)
@@ -149,78 +108,25 @@ class ModelParams:
     discriminator_params: DiscriminatorParams = field(default_factory=DiscriminatorParams)
 
 
-@dataclass(frozen=True)
-class TransformParams:
-    sigma_affine: float = 0.05
-    sigma_tps: float = 0.005
-    points_tps: int = 5
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    generator_gan: float = 0.0
-    discriminator_gan: float = 1.0
-    feature_matching: tuple[float, ...] = (10, 10, 10, 10)
-    perceptual: tuple[float, ...] = (10, 10, 10, 10, 10)
-    equivariance_value: float = 10.0
-    equivariance_jacobian: float = 10.0
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    num_epochs: int = 100
-    num_repeats: int = 1
-    epoch_milestones: tuple[int, ...] = ()
-    lr_generator: float = 2.0e-4
-    lr_discriminator: float = 2.0e-4
-    lr_kp_detector: float = 2.0e-4
-    batch_size: int = 1
-    scales: tuple[float, ...] = (1, 0.5, 0.25, 0.125)
-    checkpoint_freq: int = 50
-    transform_params: TransformParams = field(default_factory=TransformParams)
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    # fomm-deploy addition: 'vgg19' (upstream; needs torchvision-format weights, fomm-train --vgg19 PATH)
-    # or 'pixel' (multi-scale L1 on the image pyramid; no weights, for tests and the synthetic demo).
-    perceptual_backbone: str = "vgg19"
-
-
-@dataclass(frozen=True)
-class ReconstructionParams:
-    num_videos: int = 1000
-    format: str = ".mp4"
-
-
-@dataclass(frozen=True)
-class NormalizationParams:
-    adapt_movement_scale: bool = False
-    use_relative_movement: bool = True
-    use_relative_jacobian: bool = True
-
-
-@dataclass(frozen=True)
-class AnimateParams:
-    num_pairs: int = 50
-    format: str = ".mp4"
-    normalization_params: NormalizationParams = field(default_factory=NormalizationParams)
-
-
-@dataclass(frozen=True)
-class VisualizerParams:
-    kp_size: int = 5
-    draw_border: bool = True
-    colormap: str = "gist_rainbow"
+# Upstream's top-level sections that deployment does not read. They are kept as given (plain YAML data) and
+# validated by their owner, training (``fomm_deploy.training.config.training_config``).
+TRAINING_SECTIONS = ("dataset_params", "train_params", "reconstruction_params", "animate_params",
+                     "visualizer_params")
+DEFAULT_FRAME_SHAPE = (256, 256, 3)
 
 
 @dataclass(frozen=True)
 class FommConfig:
-    """A whole FOMM config. ``name`` is the bundled name or the file stem; ``source`` where it came from."""
+    """A FOMM config as deployment needs it: the model's parameters and the frame shape.
+
+    ``sections`` holds upstream's other top-level sections (``train_params``, ``dataset_params``, ...) as
+    plain data, so that a config round-trips unchanged through an export manifest; training parses them.
+    ``name`` is the bundled name or the file stem; ``source`` where it came from.
+    """
 
     model_params: ModelParams
-    dataset_params: DatasetParams = field(default_factory=DatasetParams)
-    train_params: TrainParams = field(default_factory=TrainParams)
-    reconstruction_params: ReconstructionParams = field(default_factory=ReconstructionParams)
-    animate_params: AnimateParams = field(default_factory=AnimateParams)
-    visualizer_params: VisualizerParams = field(default_factory=VisualizerParams)
+    frame_shape: tuple[int, int, int] = DEFAULT_FRAME_SHAPE
+    sections: dict[str, Any] = field(default_factory=dict, hash=False)
     name: str = field(default="", compare=False)
     source: str = field(default="", compare=False)
 
@@ -244,12 +150,18 @@ class FommConfig:
     @property
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the frames the model works on."""
-        shape = self.dataset_params.frame_shape
-        return int(shape[0]), int(shape[1])
+        return int(self.frame_shape[0]), int(self.frame_shape[1])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready dict in upstream's layout (``None`` sections left out)."""
-        return _to_plain(self)
+        out: dict[str, Any] = {}
+        for section in TRAINING_SECTIONS:
+            if section == "dataset_params":
+                out[section] = {**copy.deepcopy(self.sections.get(section) or {}), "frame_shape": list(self.frame_shape)}
+            elif self.sections.get(section) is not None:
+                out[section] = copy.deepcopy(self.sections[section])
+        out["model_params"] = _to_plain(self.model_params)
+        return out
 
     def replace_model(self, **common: Any) -> "FommConfig":
         """A copy with some ``common_params`` changed (e.g. ``align_corners=True``)."""
@@ -259,17 +171,12 @@ class FommConfig:
         )
 
 
-_RENAMED_KEYS = {("dataset_params", "image_shape"): "frame_shape"}
-# Keys of FommConfig that are bookkeeping, not YAML.
-_INTERNAL_FIELDS = {"name", "source"}
 
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
-            if f.name in _INTERNAL_FIELDS:
-                continue
             value = getattr(obj, f.name)
             if value is None:
                 continue
@@ -322,15 +229,37 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported schema type {_type_label(tp)} at {where}")  # programming error
 
 
+def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Check a mapping against the dataclass ``cls`` and build it (nested dataclasses, tuples, scalars).
+
+    Shared by the runtime (``model_params``) and training (its own sections), so every section reports
+    errors the same way.
+
+    Raises:
+        ConfigError: unknown key (with the closest valid one), missing required key, or a wrong type.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {type(data).__name__} {data!r}")
+    return _build(cls, data, where)
+
+
+def frame_shape_of(dataset: dict[str, Any] | None, where: str = "dataset_params") -> tuple[int, int, int]:
+    """``dataset_params.frame_shape`` (or its older spelling ``image_shape``) as a 3-tuple of ints."""
+    dataset = dataset or {}
+    if not isinstance(dataset, dict):
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {type(dataset).__name__} {dataset!r}")
+    if "image_shape" in dataset and "frame_shape" in dataset:
+        raise ConfigError(f"'{where}' sets both 'image_shape' and 'frame_shape'; keep only 'frame_shape'")
+    key = "image_shape" if "image_shape" in dataset else "frame_shape"
+    shape = _convert(dataset.get(key, list(DEFAULT_FRAME_SHAPE)), tuple[int, ...], f"{where}.{key}")
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"'{where}.frame_shape' must be [H, W, C], got {list(shape)}")
+    return shape
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _INTERNAL_FIELDS}
-    data = dict(data)
-    for (section, old), new in _RENAMED_KEYS.items():
-        if where.endswith(section) and old in data:
-            if new in data:
-                raise ConfigError(f"'{where}' sets both '{old}' and '{new}'; keep only '{new}'")
-            data[new] = data.pop(old)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
@@ -354,8 +283,24 @@ def config_from_dict(data: dict[str, Any], *, name: str = "", source: str = "") 
     """
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a YAML mapping at top level, got {type(data).__name__}")
-    cfg = _build(FommConfig, data, "")
-    cfg = dataclasses.replace(cfg, name=name, source=source)
+    known = ("model_params", *TRAINING_SECTIONS)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys here: {', '.join(known)}."
+            raise ConfigError(f"unknown config key '{key}'.{hint}")
+    if "model_params" not in data:
+        raise ConfigError("missing required config key 'model_params'")
+    for section in TRAINING_SECTIONS:
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(f"'{section}' must be a mapping of keys, got {type(data[section]).__name__}")
+    model = build_section(ModelParams, data["model_params"], "model_params")
+    shape = frame_shape_of(data.get("dataset_params"))
+    sections = {k: copy.deepcopy(data[k]) for k in TRAINING_SECTIONS if data.get(k) is not None}
+    if "dataset_params" in sections:  # one spelling, one place: FommConfig.frame_shape
+        sections["dataset_params"].pop("image_shape", None)
+        sections["dataset_params"].pop("frame_shape", None)
+    cfg = FommConfig(model_params=model, frame_shape=shape, sections=sections, name=name, source=source)
     _check_semantics(cfg)
     return cfg
 
@@ -373,11 +318,6 @@ def _check_semantics(cfg: FommConfig) -> None:
     ):
         if not 0 < scale <= 1:
             raise ConfigError(f"'{where}' must be in (0, 1], got {scale}")
-    if len(cfg.dataset_params.frame_shape) != 3:
-        raise ConfigError(f"'dataset_params.frame_shape' must be [H, W, C], got {list(cfg.dataset_params.frame_shape)}")
-    if cfg.train_params.perceptual_backbone not in ("vgg19", "pixel"):
-        raise ConfigError(f"'train_params.perceptual_backbone' must be vgg19 or pixel, got "
-                          f"{cfg.train_params.perceptual_backbone!r}")
     if mp.common_params.estimate_jacobian is False and mp.kp_detector_params.single_jacobian_map:
         raise ConfigError("'single_jacobian_map' needs 'estimate_jacobian: true'")
 

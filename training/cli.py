@@ -41,14 +41,15 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
       fomm-train --config vox-256 --data data/vox --mode reconstruction --checkpoint log/vox/00000099-checkpoint.pth.tar
     """
     from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.errors import FommError
+    from fomm_deploy.runtime.errors import InputError
 
+    from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
 
     cfg = resolve_config(config)
-    data = data or Path(cfg.dataset_params.root_dir)
+    data = data or Path(training_config(cfg).dataset_params.root_dir)
     if mode != "train" and checkpoint is None:
-        raise FommError(f"--mode {mode} needs --checkpoint")
+        raise InputError(f"--mode {mode} needs --checkpoint PATH (the checkpoint to evaluate)")
     if log_dir is None:
         if checkpoint is not None:
             log_dir = checkpoint.parent

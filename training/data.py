@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fomm_deploy.runtime.config import AugmentationParams
+from .config import AugmentationParams
 from fomm_deploy.runtime.errors import DatasetError, VideoError
 from fomm_deploy.runtime.video import VIDEO_SUFFIXES, iter_frames
 

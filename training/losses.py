@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.errors import InputError
 
 from .model.blocks import AntiAliasInterpolation2d, inverse_2x2, make_coordinate_grid
+from .config import training_config
 
 VGG19_WEIGHTS_HELP = (
     "the perceptual loss needs ImageNet VGG19 weights in torchvision's format (vgg19-dcbb9e9d.pth, from "
@@ -22,7 +23,7 @@ VGG19_WEIGHTS_HELP = (
 
 def uses_vgg19(cfg: FommConfig) -> bool:
     """Whether training ``cfg`` needs the VGG19 weights (perceptual loss on, vgg19 backbone)."""
-    tp = cfg.train_params
+    tp = training_config(cfg).train_params
     return tp.perceptual_backbone == "vgg19" and sum(tp.loss_weights.perceptual) != 0
 
 
@@ -64,17 +65,17 @@ class Vgg19(nn.Module):
     def from_file(cls, path: str | Path) -> "Vgg19":
         path = Path(path)
         if not path.is_file():
-            raise FommError(f"VGG19 weights not found: {path}; " + VGG19_WEIGHTS_HELP)
+            raise InputError(f"VGG19 weights not found: {path}; " + VGG19_WEIGHTS_HELP)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise FommError(f"cannot read VGG19 weights {path} ({type(exc).__name__}); " + VGG19_WEIGHTS_HELP) from None
+            raise InputError(f"cannot read VGG19 weights {path} ({type(exc).__name__}); " + VGG19_WEIGHTS_HELP) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         model = cls()
         wanted = {k: v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) <= _VGG19_TAPS[-1]}
         missing = [k for k in model.state_dict() if k.startswith("features.") and k not in wanted]
         if missing:
-            raise FommError(f"{path} is not a torchvision VGG19 state dict (missing {missing[:3]}); " + VGG19_WEIGHTS_HELP)
+            raise InputError(f"{path} is not a torchvision VGG19 state dict (missing {missing[:3]}); " + VGG19_WEIGHTS_HELP)
         model.load_state_dict(wanted, strict=False)
         return model.eval()
 
@@ -142,7 +143,7 @@ class GeneratorFullModel(nn.Module):
     def __init__(self, kp_extractor: nn.Module, generator: nn.Module, discriminator: nn.Module | None,
                  cfg: FommConfig, vgg: Vgg19 | None) -> None:
         super().__init__()
-        tp = cfg.train_params
+        tp = training_config(cfg).train_params
         self.kp_extractor, self.generator, self.discriminator = kp_extractor, generator, discriminator
         self.scales = tuple(tp.scales)
         self.disc_scales = tuple(cfg.model_params.discriminator_params.scales)
@@ -152,7 +153,7 @@ class GeneratorFullModel(nn.Module):
         self.backbone = tp.perceptual_backbone
         self.align_corners = cfg.align_corners
         if uses_vgg19(cfg) and vgg is None:
-            raise FommError(VGG19_WEIGHTS_HELP)
+            raise InputError(VGG19_WEIGHTS_HELP)
         self.vgg = vgg
 
     def forward(self, x: dict[str, torch.Tensor], generator: torch.Generator | None = None):
@@ -213,7 +214,7 @@ class DiscriminatorFullModel(nn.Module):
     def __init__(self, discriminator: nn.Module, cfg: FommConfig) -> None:
         super().__init__()
         self.discriminator = discriminator
-        tp = cfg.train_params
+        tp = training_config(cfg).train_params
         self.scales = tuple(cfg.model_params.discriminator_params.scales)
         self.pyramid = ImagePyramide(self.scales, cfg.num_channels)
         self.weight = tp.loss_weights.discriminator_gan

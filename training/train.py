@@ -24,9 +24,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.errors import DatasetError, InputError
 from fomm_deploy.runtime.fileio import write_image
 
+from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import DatasetRepeater, FramesDataset
 from .losses import VGG19_WEIGHTS_HELP, DiscriminatorFullModel, GeneratorFullModel, Vgg19, uses_vgg19
@@ -101,23 +102,24 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
     device = torch.device(opts.device if not distributed or opts.device == "cpu" else f"cuda:{local_rank}")
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    tp = cfg.train_params
+    tcfg = training_config(cfg)
+    tp = tcfg.train_params
     epochs = opts.epochs if opts.epochs is not None else tp.num_epochs
     use_gan = tp.loss_weights.generator_gan != 0
     vgg = None
     if uses_vgg19(cfg):
         if opts.vgg19 is None:
-            raise FommError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
+            raise InputError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
         vgg = Vgg19.from_file(opts.vgg19).to(device)
 
-    dataset = FramesDataset(opts.data, cfg.dataset_params.frame_shape, id_sampling=cfg.dataset_params.id_sampling,
-                            is_train=True, random_seed=opts.seed, augmentation=cfg.dataset_params.augmentation_params,
+    dataset = FramesDataset(opts.data, cfg.frame_shape, id_sampling=tcfg.dataset_params.id_sampling,
+                            is_train=True, random_seed=opts.seed, augmentation=tcfg.dataset_params.augmentation_params,
                             log=(log if rank == 0 else (lambda m: None)))
     if dataset.skipped and rank == 0:
         log(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
     repeated = DatasetRepeater(dataset, tp.num_repeats)
     if len(repeated) < tp.batch_size * world:
-        raise FommError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
+        raise DatasetError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
                         f"({tp.batch_size} x {world} processes); add videos or raise num_repeats")
 
     start_epoch = 0
@@ -218,7 +220,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
             f.write(line + "\n")
         if batch is not None and generated is not None:
             draw_visualisation(batch, generated, log_dir / "train-vis" / f"{epoch:08d}-rec.png",
-                               kp_size=max(1, cfg.visualizer_params.kp_size // 2))
+                               kp_size=max(1, tcfg.visualizer_params.kp_size // 2))
         if (epoch + 1) % tp.checkpoint_freq == 0 or epoch + 1 == epochs:
             last_path = save_checkpoint(
                 log_dir / f"{epoch:08d}-checkpoint.pth.tar", generator=generator, kp_detector=kp_detector,
@@ -247,7 +249,7 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
     from tqdm import tqdm
 
     models = load_checkpoint(checkpoint, cfg).models
-    dataset = FramesDataset(data, cfg.dataset_params.frame_shape, is_train=False, log=log)
+    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
     l1, copy_l1, n = 0.0, 0.0, 0
     for i in tqdm(range(len(dataset)), desc="reconstruction", unit="video", disable=not progress or None):
         item = dataset[i]  # decodes the video: once
@@ -285,11 +287,12 @@ def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, 
     from fomm_deploy.runtime.video import VideoWriter
 
     models = load_checkpoint(checkpoint, cfg).models
-    dataset = FramesDataset(data, cfg.dataset_params.frame_shape, is_train=False, log=log)
+    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
     n = len(dataset)
-    count = min(num_pairs or cfg.animate_params.num_pairs, n * max(1, n - 1))
-    pairs = _pairs(dataset, cfg.dataset_params.pairs_list, count, seed, log)
-    norm = cfg.animate_params.normalization_params
+    tcfg = training_config(cfg)
+    count = min(num_pairs or tcfg.animate_params.num_pairs, n * max(1, n - 1))
+    pairs = _pairs(dataset, tcfg.dataset_params.pairs_list, count, seed, log)
+    norm = tcfg.animate_params.normalization_params
     written = []
     for i, j in pairs:
         source_item, driving_item = dataset[i], dataset[j]  # each decodes a video

@@ -13,11 +13,21 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..contract import GraphSpec, check_feed
-from ..errors import FommError
+from ..errors import ContractError
 
 
 class Backend(abc.ABC):
-    """Runs one exported graph. Cheap to construct; loads and allocates in ``activate()``."""
+    """Runs one exported graph. Cheap to construct; loads and allocates in ``activate()``.
+
+    Lifecycle: ``Backend(spec, ...)`` only records its arguments; ``activate()`` loads the graph or engine
+    and allocates (idempotent, returns ``self``); ``infer(feed)`` may be called any number of times, from the
+    thread that activated it (TensorRT and CUDA contexts are per thread); ``deactivate()`` frees everything
+    and may be followed by another ``activate()``. ``with backend:`` does activate/deactivate.
+
+    Subclasses implement ``_activate``, ``_infer`` (gets a contract-checked feed, returns at least every
+    contract output) and optionally ``_deactivate``. ``last_inference_time`` is the wall time in seconds of
+    the last ``infer`` (host to host, copies included).
+    """
 
     kind: str = "base"
 
@@ -44,7 +54,7 @@ class Backend(abc.ABC):
             InputMismatchError: the feed breaks the contract.
         """
         if not self.is_active:
-            raise FommError(f"{self.name}: call activate() (or use 'with') before infer()")
+            raise RuntimeError(f"{self.name}: call activate() (or use 'with') before infer()")
         feed = dict(feed)
         check_feed(self.spec, feed)
         start = time.perf_counter()
@@ -52,7 +62,7 @@ class Backend(abc.ABC):
         self.last_inference_time = time.perf_counter() - start
         missing = [n for n in self.spec.output_names if n not in out]
         if missing:
-            raise FommError(f"{self.name}: backend returned no {missing}; the engine/graph breaks the contract")
+            raise ContractError(f"{self.name}: backend returned no {missing}; the engine/graph breaks the contract")
         return {n: out[n] for n in self.spec.output_names}
 
     def deactivate(self) -> None:

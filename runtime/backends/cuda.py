@@ -17,20 +17,30 @@ import os
 
 import numpy as np
 
-from ..errors import FommError
+from ..errors import BackendUnavailableError, FommError, InputError
 
 
 class CudaApi(abc.ABC):
+    """Device memory and streams as plain integers, so the TensorRT backend never sees the layer's types.
+
+    Pointers and streams are ``int`` handles (what ``IExecutionContext.set_tensor_address`` and
+    ``execute_async_v3`` take); host buffers are numpy arrays in page-locked memory; copies are
+    asynchronous on the given stream and complete at ``synchronize(stream)``.
+    """
+
     name = "base"
 
     @abc.abstractmethod
-    def malloc(self, nbytes: int) -> int: ...
+    def malloc(self, nbytes: int) -> int:
+        """``nbytes`` of device memory; returns its address."""
 
     @abc.abstractmethod
-    def free(self, ptr: int) -> None: ...
+    def free(self, ptr: int) -> None:
+        """Free memory from :meth:`malloc`."""
 
     @abc.abstractmethod
-    def pinned_empty(self, shape: tuple[int, ...], dtype) -> np.ndarray: ...
+    def pinned_empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised page-locked host array (fast, asynchronous copies)."""
 
     @abc.abstractmethod
     def stream(self) -> int:
@@ -50,13 +60,13 @@ class CudaApi(abc.ABC):
         """(GPU name, compute capability as 'major.minor')."""
 
     def begin_capture(self, stream: int) -> None:
-        raise FommError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
+        raise BackendUnavailableError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
 
     def end_capture(self, stream: int):
-        raise FommError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
+        raise BackendUnavailableError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
 
     def launch_graph(self, graph_exec, stream: int) -> None:
-        raise FommError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
+        raise BackendUnavailableError(f"CUDA-graph capture needs cuda-python; the {self.name} layer does not support it")
 
 
 class PycudaApi(CudaApi):
@@ -188,16 +198,16 @@ def cuda_api() -> CudaApi:
     layers = available_layers()
     if wanted:
         if wanted not in ("pycuda", "cuda-python"):
-            raise FommError(f"FOMM_CUDA={wanted!r}: choose pycuda or cuda-python")
+            raise InputError(f"FOMM_CUDA={wanted!r}: choose pycuda or cuda-python")
         if wanted not in layers:
-            raise FommError(f"FOMM_CUDA={wanted} but {wanted} is not installed")
+            raise BackendUnavailableError(f"FOMM_CUDA={wanted} but {wanted} is not installed")
         layers = [wanted]
     if not layers:
-        raise FommError("the TensorRT backend needs pycuda or cuda-python for GPU memory: "
+        raise BackendUnavailableError("the TensorRT backend needs pycuda or cuda-python for GPU memory: "
                         "pip install pycuda (or pip install cuda-python)")
     try:
         return PycudaApi() if layers[0] == "pycuda" else CudaPythonApi()
     except FommError:
         raise
     except Exception as exc:  # driver missing, no device, ...
-        raise FommError(f"cannot use the GPU through {layers[0]}: {str(exc).strip()[:300]}") from None
+        raise BackendUnavailableError(f"cannot use the GPU through {layers[0]}: {str(exc).strip()[:300]}") from None

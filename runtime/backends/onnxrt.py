@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import GraphSpec
-from ..errors import FommError
+from ..errors import BackendUnavailableError, ContractError, ExportFolderError, InputError
 from ..names import ORT_PROVIDERS as _PROVIDERS
 from .base import Backend
 
@@ -30,17 +30,17 @@ def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), thr
     try:
         import onnxruntime as ort
     except ImportError:
-        raise FommError("onnxruntime is not installed: pip install 'fomm-deploy[cpu]' (or [gpu])") from None
+        raise BackendUnavailableError("onnxruntime is not installed: pip install 'fomm-deploy[cpu]' (or [gpu])") from None
     path = Path(path)
     if not path.is_file():
-        raise FommError(f"ONNX graph not found: {path}; run fomm-export first")
+        raise ExportFolderError(f"ONNX graph not found: {path}; run fomm-export first")
     available = set(ort.get_available_providers())
     names, options = [], []
     for p in providers:
         if p not in _PROVIDERS:
-            raise FommError(f"unknown ONNX Runtime provider '{p}'; choose from {', '.join(_PROVIDERS)}")
+            raise InputError(f"unknown ONNX Runtime provider '{p}'; choose from {', '.join(_PROVIDERS)}")
         if _PROVIDERS[p] not in available:
-            raise FommError(f"ONNX Runtime provider '{p}' is not available in this onnxruntime build "
+            raise BackendUnavailableError(f"ONNX Runtime provider '{p}' is not available in this onnxruntime build "
                             f"(available: {', '.join(sorted(available))}); install onnxruntime-gpu for cuda/tensorrt")
         names.append(_PROVIDERS[p])
         options.append((provider_options or {}).get(p, {}))
@@ -52,7 +52,8 @@ def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), thr
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=names, provider_options=options)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise FommError(f"ONNX Runtime cannot load {path}: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise ExportFolderError(f"ONNX Runtime cannot load {path} ({str(exc).strip().splitlines()[0][:300]}); "
+                               "the file is damaged or not an fomm-export graph: export again") from None
 
 
 class OrtBackend(Backend):
@@ -75,7 +76,7 @@ class OrtBackend(Backend):
         self.session = session_from_onnx(self.onnx_path, self.providers, self.threads, self.provider_options)
         graph_inputs = [i.name for i in self.session.get_inputs()]
         if sorted(graph_inputs) != sorted(self.spec.input_names):
-            raise FommError(f"{self.onnx_path} has inputs {graph_inputs}, the contract says "
+            raise ContractError(f"{self.onnx_path} has inputs {graph_inputs}, the contract says "
                             f"{self.spec.input_names}; re-export it with this version of fomm-export")
         self._use_binding = self.providers[0] != "cpu"
 

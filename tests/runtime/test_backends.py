@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fomm_deploy.runtime.animator import Animator, find_best_frame
+from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
 from fomm_deploy.runtime.contract import check_feed, tolerance
 from fomm_deploy.runtime.errors import FommError, InputMismatchError
@@ -18,49 +19,64 @@ from fomm_deploy.runtime.keypoints import KP
 BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt])]
 
 
-def _feeds(golden_inputs, golden_expected):
+N = 3  # golden frames per test batch
+
+
+def _golden_case(golden_inputs, golden_expected, graph, backend_for):
+    """(feed, expected outputs) for ``graph`` from upstream's golden outputs, never from another backend.
+
+    The golden fixture has upstream's keypoints, ``source_down`` and predictions. The split graphs have no
+    upstream counterpart of their own, so ``generator_frame`` is fed what the backend's own
+    ``source_encoder`` makes of the golden source and must then give upstream's prediction, and
+    ``source_encoder`` is checked through its ``source_down`` (and through ``generator_frame``).
+    """
     e = golden_expected
-    n = 3
-    kp = {
-        "kp_source_value": np.repeat(e["kp_source_value"], n, 0),
-        "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], n, 0),
-        "kp_driving_value": e["kp_norm_adapt_value"][:n],
-        "kp_driving_jacobian": e["kp_norm_adapt_jacobian"][:n],
-    }
-    rng = np.random.default_rng(0)
-    return {
-        "source_encoder": {"source": np.repeat(golden_inputs["source"], n, 0)},
-        "generator_frame": {"source_features": rng.uniform(0, 2, (n, 32, 32, 32)).astype(np.float32),
-                            "source_down": rng.uniform(0, 1, (n, 3, 32, 32)).astype(np.float32), **kp},
-        "kp_detector": {"image": golden_inputs["driving"][:n]},
-        "generator": {
-            "source": np.repeat(golden_inputs["source"], n, 0),
-            "kp_source_value": np.repeat(e["kp_source_value"], n, 0),
-            "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], n, 0),
-            "kp_driving_value": e["kp_norm_adapt_value"][:n],
-            "kp_driving_jacobian": e["kp_norm_adapt_jacobian"][:n],
-        },
-    }
+    source = np.repeat(golden_inputs["source"], N, 0)
+    kp = {"kp_source_value": np.repeat(e["kp_source_value"], N, 0),
+          "kp_source_jacobian": np.repeat(e["kp_source_jacobian"], N, 0),
+          "kp_driving_value": e["kp_norm_adapt_value"][:N],
+          "kp_driving_jacobian": e["kp_norm_adapt_jacobian"][:N]}
+    if graph == "kp_detector":
+        return {"image": golden_inputs["driving"][:N]}, {"kp_value": e["kp_driving_value"][:N],
+                                                          "kp_jacobian": e["kp_driving_jacobian"][:N]}
+    if graph == "generator":
+        return {"source": source, **kp}, {"prediction": e["prediction"][:N]}
+    if graph == "source_encoder":
+        return {"source": source}, {"source_down": np.repeat(e["source_down"], N, 0)}
+    with backend_for("source_encoder") as encoder:
+        encoded = {k: v.copy() for k, v in encoder.infer({"source": source}).items()}
+    return {**encoded, **kp}, {"prediction": e["prediction"][:N]}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("graph", ["kp_detector", "generator", "source_encoder", "generator_frame"])
 def test_backend_contract_and_agreement(golden_export, golden_inputs, golden_expected, backend, graph):
     exported = load_exported(golden_export)
-    feed = _feeds(golden_inputs, golden_expected)[graph]
-    with make_backend("torch", exported, graph) as ref_backend:
-        ref = {k: v.copy() for k, v in ref_backend.infer(feed).items()}
+    feed, expected = _golden_case(golden_inputs, golden_expected, graph,
+                                  lambda g: make_backend(backend, exported, g))
     with make_backend(backend, exported, graph) as b:
         out = b.infer(feed)
         assert list(out) == b.spec.output_names
         for t in b.spec.outputs:
-            assert out[t.name].dtype == np.float32 and out[t.name].shape == t.concrete_shape(3)
-            np.testing.assert_allclose(out[t.name], ref[t.name], atol=tolerance("fp32", t.name), rtol=0)
+            assert out[t.name].dtype == np.float32 and out[t.name].shape == t.concrete_shape(N)
+            assert np.isfinite(out[t.name]).all()
+        for name, want in expected.items():
+            np.testing.assert_allclose(out[name], want, atol=tolerance("fp32", name), rtol=0, err_msg=name)
         with pytest.raises(InputMismatchError, match="got shape"):
             bad = dict(feed)
             key = b.spec.input_names[-1]
             bad[key] = np.zeros(bad[key].shape[:-1] + (3,), np.float32)
             b.infer(bad)
+
+
+def test_backends_agree_on_the_features_upstream_has_no_golden_for(golden_export, golden_inputs):
+    # source_features exists only in our split; ONNX Runtime's must match the torch reference's.
+    exported = load_exported(golden_export)
+    feed = {"source": np.repeat(golden_inputs["source"], N, 0)}
+    with make_backend("torch", exported, "source_encoder") as ref_backend:
+        ref = ref_backend.infer(feed)["source_features"].copy()
+    with make_backend("onnxruntime", exported, "source_encoder") as b:
+        np.testing.assert_allclose(b.infer(feed)["source_features"], ref, atol=tolerance("fp32", "source_features"))
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["reference-generator", "split-graphs"])
@@ -141,7 +157,7 @@ def test_feed_checks(golden_export):
 
 def test_infer_needs_activate(golden_export):
     backend = make_backend("onnxruntime", load_exported(golden_export), "kp_detector")
-    with pytest.raises(FommError, match="activate"):
+    with pytest.raises(RuntimeError, match="activate"):
         backend.infer({"image": np.zeros((1, 3, 128, 128), np.float32)})
 
 
@@ -207,15 +223,44 @@ def test_onnx_file_for_missing_fp16(tmp_path):
         onnx_file_for(tmp_path, "generator", "fp16")
 
 
-def test_keypoints_helper_copies(golden_export, golden_inputs):
+class ReusingBackend(Backend):
+    """Wraps a backend and returns the same output arrays on every call, as TensorRT's pinned buffers do."""
+
+    kind = "reusing"
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.spec)
+        self.inner, self.buffers = inner, {}
+
+    def _activate(self) -> None:
+        self.inner.activate()
+
+    def _infer(self, feed):
+        for name, value in self.inner.infer(feed).items():
+            if name not in self.buffers or self.buffers[name].shape != value.shape:
+                self.buffers[name] = np.empty_like(value)
+            self.buffers[name][...] = value
+        return self.buffers
+
+
+def test_keypoints_survive_the_next_inference(golden_export, golden_inputs):
+    # Keypoints kept by the animator (source, reference) must not change when the detector runs again on
+    # a backend that reuses its output buffers.
     exported = load_exported(golden_export)
-    kp = make_backend("onnxruntime", exported, "kp_detector").activate()
+    kp = ReusingBackend(make_backend("onnxruntime", exported, "kp_detector")).activate()
     gen = make_backend("onnxruntime", exported, "generator").activate()
     a = Animator(kp, gen, (128, 128))
-    first = a.keypoints(golden_inputs["driving"][:1].transpose(0, 2, 3, 1))
-    a.keypoints(golden_inputs["driving"][1:2].transpose(0, 2, 3, 1))
-    assert isinstance(first, KP) and not np.shares_memory(first.value, a.keypoints(
-        golden_inputs["driving"][1:2].transpose(0, 2, 3, 1)).value)
+    frames = golden_inputs["driving"].transpose(0, 2, 3, 1)
+    first = a.keypoints(frames[:1])
+    kept = first.value.copy(), first.jacobian.copy()
+    second = a.keypoints(frames[1:2])
+    assert not np.allclose(second.value, kept[0])  # the frames really differ
+    np.testing.assert_array_equal(first.value, kept[0])
+    np.testing.assert_array_equal(first.jacobian, kept[1])
+    a.set_source(frames[2])
+    source_kp = a.source_keypoints.value.copy()
+    a.animate_prepared(frames[3:4])  # runs the detector on another frame
+    np.testing.assert_array_equal(a.source_keypoints.value, source_kp)
 
 
 def test_int8_animator_uses_fp32_keypoints_and_int8_generator(golden_export, golden_inputs, golden_expected):

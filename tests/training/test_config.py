@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
+from fomm_deploy.training.config import training_config
 from fomm_deploy.runtime.config import (
     ConfigError,
     bundled_config_names,
@@ -35,9 +36,9 @@ def test_every_bundled_config_loads_and_round_trips(name):
 
 def test_vox_256_values_from_the_original_document():
     cfg = resolve_config("vox-256")
-    mp = cfg.model_params
-    assert cfg.dataset_params.frame_shape == (256, 256, 3)
-    assert cfg.dataset_params.pairs_list == "data/vox256.csv"
+    mp, tcfg = cfg.model_params, training_config(resolve_config("vox-256"))
+    assert cfg.frame_shape == tcfg.dataset_params.frame_shape == (256, 256, 3)
+    assert tcfg.dataset_params.pairs_list == "data/vox256.csv"
     assert (mp.kp_detector_params.temperature, mp.kp_detector_params.block_expansion,
             mp.kp_detector_params.max_features, mp.kp_detector_params.scale_factor,
             mp.kp_detector_params.num_blocks) == (0.1, 32, 1024, 0.25, 5)
@@ -47,11 +48,11 @@ def test_vox_256_values_from_the_original_document():
     assert dataclasses.astuple(g.dense_motion_params)[:4] == (64, 1024, 5, 0.25)
     d = mp.discriminator_params
     assert (d.scales, d.block_expansion, d.max_features, d.num_blocks, d.sn, d.use_kp) == ((1,), 32, 512, 4, True, False)
-    t = cfg.train_params
+    t = tcfg.train_params
     assert (t.num_epochs, t.num_repeats, t.epoch_milestones, t.batch_size, t.checkpoint_freq) == (100, 75, (60, 90), 40, 50)
     assert t.loss_weights.generator_gan == 0 and t.loss_weights.perceptual == (10, 10, 10, 10, 10)
-    assert cfg.animate_params.normalization_params == dataclasses.replace(
-        cfg.animate_params.normalization_params, adapt_movement_scale=False, use_relative_movement=True,
+    assert tcfg.animate_params.normalization_params == dataclasses.replace(
+        tcfg.animate_params.normalization_params, adapt_movement_scale=False, use_relative_movement=True,
         use_relative_jacobian=True)
 
 
@@ -71,7 +72,8 @@ def test_vox_256_values_from_the_original_document():
 ])
 def test_upstream_config_differences(name, checks):
     cfg = resolve_config(name)
-    mp, tp, dp = cfg.model_params, cfg.train_params, cfg.dataset_params
+    tcfg = training_config(cfg)
+    mp, tp, dp = cfg.model_params, tcfg.train_params, tcfg.dataset_params
     aug = dp.augmentation_params
     jitter = aug.jitter_param
     actual = {
@@ -126,13 +128,13 @@ def test_wrong_types_are_named(path, value, message):
         node = node[key]
     node[path[-1]] = value
     with pytest.raises(ConfigError, match=message):
-        config_from_dict(data)
+        training_config(config_from_dict(data))  # training sections are checked by training, the model at load
 
 
 def test_image_shape_is_an_alias_of_frame_shape():
     data = _vox_dict()
     data["dataset_params"]["image_shape"] = data["dataset_params"].pop("frame_shape")
-    assert config_from_dict(data).dataset_params.frame_shape == (256, 256, 3)
+    assert config_from_dict(data).frame_shape == (256, 256, 3)
     data["dataset_params"]["frame_shape"] = [256, 256, 3]
     with pytest.raises(ConfigError, match="sets both 'image_shape' and 'frame_shape'"):
         config_from_dict(data)
@@ -163,3 +165,26 @@ def test_file_errors(tmp_path):
 def test_unknown_bundled_name_suggests():
     with pytest.raises(ConfigError, match="no bundled config named 'vox256'.*Did you mean 'vox-256'"):
         resolve_config("vox256")
+
+
+def test_training_sections_are_kept_for_training_and_checked_there():
+    data = _vox_dict()
+    data["train_params"]["num_epoch"] = 3  # misspelt: deployment does not read it, training refuses it
+    cfg = config_from_dict(data)
+    assert cfg.sections["train_params"]["num_epoch"] == 3
+    with pytest.raises(ConfigError, match=r"unknown config key 'train_params\.num_epoch'.*Did you mean 'num_epochs'"):
+        training_config(cfg)
+
+
+def test_a_training_section_must_be_a_mapping():
+    data = _vox_dict()
+    data["train_params"] = [1, 2]
+    with pytest.raises(ConfigError, match="'train_params' must be a mapping"):
+        config_from_dict(data)
+
+
+def test_perceptual_backbone_is_checked():
+    data = _vox_dict()
+    data["train_params"]["perceptual_backbone"] = "resnet"
+    with pytest.raises(ConfigError, match="vgg19 or pixel"):
+        training_config(config_from_dict(data))

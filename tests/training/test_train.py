@@ -141,7 +141,9 @@ def test_seeded_split_without_train_and_test_folders(tmp_path, synthetic_data):
 
 
 def test_flip_is_time_or_horizontal_never_both():
-    params = resolve_config("vox-256").dataset_params.augmentation_params
+    from fomm_deploy.training.config import training_config
+
+    params = training_config(resolve_config("vox-256")).dataset_params.augmentation_params
     no_jitter = type(params)(flip_param=params.flip_param)
     clip = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
     seen = set()

@@ -75,6 +75,15 @@ class BackendUnavailableError(FommError):
     """A backend cannot run here: its package, its CUDA layer or its device is missing."""
 
 
+class Interrupted(FommError):
+    """A long run was stopped by a signal after saving its work; ``checkpoint`` is what it saved (or None)."""
+
+    def __init__(self, signal_name: str, checkpoint=None, message: str = "") -> None:
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+        super().__init__(message or f"stopped by {signal_name}")
+
+
 # ---- graph checks -------------------------------------------------------------------------------------
 
 

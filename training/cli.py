@@ -12,6 +12,46 @@ import click
 from fomm_deploy.runtime.cli_common import user_errors
 
 
+def _remove_if_unused(log_dir: Path) -> None:
+    """Remove a log folder this run created if it holds nothing but its config and an empty train-vis/."""
+    import shutil
+
+    entries = {p.name for p in log_dir.iterdir()} if log_dir.is_dir() else set()
+    vis = log_dir / "train-vis"
+    if entries <= {"config.yaml", "train-vis"} and (not vis.exists() or not any(vis.iterdir())):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _signal_number(name: str) -> int:
+    import signal
+
+    try:
+        return int(signal.Signals[name])
+    except KeyError:  # a peer process under torchrun stopped
+        return int(signal.SIGINT)
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, and only when this torch can use it; otherwise a one-line error."""
+    import re
+
+    import torch
+
+    from fomm_deploy.runtime.errors import InputError
+
+    device = device.strip().lower()
+    if device == "cpu":
+        return device
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise InputError(f"--device {device!r}: use cpu, cuda or cuda:N (fomm-train runs on CPUs and NVIDIA GPUs)")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
+                         "or install a CUDA build of torch on a machine with an NVIDIA GPU")
+    if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 @click.command()
 @click.option("--config", "config", required=True, metavar="NAME|PATH",
               help="Bundled config (vox-256, synthetic-faces, tiny-test, ...) or a YAML file.")
@@ -22,16 +62,22 @@ from fomm_deploy.runtime.cli_common import user_errors
               help="Where checkpoints, log.txt and train-vis/ go (default: log/<config> <date>, or the "
                    "checkpoint's folder when resuming).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Resume training from this checkpoint, or the model to evaluate.")
+              help="Resume training from this checkpoint (ours or upstream's), or the model to evaluate. "
+                   "Training continues with the epoch after the checkpoint's 'epoch' (the last one it "
+                   "completed); a checkpoint written on Ctrl-C continues at the batch it stopped at. An upstream "
+                   "checkpoint resumes at the learning rate its config's milestones give for that epoch.")
 @click.option("--vgg19", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="torchvision-format VGG19 weights for the perceptual loss (vgg19-dcbb9e9d.pth).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override train_params.num_epochs.")
-@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader workers.")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Data loader worker processes (default: the cores there are minus one, at most 6 as upstream). "
+                   "Results do not depend on it: every sample is seeded on its own.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (torchrun picks cuda:LOCAL_RANK).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK).")
 @user_errors
 def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkpoint: Path | None, vgg19: Path | None,
-         epochs: int | None, workers: int, seed: int, device: str) -> None:
+         epochs: int | None, workers: int | None, seed: int, device: str) -> None:
     """Train FOMM on a video dataset and write upstream-format checkpoints, or evaluate a checkpoint.
 
     \b
@@ -41,12 +87,13 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
       fomm-train --config vox-256 --data data/vox --mode reconstruction --checkpoint log/vox/00000099-checkpoint.pth.tar
     """
     from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.errors import InputError
+    from fomm_deploy.runtime.errors import FommError, InputError, Interrupted
 
     from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
 
     cfg = resolve_config(config)
+    device = check_device(device)
     data = data or Path(training_config(cfg).dataset_params.root_dir)
     if mode != "train" and checkpoint is None:
         raise InputError(f"--mode {mode} needs --checkpoint PATH (the checkpoint to evaluate)")
@@ -57,13 +104,26 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
             log_dir = Path("log") / f"{cfg.name or 'config'} {_dt.datetime.now().strftime('%d_%m_%y_%H.%M.%S')}"
     start = time.perf_counter()
     if mode == "train":
+        created = not log_dir.exists()
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
             import yaml
 
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        last = train(cfg, TrainOptions(data=data, log_dir=log_dir, checkpoint=checkpoint, vgg19=vgg19, workers=workers,
-                                       epochs=epochs, seed=seed, device=device), log=lambda m: click.echo(m, err=True))
+        try:
+            last = train(cfg, TrainOptions(data=data, log_dir=log_dir, checkpoint=checkpoint, vgg19=vgg19,
+                                           workers=workers, epochs=epochs, seed=seed, device=device),
+                         log=lambda m: click.echo(m, err=True))
+        except Interrupted as stopped:
+            click.echo(f"{stopped} ({elapsed(start)})", err=True)
+            raise SystemExit(128 + _signal_number(stopped.signal_name)) from None
+        except FommError:
+            if created:
+                _remove_if_unused(log_dir)  # a run that failed before training leaves no folder behind
+            raise
+        except KeyboardInterrupt as exc:
+            click.echo(f"stopped at once by {exc or 'SIGINT'}; nothing more was saved", err=True)
+            raise SystemExit(128 + _signal_number(str(exc) or "SIGINT")) from None
         if last is not None:
             click.echo(f"training done in {elapsed(start)}; last checkpoint {last}")
     elif mode == "reconstruction":

@@ -8,7 +8,6 @@ the dataset is built, so an epoch never crashes halfway.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -48,6 +47,9 @@ def read_video(path: Path, frame_shape: tuple[int, int, int]) -> np.ndarray:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None:
                 raise DatasetError(f"unreadable frame {p}")
+            if frames and img.shape != frames[0].shape:
+                raise DatasetError(f"its frames differ in size: {names[0].name} is {frames[0].shape[1]}x"
+                                   f"{frames[0].shape[0]}, {p.name} is {img.shape[1]}x{img.shape[0]}")
             frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         if not frames:
             raise DatasetError(f"{path} has no frames")
@@ -219,11 +221,18 @@ class FramesDataset(Dataset):
         return len(self.ids) if self.id_sampling else len(self.videos)
 
     def _rng(self, idx: int) -> np.random.Generator:
-        # Seeded from torch's per-worker / per-epoch state, so a resumed run draws the same samples.
+        # Seeded from torch's per-worker / per-epoch state (direct indexing, outside fomm-train's plan).
         return np.random.default_rng([torch.initial_seed() % (1 << 63), idx, torch.randint(1 << 30, (1,)).item()])
 
-    def __getitem__(self, idx: int) -> dict:
-        rng = self._rng(idx)
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """``item`` is an index, or (index, sample seed) as fomm-train's epoch plan gives: then the frames
+        and augmentation depend on that seed alone (not on loader workers or what ran before)."""
+        if isinstance(item, (tuple, list)):
+            idx, seed = int(item[0]), int(item[1])
+            rng = np.random.default_rng(seed)
+        else:
+            idx = int(item)
+            rng = self._rng(idx)
         if self.id_sampling:
             options = self._by_id[self.ids[idx]]
             path = options[int(rng.integers(len(options)))]
@@ -249,9 +258,7 @@ class DatasetRepeater(Dataset):
     def __len__(self) -> int:
         return self.num_repeats * len(self.dataset)
 
-    def __getitem__(self, idx: int) -> dict:
-        return self.dataset[idx % len(self.dataset)]
-
-
-def worker_count(requested: int | None) -> int:
-    return requested if requested is not None else min(4, os.cpu_count() or 1)
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        if isinstance(item, (tuple, list)):
+            return self.dataset[(int(item[0]) % len(self.dataset), int(item[1]))]
+        return self.dataset[item % len(self.dataset)]

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.errors import DatasetError, InputError
+from fomm_deploy.runtime.errors import DatasetError, InputError, Interrupted
 from fomm_deploy.runtime.fileio import write_image
 
 from .config import training_config
@@ -33,6 +33,7 @@ from .data import DatasetRepeater, FramesDataset
 from .losses import VGG19_WEIGHTS_HELP, DiscriminatorFullModel, GeneratorFullModel, Vgg19, uses_vgg19
 from .model import build_discriminator, build_models
 from .model.wrappers import kp_to_numpy, kp_to_torch
+from .visualize import draw_visualisation
 
 
 @dataclass
@@ -41,11 +42,16 @@ class TrainOptions:
     log_dir: Path
     checkpoint: Path | None = None
     vgg19: Path | None = None
-    workers: int = 0
+    workers: int | None = None  # data loader workers; None: default_workers()
     epochs: int | None = None  # override train_params.num_epochs
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+
+
+def default_workers() -> int:
+    """Data loader workers when not given: the cores there are, at most upstream's 6, one left for training."""
+    return max(0, min(6, (os.cpu_count() or 1) - 1))
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -61,68 +67,155 @@ def _plain_scheduler_state(scheduler) -> dict:
     return state
 
 
-def draw_visualisation(batch: dict, generated: dict, path: Path, kp_size: int = 3, max_rows: int = 4) -> Path:
-    """Rows: source + kp | driving + kp | prediction + kp | occlusion map (upstream's train-vis, condensed)."""
-    import cv2
-
-    def rgb(t: torch.Tensor) -> np.ndarray:
-        return np.clip(t.detach().cpu().numpy().transpose(1, 2, 0) * 255, 0, 255).astype(np.uint8).copy()
-
-    def with_kp(img: np.ndarray, kp: torch.Tensor) -> np.ndarray:
-        h, w = img.shape[:2]
-        pts = kp.detach().cpu().numpy()
-        colours = cv2.applyColorMap(np.linspace(0, 255, len(pts)).astype(np.uint8)[:, None], cv2.COLORMAP_HSV)[:, 0]
-        for (x, y), c in zip(pts, colours):
-            cv2.circle(img, (int((x + 1) / 2 * (w - 1)), int((y + 1) / 2 * (h - 1))), kp_size,
-                       tuple(int(v) for v in c[::-1]), -1)
-        return img
-
-    rows = []
-    n = min(max_rows, batch["source"].shape[0])
-    for i in range(n):
-        h, w = batch["source"].shape[2:]
-        panels = [with_kp(rgb(batch["source"][i]), generated["kp_source"]["value"][i]),
-                  with_kp(rgb(batch["driving"][i]), generated["kp_driving"]["value"][i]),
-                  with_kp(rgb(generated["prediction"][i]), generated["kp_driving"]["value"][i])]
-        if "occlusion_map" in generated:
-            occ = generated["occlusion_map"][i, 0].detach().cpu().numpy()
-            occ = cv2.resize((occ * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-            panels.append(np.repeat(occ[..., None], 3, axis=2))
-        rows.append(np.concatenate(panels, axis=1))
-    grid = np.concatenate(rows, axis=0)
-    return write_image(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+def scheduled_lr(base_lr: float, milestones, epoch: int, gamma: float = 0.1) -> float:
+    """The learning rate upstream's MultiStepLR gives while training ``epoch`` (0-based): the base rate decayed
+    once for every milestone at or before it. Closed form, so resuming never depends on replaying steps."""
+    return base_lr * gamma ** sum(1 for m in milestones if int(m) <= epoch)
 
 
-def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
-    """Train and return the path of the last checkpoint written (rank 0)."""
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Upstream's ``batch_size`` is the global batch (DataParallel splits it across GPUs): each of ``world``
+    processes takes an equal share."""
+    if batch_size % world:
+        raise InputError(f"train_params.batch_size {batch_size} is the global batch and must divide evenly "
+                         f"across {world} processes; use a multiple of {world} or another process count")
+    return batch_size // world
+
+
+def epoch_plan(n: int, epoch: int, seed: int, rank: int, world: int, batch: int) -> list[tuple[int, int]]:
+    """This process's samples for one epoch, in order, as (dataset index, sample seed) pairs.
+
+    A seeded permutation of all ``n`` samples, cut to whole global batches (``batch * world``) and dealt to
+    the processes round-robin. Each sample carries its own seed (from seed, epoch and its place in the
+    epoch), so its frames and augmentation do not depend on the number of loader workers, and a run that
+    resumes in the middle of an epoch draws exactly what the uninterrupted run drew.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+    usable = (n // (batch * world)) * batch * world
+    base = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return [(order[pos], base * 1_000_003 + pos) for pos in range(rank, usable, world)]
+
+
+def _batch_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+    """The equivariance transforms' random source for one batch (independent of everything before it)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    def __init__(self, items: list[tuple[int, int]]) -> None:
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM during training: the first asks to stop after the current batch (a checkpoint is
+    written), the second stops at once. Installed only in the main thread; restored on exit."""
+
+    def __init__(self, log) -> None:
+        self.requested: str | None = None
+        self._log = log
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.requested is not None:  # the second one: no more waiting
+            raise KeyboardInterrupt(name)
+        self.requested = name
+        self._log(f"{name}: stopping after this batch and saving a checkpoint (again to quit at once)")
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _restore_learning_rates(optimizers: dict, schedulers: dict, raw: dict, tp, start_epoch: int, log) -> None:
+    """Put each optimizer at the rate of ``start_epoch``. A checkpoint of ours carries its scheduler states
+    (exact); one of upstream's does not, and its optimizer state holds whatever rate upstream's scheduler
+    had reached, so the rate is computed from the config's base rate and milestones instead of replaying
+    steps (which decayed it twice)."""
+    bases = {"optimizer_generator": tp.lr_generator, "optimizer_discriminator": tp.lr_discriminator,
+             "optimizer_kp_detector": tp.lr_kp_detector}
+    for name, opt in optimizers.items():
+        sched_name = name.replace("optimizer", "scheduler")
+        sched = schedulers[sched_name]
+        if sched_name in raw:
+            state = dict(raw[sched_name])
+            state["milestones"] = Counter({int(k): int(v) for k, v in state.get("milestones", {}).items()})
+            sched.load_state_dict(state)
+            continue
+        lr = scheduled_lr(bases[name], tp.epoch_milestones, start_epoch)
+        for group in opt.param_groups:
+            group["initial_lr"] = bases[name]
+            group["lr"] = lr
+        sched.base_lrs = [bases[name]] * len(opt.param_groups)
+        sched.last_epoch = start_epoch
+        sched._last_lr = [lr] * len(opt.param_groups)
+    if start_epoch and not any(n.replace("optimizer", "scheduler") in raw for n in optimizers):
+        rates = ", ".join(f"{n.split('_', 1)[1]} {o.param_groups[0]['lr']:.3g}" for n, o in optimizers.items())
+        log(f"upstream checkpoint without scheduler states: learning rates for epoch {start_epoch + 1} "
+            f"computed from the config ({rates})")
+
+
+def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
+    """Train and return the path of the last checkpoint written (rank 0).
+
+    Resuming (``opts.checkpoint``): a checkpoint's ``epoch`` is the last epoch it completed, for ours and
+    for upstream's, so training continues with the next one; a checkpoint written on an interruption
+    records the batch it stopped at and continues there, drawing the same samples as an uninterrupted run.
+    SIGINT / SIGTERM stop after the current batch, write ``<epoch>-interrupted-checkpoint.pth.tar`` and
+    raise :class:`Interrupted` (with the checkpoint); an error inside the training loop also saves one
+    before it is raised again. A second signal stops at once (``KeyboardInterrupt``), writing nothing.
+    """
     from tqdm import tqdm
 
     rank, world, local_rank = _dist_info()
     distributed = world > 1
     device = torch.device(opts.device if not distributed or opts.device == "cpu" else f"cuda:{local_rank}")
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     tcfg = training_config(cfg)
     tp = tcfg.train_params
+    batch = per_process_batch(tp.batch_size, world)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     epochs = opts.epochs if opts.epochs is not None else tp.num_epochs
     use_gan = tp.loss_weights.generator_gan != 0
+    say = log if rank == 0 else (lambda m: None)
+    if not cfg.estimate_jacobian and tp.loss_weights.equivariance_jacobian != 0:
+        say(f"note: train_params.loss_weights.equivariance_jacobian is {tp.loss_weights.equivariance_jacobian} "
+            "but the config estimates no jacobians, so that loss term is skipped")
+    dataset = FramesDataset(opts.data, cfg.frame_shape, id_sampling=tcfg.dataset_params.id_sampling,
+                            is_train=True, random_seed=opts.seed, augmentation=tcfg.dataset_params.augmentation_params,
+                            log=say)
+    if dataset.skipped:
+        say(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
+    repeated = DatasetRepeater(dataset, tp.num_repeats)
+    if len(repeated) < tp.batch_size:
+        raise DatasetError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
+                           f"(train_params.batch_size {tp.batch_size}); add videos or raise num_repeats")
     vgg = None
     if uses_vgg19(cfg):
         if opts.vgg19 is None:
             raise InputError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
         vgg = Vgg19.from_file(opts.vgg19).to(device)
 
-    dataset = FramesDataset(opts.data, cfg.frame_shape, id_sampling=tcfg.dataset_params.id_sampling,
-                            is_train=True, random_seed=opts.seed, augmentation=tcfg.dataset_params.augmentation_params,
-                            log=(log if rank == 0 else (lambda m: None)))
-    if dataset.skipped and rank == 0:
-        log(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
-    repeated = DatasetRepeater(dataset, tp.num_repeats)
-    if len(repeated) < tp.batch_size * world:
-        raise DatasetError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
-                        f"({tp.batch_size} x {world} processes); add videos or raise num_repeats")
-
-    start_epoch = 0
+    start_epoch, skip_batches, carried = 0, 0, {}
     if opts.checkpoint is not None:
         has_disc = "discriminator" in read_checkpoint(opts.checkpoint)
         loaded = load_checkpoint(opts.checkpoint, cfg, discriminator=has_disc, device="cpu")
@@ -130,8 +223,15 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
         if not has_disc:  # some published checkpoints carry no discriminator: start a fresh one
             torch.manual_seed(opts.seed)
             models = models._replace(discriminator=build_discriminator(cfg))
-            log("the checkpoint has no discriminator; a new one is initialised")
-        start_epoch = (loaded.epoch or 0) + 1
+            say("the checkpoint has no discriminator; a new one is initialised")
+        start_epoch = (loaded.epoch if loaded.epoch is not None else -1) + 1
+        progress = raw.get("fomm_progress")
+        if isinstance(progress, dict) and int(progress.get("epoch", -1)) == start_epoch:
+            skip_batches = int(progress.get("batches_done", 0))
+            carried = {"sums": dict(progress.get("loss_sums", {})), "count": int(progress.get("batches_done", 0))}
+        if start_epoch >= epochs:
+            raise InputError(f"{opts.checkpoint} has already trained {start_epoch} of {epochs} epochs; "
+                             "pass --epochs N with a larger N to train further")
     else:
         torch.manual_seed(opts.seed)
         models = build_models(cfg, discriminator=True)
@@ -148,22 +248,19 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
             opt.load_state_dict(raw[name])
     schedulers = {name.replace("optimizer", "scheduler"): torch.optim.lr_scheduler.MultiStepLR(
         opt, list(tp.epoch_milestones), gamma=0.1, last_epoch=-1) for name, opt in optimizers.items()}
-    for name, sched in schedulers.items():
-        if name in raw:
-            state = dict(raw[name])
-            state["milestones"] = Counter({int(k): int(v) for k, v in state.get("milestones", {}).items()})
-            sched.load_state_dict(state)
-        elif start_epoch:  # an upstream checkpoint: rebuild the schedule from the epoch
-            for _ in range(start_epoch):
-                sched.step()
+    if start_epoch:
+        _restore_learning_rates(optimizers, schedulers, raw, tp, start_epoch, say)
 
     generator_full = GeneratorFullModel(kp_detector, generator, discriminator if use_gan else None, cfg, vgg).to(device)
     discriminator_full = DiscriminatorFullModel(discriminator, cfg).to(device)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        if device.type == "cuda":  # SyncBatchNorm needs CUDA
+        if device.type == "cuda":  # synchronised batch norm across GPUs, as upstream's DataParallel + sync BN
             generator_full = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator_full)
+        say(f"{world} processes: global batch {tp.batch_size} = {world} x {batch}; batch norm "
+            + ("synchronised across GPUs" if device.type == "cuda" else
+               "not synchronised on CPU (gloo): each process normalises its own share of the batch"))
         ids = [device.index] if device.type == "cuda" else None
         generator_full = DDP(generator_full, device_ids=ids, find_unused_parameters=True)
         if use_gan:
@@ -172,68 +269,123 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path:
     log_dir = opts.log_dir
     if rank == 0:
         (log_dir / "train-vis").mkdir(parents=True, exist_ok=True)
+    workers = default_workers() if opts.workers is None else opts.workers
+
+    def save(epoch: int, batches_done: int | None, sums: dict[str, float]) -> Path:
+        """``epoch`` complete (``batches_done`` None), or interrupted after ``batches_done`` of its batches."""
+        extra: dict = {name: _plain_scheduler_state(s) for name, s in schedulers.items()}
+        if batches_done is not None:
+            extra["fomm_progress"] = {"epoch": epoch, "batches_done": batches_done, "loss_sums": dict(sums)}
+        done = epoch if batches_done is None else epoch - 1
+        # An interrupted epoch gets its own name: it never replaces the checkpoint of a completed epoch.
+        name = f"{epoch:08d}-checkpoint.pth.tar" if batches_done is None else f"{epoch:08d}-interrupted-checkpoint.pth.tar"
+        return save_checkpoint(log_dir / name, generator=generator,
+                               kp_detector=kp_detector, discriminator=discriminator, optimizers=optimizers,
+                               epoch=done, extra=extra)
+
     last_path = None
-    for epoch in range(start_epoch, epochs):
-        torch.manual_seed(opts.seed * 100_003 + epoch)  # same batches and transforms when resumed
-        sampler = DistributedSampler(repeated, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed,
-                                     drop_last=True) if distributed else None
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(repeated, batch_size=tp.batch_size, shuffle=sampler is None, sampler=sampler,
-                            num_workers=opts.workers, drop_last=True,
-                            generator=torch.Generator().manual_seed(opts.seed * 7919 + epoch))
-        sums: dict[str, float] = {}
-        count = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=(rank != 0) or not opts.progress or None)
-        batch = generated = None
-        transform_rng = torch.Generator().manual_seed(opts.seed * 31 + epoch)
-        for batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            losses, generated = generator_full(batch, generator=transform_rng)
-            loss = sum(v.mean() for v in losses.values())
-            loss.backward()
-            optimizers["optimizer_generator"].step()
-            optimizers["optimizer_generator"].zero_grad()
-            optimizers["optimizer_kp_detector"].step()
-            optimizers["optimizer_kp_detector"].zero_grad()
-            if use_gan:
-                optimizers["optimizer_discriminator"].zero_grad()
-                d_losses = discriminator_full(batch, generated)
-                sum(v.mean() for v in d_losses.values()).backward()
-                optimizers["optimizer_discriminator"].step()
-                optimizers["optimizer_discriminator"].zero_grad()
-                losses.update(d_losses)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.mean().detach())
-            count += 1
+    with StopRequest(say) as stop:
+        for epoch in range(start_epoch, epochs):
+            plan = epoch_plan(len(repeated), epoch, opts.seed, rank, world, batch)
+            skip = skip_batches if epoch == start_epoch else 0
+            loader = DataLoader(repeated, batch_size=batch, sampler=_PlanSampler(plan[skip * batch:]),
+                                num_workers=workers, drop_last=True, worker_init_fn=_quiet_worker)
+            sums: dict[str, float] = dict(carried.get("sums", {})) if skip else {}
+            count = skip
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", initial=skip,
+                       total=len(plan) // batch, disable=(rank != 0) or not opts.progress or None)
+            x = generated = None
+            try:
+                for x in bar:
+                    x = {k: v.to(device) for k, v in x.items()}
+                    losses, generated = generator_full(x, generator=_batch_generator(opts.seed, epoch, count, rank))
+                    loss = sum(v.mean() for v in losses.values())
+                    loss.backward()
+                    optimizers["optimizer_generator"].step()
+                    optimizers["optimizer_generator"].zero_grad()
+                    optimizers["optimizer_kp_detector"].step()
+                    optimizers["optimizer_kp_detector"].zero_grad()
+                    if use_gan:
+                        optimizers["optimizer_discriminator"].zero_grad()
+                        d_losses = discriminator_full(x, generated)
+                        sum(v.mean() for v in d_losses.values()).backward()
+                        optimizers["optimizer_discriminator"].step()
+                        optimizers["optimizer_discriminator"].zero_grad()
+                        losses.update(d_losses)
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.mean().detach())
+                    count += 1
+                    if rank == 0:
+                        bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
+                    if _stop_agreed(stop, distributed, device):
+                        break
+            except KeyboardInterrupt:
+                raise  # a second signal: quit at once, write nothing
+            except Exception:
+                if rank == 0 and not distributed:
+                    path = save(epoch, count, sums)
+                    log(f"error during epoch {epoch + 1}: saved {path.name} (after {count} batches); "
+                        f"resume with --checkpoint {path}")
+                raise
+            finally:
+                bar.close()
+            if stop.requested and count < len(plan) // batch:
+                if rank == 0:
+                    last_path = save(epoch, count, sums)
+                    log(f"stopped in epoch {epoch + 1} after {count} of {len(plan) // batch} batches; saved "
+                        f"{last_path.name}; resume with --checkpoint {last_path}")
+                break
+            with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                for sched in schedulers.values():
+                    sched.step()
             if rank == 0:
-                bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-        with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-            for sched in schedulers.values():
-                sched.step()
-        if rank != 0:
-            continue
-        means = {k: v / max(count, 1) for k, v in sums.items()}
-        line = f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
-        with open(log_dir / "log.txt", "a") as f:
-            f.write(line + "\n")
-        if batch is not None and generated is not None:
-            draw_visualisation(batch, generated, log_dir / "train-vis" / f"{epoch:08d}-rec.png",
-                               kp_size=max(1, tcfg.visualizer_params.kp_size // 2))
-        if (epoch + 1) % tp.checkpoint_freq == 0 or epoch + 1 == epochs:
-            last_path = save_checkpoint(
-                log_dir / f"{epoch:08d}-checkpoint.pth.tar", generator=generator, kp_detector=kp_detector,
-                discriminator=discriminator, optimizers=optimizers, epoch=epoch,
-                extra={name: _plain_scheduler_state(s) for name, s in schedulers.items()})
-            log(f"epoch {epoch + 1}: {'; '.join(f'{k} {v:.4f}' for k, v in means.items())}; saved {last_path.name}")
+                means = {k: v / max(count, 1) for k, v in sums.items()}
+                line = f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
+                with open(log_dir / "log.txt", "a") as f:
+                    f.write(line + "\n")
+                if x is not None and generated is not None:
+                    if "deformation" in generated and "deformed" not in generated:  # skipped while training
+                        with torch.no_grad():
+                            generated["deformed"] = generator.deform_input(x["source"], generated["deformation"])
+                    draw_visualisation(x, generated, log_dir / "train-vis" / f"{epoch:08d}-rec.png",
+                                       kp_size=tcfg.visualizer_params.kp_size,
+                                       draw_border=tcfg.visualizer_params.draw_border)
+                if (epoch + 1) % tp.checkpoint_freq == 0 or epoch + 1 == epochs or stop.requested:
+                    last_path = save(epoch, None, sums)
+                    log(f"epoch {epoch + 1}: {'; '.join(f'{k} {v:.4f}' for k, v in means.items())}; "
+                        f"saved {last_path.name}")
+            if stop.requested:
+                break
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     if last_path is None and rank == 0:
         existing = sorted(log_dir.glob("*-checkpoint.pth.tar"))
         last_path = existing[-1] if existing else None
+    if stop.requested:
+        raise Interrupted(stop.requested, last_path, f"training stopped by {stop.requested}"
+                          + (f"; resume with --checkpoint {last_path}" if last_path else ""))
     return last_path
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the training process, which stops them in order."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_agreed(stop: StopRequest, distributed: bool, device: torch.device) -> bool:
+    """Whether to stop after this batch; under DDP every process must stop at the same batch."""
+    if not distributed:
+        return stop.requested is not None
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and stop.requested is None:
+        stop.requested = "peer"
+    return bool(flag.item())
 
 
 # -- evaluation --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from fomm_deploy.runtime.config import config_from_dict, resolve_config
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.errors import FommError, Interrupted
 from fomm_deploy.training.checkpoint import load_checkpoint, read_checkpoint
 from fomm_deploy.training.data import Augmenter, DatasetError, FramesDataset, read_video
 from fomm_deploy.training.losses import GeneratorFullModel, Transform, Vgg19
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_train_config(**train):
     data = resolve_config("tiny-test").to_dict()
-    data["train_params"].update(perceptual_backbone="pixel", batch_size=2, num_repeats=1, num_epochs=2,
-                                checkpoint_freq=1, scales=[1, 0.5], **train)
+    data["train_params"].update({**dict(perceptual_backbone="pixel", batch_size=2, num_repeats=1, num_epochs=2,
+                                        checkpoint_freq=1, scales=[1, 0.5]), **train})
     return config_from_dict(data, name="tiny-train")
 
 
@@ -123,10 +123,16 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     with VideoWriter(one, 25, (128, 128)) as w:
         w.write(frame)
     (root / "train" / "empty").mkdir()
+    mixed = root / "train" / "mixed sizes"  # a frame folder whose frames differ in size
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / "0000.png"), np.zeros((128, 128, 3), np.uint8))
+    cv2.imwrite(str(mixed / "0001.png"), np.zeros((96, 128, 3), np.uint8))
     messages = []
     ds = FramesDataset(root, (128, 128, 3), is_train=True, log=messages.append)
-    assert len(ds.videos) == 2 and sorted(p.name for p in ds.skipped) == ["broken.mp4", "empty", "short.mp4"]
-    assert len(messages) == 3 and any("at least 2 are needed" in m for m in messages)
+    assert len(ds.videos) == 2
+    assert sorted(p.name for p in ds.skipped) == ["broken.mp4", "empty", "mixed sizes", "short.mp4"]
+    assert len(messages) == 4 and any("at least 2 are needed" in m for m in messages)
+    assert any("frames differ in size: 0000.png is 128x128, 0001.png is 128x96" in m for m in messages)
     item = ds[0]
     assert item["source"].shape == (3, 128, 128) and item["driving"].dtype == torch.float32
 
@@ -257,6 +263,12 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     res = subprocess.run([str(script), "--config", "tiny-test", "--data", str(synthetic_data), "--log-dir",
                           str(tmp_path / "v")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode != 0 and "--vgg19 PATH" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "v").exists()  # a run that failed before training leaves no log folder
+    res = subprocess.run([str(script), "--config", "tiny-test", "--data", str(tmp_path / "nope"), "--log-dir",
+                          str(tmp_path / "w")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode != 0 and "dataset folder not found" in res.stderr and "VGG19" not in res.stderr
+    res = run("--device", "mps")
+    assert res.returncode != 0 and "use cpu, cuda or cuda:N" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_data):
@@ -267,6 +279,7 @@ def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_d
                               "-m", "fomm_deploy.training.cli", "--config", str(cfg), "--data", str(synthetic_data), "--log-dir",
                               str(log_dir), "--epochs", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 processes: global batch 2 = 2 x 1" in res.stderr  # upstream's batch_size is the global batch
     assert sorted(p.name for p in log_dir.glob("*.pth.tar")) == ["00000000-checkpoint.pth.tar"]
     assert len((log_dir / "log.txt").read_text().splitlines()) == 1  # only rank 0 writes
     load_checkpoint(log_dir / "00000000-checkpoint.pth.tar", tiny_train_config())
@@ -287,3 +300,165 @@ def test_animate_mode_reads_the_pairs_list(tmp_path, synthetic_data):
     written = animate_pairs(config_from_dict(data), path, synthetic_data, tmp_path / "anim", log=messages.append)
     assert [p.name for p in written] == [f"{name}-by-{name}.mp4"]
     assert any("not in the test set" in m for m in messages)
+
+
+# -- resume, interruption, schedule, batch, visualisation (issue 16) ------------------------------------------
+
+
+def test_scheduled_rate_is_closed_form():
+    from fomm_deploy.training.train import scheduled_lr
+
+    assert scheduled_lr(2e-4, (60, 90), 59) == pytest.approx(2e-4)
+    assert scheduled_lr(2e-4, (60, 90), 60) == pytest.approx(2e-5)
+    assert scheduled_lr(2e-4, (60, 90), 100) == pytest.approx(2e-6)  # a vox checkpoint at epoch 99 resumes here
+
+
+def _lrs(path):
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: raw[k]["param_groups"][0]["lr"] for k in ("optimizer_generator", "optimizer_kp_detector")}
+
+
+def test_upstream_checkpoint_resumes_at_the_rate_of_its_epoch(tmp_path, synthetic_data):
+    # An upstream-layout checkpoint: no scheduler states, epoch 2, its optimizers already decayed once by
+    # upstream's scheduler (milestone at 2). Resuming trains epoch 3 at 2e-5, not at 2e-6.
+    cfg = tiny_train_config(epoch_milestones=[2], num_epochs=4)
+    first = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "ours", epochs=1, workers=0,
+                                    progress=False), log=lambda m: None)
+    raw = torch.load(first, map_location="cpu", weights_only=True)
+    upstream = {k: v for k, v in raw.items() if not k.startswith("scheduler_") and k != "fomm_progress"}
+    upstream["epoch"] = 2
+    for k in ("optimizer_generator", "optimizer_kp_detector", "optimizer_discriminator"):
+        for group in upstream[k]["param_groups"]:
+            group["lr"] = 2e-5
+    up_path = tmp_path / "upstream" / "00000002-checkpoint.pth.tar"
+    up_path.parent.mkdir()
+    torch.save(upstream, up_path)
+    messages = []
+    resumed = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "upstream", checkpoint=up_path,
+                                      epochs=4, workers=0, progress=False), log=messages.append)
+    assert resumed.name == "00000003-checkpoint.pth.tar"  # one epoch: the one after the checkpoint's
+    assert _lrs(resumed) == pytest.approx({"optimizer_generator": 2e-5, "optimizer_kp_detector": 2e-5})
+    assert any("without scheduler states" in m for m in messages)
+    # Our own checkpoints carry their scheduler states: resuming one at the milestone keeps the same rate.
+    ours = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "ours", epochs=3, workers=0,
+                                   checkpoint=first, progress=False), log=lambda m: None)
+    assert _lrs(ours) == pytest.approx({"optimizer_generator": 2e-5, "optimizer_kp_detector": 2e-5})
+    with pytest.raises(FommError, match="already trained 4 of 4 epochs"):
+        train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "upstream", checkpoint=resumed,
+                                workers=0, progress=False), log=lambda m: None)
+
+
+def _interrupt_at_sample(monkeypatch, k: int):
+    """Deliver a real SIGINT to this process while the k-th training sample is being loaded."""
+    import signal
+
+    from fomm_deploy.training.data import FramesDataset
+
+    original = FramesDataset.__getitem__
+    calls = {"n": 0}
+
+    def loading(self, item):
+        calls["n"] += 1
+        if calls["n"] == k:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, item)
+
+    monkeypatch.setattr(FramesDataset, "__getitem__", loading)
+    return lambda: monkeypatch.setattr(FramesDataset, "__getitem__", original)
+
+
+def test_sigint_writes_a_checkpoint_that_resumes_exactly(tmp_path, synthetic_data, monkeypatch):
+    cfg = tiny_train_config(num_repeats=3)  # 2 epochs of several batches
+    opts = dict(data=synthetic_data, workers=0, progress=False)
+    straight = train(cfg, TrainOptions(log_dir=tmp_path / "a", **opts), log=lambda m: None)
+    restore = _interrupt_at_sample(monkeypatch, k=len(FramesDataset(synthetic_data, (128, 128, 3)).videos) * 3 + 3)
+    messages = []
+    with pytest.raises(Interrupted) as info:
+        train(cfg, TrainOptions(log_dir=tmp_path / "b", **opts), log=messages.append)
+    restore()
+    stopped = info.value.checkpoint
+    assert info.value.signal_name == "SIGINT" and stopped.name == "00000001-interrupted-checkpoint.pth.tar", messages
+    assert (tmp_path / "b" / "00000000-checkpoint.pth.tar").is_file()  # the completed epoch is kept
+    raw = read_checkpoint(stopped)
+    assert raw["epoch"] == 0 and raw["fomm_progress"]["epoch"] == 1 and raw["fomm_progress"]["batches_done"] == 2
+    assert any("SIGINT" in m for m in messages) and any("stopped in epoch 2 after 2" in m for m in messages)
+    resumed = train(cfg, TrainOptions(log_dir=tmp_path / "b", checkpoint=stopped, **opts), log=lambda m: None)
+    assert resumed.name == straight.name == "00000001-checkpoint.pth.tar"
+    a, _ = _states(straight)
+    b, _ = _states(resumed)
+    for part in a:
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+    assert (tmp_path / "a" / "log.txt").read_text() == (tmp_path / "b" / "log.txt").read_text()
+
+
+def test_results_do_not_depend_on_loader_workers(tmp_path, synthetic_data):
+    cfg = tiny_train_config()
+    runs = [train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / f"w{w}", epochs=1, workers=w,
+                                    progress=False), log=lambda m: None) for w in (0, 2)]
+    a, _ = _states(runs[0])
+    b, _ = _states(runs[1])
+    for part in a:
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+
+
+def test_global_batch_is_shared_by_the_processes():
+    from fomm_deploy.training.train import epoch_plan, per_process_batch
+
+    assert per_process_batch(40, 4) == 10 and per_process_batch(2, 1) == 2
+    with pytest.raises(FommError, match="global batch and must divide evenly across 3"):
+        per_process_batch(40, 3)
+    plans = [epoch_plan(23, epoch=5, seed=1, rank=r, world=2, batch=3) for r in range(2)]
+    assert len(plans[0]) == len(plans[1]) == 9  # 23 samples -> 3 whole global batches of 6
+    positions = [i for plan in plans for i, _ in plan]
+    assert len(set(positions)) == 18 and set(positions) <= set(range(23))
+    assert epoch_plan(23, 5, 1, 0, 2, 3) == plans[0] and epoch_plan(23, 6, 1, 0, 2, 3) != plans[0]
+
+
+def test_sigterm_to_the_process_group_stops_cleanly(tmp_path, synthetic_data):
+    import os
+    import signal
+    import time
+
+    cfg_path = tmp_path / "long.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_train_config(num_repeats=6, num_epochs=50, checkpoint_freq=100).to_dict()))
+    log_dir = tmp_path / "run with space"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fomm-train"), "--config", str(cfg_path), "--data",
+                             str(synthetic_data), "--log-dir", str(log_dir), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (log_dir / "log.txt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the loader worker gets it too
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
+    assert "SIGTERM: stopping after this batch" in err and "resume with --checkpoint" in err
+    saved = sorted(log_dir.glob("*checkpoint.pth.tar"))
+    assert saved and not list(log_dir.glob("*.tmp*")) and not list(log_dir.glob(".*"))
+    raw = read_checkpoint(saved[-1])
+    assert "generator" in raw and "kp_detector" in raw
+
+
+def test_visualisation_has_upstreams_columns(golden_inputs):
+    from fomm_deploy.training.visualize import gist_rainbow, visualisation_grid
+
+    torch.manual_seed(0)
+    cfg = tiny_train_config()
+    models = build_models(cfg)
+    full = GeneratorFullModel(models.kp_detector, models.generator, None, cfg, None)
+    batch = {"source": torch.from_numpy(golden_inputs["driving"][:3]),
+             "driving": torch.from_numpy(golden_inputs["driving"][1:4])}
+    _, generated = full(batch, generator=torch.Generator().manual_seed(0))
+    generated["deformed"] = models.generator.deform_input(batch["source"], generated["deformation"])  # as train() does
+    grid = visualisation_grid(batch, generated, kp_size=5)
+    regions = cfg.num_kp + 1  # background + one per keypoint
+    # source, transformed, driving, deformed, prediction, occlusion, (sparse-deformed, mask) per region, sum
+    assert grid.shape == (3 * 128, (6 + 2 * regions + 1) * 128, 3)
+    # keypoint 3 of sample 1 is drawn in gist_rainbow(3 / 10) in the source column
+    x, y = generated["kp_source"]["value"][1, 3].detach().numpy()
+    px, py = int(128 * (x + 1) / 2), 128 + int(128 * (y + 1) / 2)
+    if 0 < px < 127 and 128 < py < 255:
+        np.testing.assert_allclose(grid[py, px] / 255, gist_rainbow(3 / 10), atol=0.01)
+    assert (grid[:, 0] == 255).all() and (grid[:, 127] == 255).all()  # upstream's white border columns

@@ -14,9 +14,10 @@ import pytest
 
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.errors import ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
-from fomm_deploy.runtime.live import LiveOptions, LiveSession, list_portraits
+from fomm_deploy.runtime.webcam.portraits import list_portraits
+from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
 
@@ -181,18 +182,18 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     animator = _animator(golden_export)
     session = LiveSession(animator, portraits, LiveOptions(camera=str(path), window=False), log=lambda m: None)
     before = animator.source_uint8().copy()
-    assert session._key(ord("n")) and session._key(ord("r")) and session._key(ord("a"))
+    assert session.handle_key(ord("n")) and session.handle_key(ord("r")) and session.handle_key(ord("a"))
     animator.set_reference(face)  # calibrated
-    session._apply_commands()
+    session.apply_commands()
     assert session.portrait_index == 1 and not np.array_equal(before, animator.source_uint8())
     assert animator.has_reference is False and animator.relative is False
-    assert session._key(ord("b")) and session.options.show_box is False
-    assert session._key(ord("q")) is False
+    assert session.handle_key(ord("b")) and session.options.show_box is False
+    assert session.handle_key(ord("q")) is False
     session.capture.cap.release()
 
 
 def test_folder_without_images(tmp_path):
-    with pytest.raises(FommError, match="folder without images"):
+    with pytest.raises(ImageError, match="folder without images"):
         list_portraits(tmp_path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +17,10 @@ from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime.errors import ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
-from fomm_deploy.runtime.webcam.portraits import list_portraits
-from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.webcam.portraits import list_portraits
+from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
 
 REPO = Path(__file__).resolve().parents[2]
 CAM_W, CAM_H, FPS = 640, 480, 25
@@ -146,12 +147,31 @@ def test_camera_lost_mid_session_reconnects_without_crashing(golden_export, clip
     session = LiveSession(_animator(golden_export), [sample_face_path()], options, camera_opener=opener,
                           log=lambda m: None)
     session.capture.reconnect_interval = 0.3
-    report = session.run()
+    # Watch the camera status while the session runs (after teardown it is "stopped" whatever happened).
+    statuses: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            status = session.capture.status
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = session.run()
+    finally:
+        done.set()
+        watcher.join(timeout=5)
     assert report.reason == "time limit"
-    assert report.reconnects >= 3  # two refused reopen attempts, then success
-    assert FlakyCamera.state["opens"] >= 4
+    # Lost once, back after the reconnect, and still running when the time limit stopped the session.
+    assert [s for s in statuses if s != "stopped"] == ["running", "lost", "running"], statuses
+    assert report.camera_status == "stopped"
+    assert report.reconnects == 3  # two refused reopen attempts, then success
+    assert FlakyCamera.state["opens"] == 4
     assert report.captured > 15 + 10  # frames arrived again after the reconnect
-    assert report.camera_status in ("running", "stopped")
 
 
 def test_slow_backend_drops_frames_instead_of_queueing(golden_export, tmp_path):
@@ -176,8 +196,10 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     face = np.rint(sample_face() * 255).astype(np.uint8)
     cv2.imwrite(str(folder / "a.png"), face[..., ::-1])
     cv2.imwrite(str(folder / "b.png"), face[:, ::-1, ::-1])  # mirrored: a different portrait
+    cv2.imwrite(str(folder / "c.jpg"), face[::-1, :, ::-1])  # upside down: three, so next != previous
+    (folder / "notes.txt").write_text("not a portrait")
     portraits = list_portraits(folder)
-    assert [p.name for p in portraits] == ["a.png", "b.png"]
+    assert [p.name for p in portraits] == ["a.png", "b.png", "c.jpg"]
     path, _ = clip
     animator = _animator(golden_export)
     session = LiveSession(animator, portraits, LiveOptions(camera=str(path), window=False), log=lambda m: None)
@@ -187,8 +209,20 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     session.apply_commands()
     assert session.portrait_index == 1 and not np.array_equal(before, animator.source_uint8())
     assert animator.has_reference is False and animator.relative is False
+    assert session._reset_framer.is_set()  # the framing thread forgets the old face box too
+    assert session.handle_key(ord("p"))
+    session.apply_commands()
+    assert session.portrait_index == 0 and np.array_equal(before, animator.source_uint8())
+    assert session.handle_key(ord("p"))  # wraps around
+    session.apply_commands()
+    assert session.portrait_index == 2
     assert session.handle_key(ord("b")) and session.options.show_box is False
+    assert session.handle_key(ord("o")) and session.options.overlay is False
+    assert session.capture.mirror() is False
+    assert session.handle_key(ord("m")) and session.capture.mirror() is True  # the capture thread sees it
+    assert session.handle_key(ord("x"))  # no action, keeps running
     assert session.handle_key(ord("q")) is False
+    assert session.handle_key(27) is False  # Esc
     session.capture.cap.release()
 
 
@@ -237,7 +271,8 @@ def test_cli_without_display_asks_for_no_window(golden_export, clip):
 def test_cli_virtual_cam_without_pyvirtualcam(golden_export, clip):
     if __import__("importlib").util.find_spec("pyvirtualcam") is not None:
         pytest.skip("pyvirtualcam is installed")
-    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], "--no-window",
+    # Camera 7 does not open: the missing package must be reported first, before the camera is tried.
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", "7", "--no-window",
                 "--virtual-cam")
     _one_line_error(res, "needs pyvirtualcam")
 

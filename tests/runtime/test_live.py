@@ -84,6 +84,11 @@ def test_session_records_and_the_crop_box_follows_the_subject(tmp_path, golden_e
     assert len(frames) == report.shown > 0
     assert frames[0].shape == (360, 480 + 360, 3)  # camera panel 640x480 scaled to 360 high | portrait
     assert report.reference_frame is not None and report.reference_frame < 10  # calibrated without a key
+    # The portrait panel: still until calibrated, then it follows the subject sliding across the room.
+    portraits = [f[:, 480:].astype(np.float32) for f in frames]
+    animated = [p for p in portraits if np.abs(p - portraits[0]).mean() > 10]
+    assert len(animated) >= len(portraits) // 2, "the portrait stayed still after calibration"
+    assert np.abs(animated[-1] - animated[0]).mean() > 5, "the portrait does not follow the camera"
     # The box centre tracks the subject's centre (x + 100) across the frame.
     centres = {i: x + s / 2 for i, x, _, s in report.boxes}
     errors = [abs(centres[i] - (xs[i] + 100)) for i in centres if i >= 5]

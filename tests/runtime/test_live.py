@@ -19,6 +19,7 @@ from fomm_deploy.runtime.errors import ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
 from fomm_deploy.runtime.webcam.portraits import list_portraits
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
 
@@ -229,6 +230,36 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     assert session.handle_key(ord("q")) is False
     assert session.handle_key(27) is False  # Esc
     session.capture.cap.release()
+
+
+def test_preview_box_overlay_and_colour_order(golden_export, clip):
+    path, _ = clip
+    session = LiveSession(_animator(golden_export), [sample_face_path()], LiveOptions(camera=str(path), window=False),
+                          log=lambda m: None)
+    session.capture.cap.release()
+    camera = np.full((CAM_H, CAM_W, 3), 100, np.uint8)  # BGR
+    portrait = np.zeros((64, 64, 3), np.uint8)
+    portrait[..., 0] = 255  # pure red, RGB
+    framed = Framed(Captured(0, time.perf_counter(), camera), (100, 60, 300), True, 3, None)
+    result = Result(framed, portrait, time.perf_counter(), calibrated=False)
+
+    canvas = session.compose(result)  # box and overlay on
+    assert canvas.shape == (360, 480 + 360, 3) and canvas.dtype == np.uint8
+    assert (canvas[:, 480:, 2] > 250).all() and (canvas[:, 480:, :2] < 5).all()  # red in BGR: the last channel
+    session.options.show_box = session.options.overlay = False
+    plain = session.compose(result)
+    assert (plain[:, :480] == 100).all()  # nothing drawn on the camera panel
+    session.options.show_box = True
+    boxed = session.compose(result)
+    left_edge = boxed[150, 70:80]  # the box's left side: x = 100 camera px = 75 preview px
+    assert left_edge[:, 1].max() > 150 and left_edge[:, 2].min() < 50  # green, not orange: a face was found
+    assert (boxed[150, 200:280] == 100).all()  # inside the box: untouched
+    assert (canvas[10:40, 8:200] != plain[10:40, 8:200]).any()  # the overlay's first line
+
+    lines = session.overlay_lines(result)
+    assert "look straight ahead: calibrating..." in lines and not any("CAMERA LOST" in line for line in lines)
+    session.capture.status = "lost"
+    assert any("CAMERA LOST" in line for line in session.overlay_lines(result))
 
 
 def test_folder_without_images(tmp_path):

@@ -15,13 +15,14 @@ import pytest
 
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
+from fomm_deploy.runtime import graphs, live
 from fomm_deploy.runtime.errors import ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
 from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
 from fomm_deploy.runtime.webcam.portraits import list_portraits
-from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
+from fomm_deploy.runtime.webcam.session import LiveOptions, LiveReport, LiveSession
 
 REPO = Path(__file__).resolve().parents[2]
 CAM_W, CAM_H, FPS = 640, 480, 25
@@ -265,6 +266,56 @@ def test_preview_box_overlay_and_colour_order(golden_export, clip):
 def test_folder_without_images(tmp_path):
     with pytest.raises(ImageError, match="folder without images"):
         list_portraits(tmp_path)
+
+
+class _Exported:
+    def __init__(self, precisions: set[str]) -> None:
+        self.precisions = precisions
+
+    def has_precision(self, precision: str) -> bool:
+        return precision in self.precisions
+
+
+def test_choose_backend(monkeypatch):
+    monkeypatch.setattr(live, "tensorrt_missing", lambda: None)  # TensorRT present
+    assert live.choose_backend("auto", _Exported({"fp32", "fp16"})) == ("tensorrt", "fp16")
+    assert live.choose_backend("auto", _Exported({"fp32"})) == ("onnxruntime", "fp32")  # no fp16 graphs
+    assert live.choose_backend("onnxruntime", _Exported({"fp32", "fp16"})) == ("onnxruntime", "fp32")
+    assert live.choose_backend("tensorrt", _Exported({"fp32"})) == ("tensorrt", "fp16")
+    monkeypatch.setattr(live, "tensorrt_missing", lambda: "no tensorrt package")
+    assert live.choose_backend("auto", _Exported({"fp32", "fp16"})) == ("onnxruntime", "fp32")
+
+
+def test_cli_options_reach_the_animator_and_the_session(golden_export, monkeypatch, tmp_path):
+    seen = {}
+    real_open_animator = graphs.open_animator
+
+    def open_animator(*args, **kwargs):
+        seen["animator"] = kwargs
+        return real_open_animator(*args, **kwargs)
+
+    class FakeSession:
+        def __init__(self, animator, portraits, options, **kwargs):
+            seen["portraits"], seen["options"] = portraits, options
+
+        def run(self):
+            return LiveReport(reason="test")
+
+    monkeypatch.setattr(graphs, "open_animator", open_animator)
+    monkeypatch.setattr(live, "LiveSession", FakeSession)
+    live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--camera", "clip.mp4",
+                    "--absolute", "--no-adapt-scale", "--no-crop", "--crop-scale", "1.5", "--smoothing", "0.2",
+                    "--mirror", "--loop", "--no-window", "--no-overlay", "--max-frames", "4", "--max-seconds", "2",
+                    "--output", str(tmp_path / "o.mp4")], standalone_mode=False)
+    assert seen["animator"]["relative"] is False and seen["animator"]["adapt_scale"] is False
+    assert seen["portraits"] == [sample_face_path()]
+    assert seen["options"] == LiveOptions(camera="clip.mp4", loop=True, crop=False, crop_scale=1.5, smoothing=0.2,
+                                          mirror=True, window=False, overlay=False, output=tmp_path / "o.mp4",
+                                          max_frames=4, max_seconds=2.0)
+    live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--no-window"],
+                   standalone_mode=False)
+    assert seen["animator"]["relative"] is True and seen["animator"]["adapt_scale"] is True
+    assert seen["options"] == LiveOptions(window=False)
 
 
 def _live(*args, env=None, cwd=None):

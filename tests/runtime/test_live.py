@@ -16,13 +16,15 @@ import pytest
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime import graphs, live
-from fomm_deploy.runtime.errors import ImageError
+from fomm_deploy.runtime.errors import BackendUnavailableError, CameraError, ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.webcam.capture import open_camera
 from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
 from fomm_deploy.runtime.webcam.portraits import list_portraits
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveReport, LiveSession
+from fomm_deploy.runtime.webcam.virtualcam import require_pyvirtualcam
 
 REPO = Path(__file__).resolve().parents[2]
 CAM_W, CAM_H, FPS = 640, 480, 25
@@ -316,6 +318,16 @@ def test_cli_options_reach_the_animator_and_the_session(golden_export, monkeypat
                    standalone_mode=False)
     assert seen["animator"]["relative"] is True and seen["animator"]["adapt_scale"] is True
     assert seen["options"] == LiveOptions(window=False)
+
+
+def test_error_types(tmp_path):
+    with pytest.raises(CameraError, match="no such camera or video file"):
+        open_camera(str(tmp_path / "missing.mp4"))
+    with pytest.raises(CameraError, match="cannot open camera 7"):
+        open_camera("7")
+    if __import__("importlib").util.find_spec("pyvirtualcam") is None:
+        with pytest.raises(BackendUnavailableError, match="needs pyvirtualcam"):
+            require_pyvirtualcam()
 
 
 def _live(*args, env=None, cwd=None):

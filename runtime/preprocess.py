@@ -12,6 +12,8 @@ import numpy as np
 from .errors import ImageError
 
 FIT_MODES = ("crop", "pad", "stretch")
+# File suffixes read as still images (lower case): the one list for portrait folders and image inputs.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def load_image(path: str | Path) -> np.ndarray:

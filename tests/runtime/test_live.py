@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,11 +15,16 @@ import pytest
 
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime import graphs, live
+from fomm_deploy.runtime.errors import BackendUnavailableError, CameraError, ImageError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
-from fomm_deploy.runtime.live import LiveOptions, LiveSession, list_portraits
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.webcam.capture import open_camera
+from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
+from fomm_deploy.runtime.webcam.portraits import list_portraits
+from fomm_deploy.runtime.webcam.session import LiveOptions, LiveReport, LiveSession
+from fomm_deploy.runtime.webcam.virtualcam import require_pyvirtualcam
 
 REPO = Path(__file__).resolve().parents[2]
 CAM_W, CAM_H, FPS = 640, 480, 25
@@ -82,6 +88,11 @@ def test_session_records_and_the_crop_box_follows_the_subject(tmp_path, golden_e
     assert len(frames) == report.shown > 0
     assert frames[0].shape == (360, 480 + 360, 3)  # camera panel 640x480 scaled to 360 high | portrait
     assert report.reference_frame is not None and report.reference_frame < 10  # calibrated without a key
+    # The portrait panel: still until calibrated, then it follows the subject sliding across the room.
+    portraits = [f[:, 480:].astype(np.float32) for f in frames]
+    animated = [p for p in portraits if np.abs(p - portraits[0]).mean() > 10]
+    assert len(animated) >= len(portraits) // 2, "the portrait stayed still after calibration"
+    assert np.abs(animated[-1] - animated[0]).mean() > 5, "the portrait does not follow the camera"
     # The box centre tracks the subject's centre (x + 100) across the frame.
     centres = {i: x + s / 2 for i, x, _, s in report.boxes}
     errors = [abs(centres[i] - (xs[i] + 100)) for i in centres if i >= 5]
@@ -145,12 +156,31 @@ def test_camera_lost_mid_session_reconnects_without_crashing(golden_export, clip
     session = LiveSession(_animator(golden_export), [sample_face_path()], options, camera_opener=opener,
                           log=lambda m: None)
     session.capture.reconnect_interval = 0.3
-    report = session.run()
+    # Watch the camera status while the session runs (after teardown it is "stopped" whatever happened).
+    statuses: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            status = session.capture.status
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = session.run()
+    finally:
+        done.set()
+        watcher.join(timeout=5)
     assert report.reason == "time limit"
-    assert report.reconnects >= 3  # two refused reopen attempts, then success
-    assert FlakyCamera.state["opens"] >= 4
+    # Lost once, back after the reconnect, and still running when the time limit stopped the session.
+    assert [s for s in statuses if s != "stopped"] == ["running", "lost", "running"], statuses
+    assert report.camera_status == "stopped"
+    assert report.reconnects == 3  # two refused reopen attempts, then success
+    assert FlakyCamera.state["opens"] == 4
     assert report.captured > 15 + 10  # frames arrived again after the reconnect
-    assert report.camera_status in ("running", "stopped")
 
 
 def test_slow_backend_drops_frames_instead_of_queueing(golden_export, tmp_path):
@@ -175,25 +205,129 @@ def test_keys_switch_portraits_and_reset(golden_export, clip, tmp_path):
     face = np.rint(sample_face() * 255).astype(np.uint8)
     cv2.imwrite(str(folder / "a.png"), face[..., ::-1])
     cv2.imwrite(str(folder / "b.png"), face[:, ::-1, ::-1])  # mirrored: a different portrait
+    cv2.imwrite(str(folder / "c.jpg"), face[::-1, :, ::-1])  # upside down: three, so next != previous
+    (folder / "notes.txt").write_text("not a portrait")
     portraits = list_portraits(folder)
-    assert [p.name for p in portraits] == ["a.png", "b.png"]
+    assert [p.name for p in portraits] == ["a.png", "b.png", "c.jpg"]
     path, _ = clip
     animator = _animator(golden_export)
     session = LiveSession(animator, portraits, LiveOptions(camera=str(path), window=False), log=lambda m: None)
     before = animator.source_uint8().copy()
-    assert session._key(ord("n")) and session._key(ord("r")) and session._key(ord("a"))
+    assert session.handle_key(ord("n")) and session.handle_key(ord("r")) and session.handle_key(ord("a"))
     animator.set_reference(face)  # calibrated
-    session._apply_commands()
+    session.apply_commands()
     assert session.portrait_index == 1 and not np.array_equal(before, animator.source_uint8())
     assert animator.has_reference is False and animator.relative is False
-    assert session._key(ord("b")) and session.options.show_box is False
-    assert session._key(ord("q")) is False
+    assert session._reset_framer.is_set()  # the framing thread forgets the old face box too
+    assert session.handle_key(ord("p"))
+    session.apply_commands()
+    assert session.portrait_index == 0 and np.array_equal(before, animator.source_uint8())
+    assert session.handle_key(ord("p"))  # wraps around
+    session.apply_commands()
+    assert session.portrait_index == 2
+    assert session.handle_key(ord("b")) and session.options.show_box is False
+    assert session.handle_key(ord("o")) and session.options.overlay is False
+    assert session.capture.mirror() is False
+    assert session.handle_key(ord("m")) and session.capture.mirror() is True  # the capture thread sees it
+    assert session.handle_key(ord("x"))  # no action, keeps running
+    assert session.handle_key(ord("q")) is False
+    assert session.handle_key(27) is False  # Esc
     session.capture.cap.release()
 
 
+def test_preview_box_overlay_and_colour_order(golden_export, clip):
+    path, _ = clip
+    session = LiveSession(_animator(golden_export), [sample_face_path()], LiveOptions(camera=str(path), window=False),
+                          log=lambda m: None)
+    session.capture.cap.release()
+    camera = np.full((CAM_H, CAM_W, 3), 100, np.uint8)  # BGR
+    portrait = np.zeros((64, 64, 3), np.uint8)
+    portrait[..., 0] = 255  # pure red, RGB
+    framed = Framed(Captured(0, time.perf_counter(), camera), (100, 60, 300), True, 3, None)
+    result = Result(framed, portrait, time.perf_counter(), calibrated=False)
+
+    canvas = session.compose(result)  # box and overlay on
+    assert canvas.shape == (360, 480 + 360, 3) and canvas.dtype == np.uint8
+    assert (canvas[:, 480:, 2] > 250).all() and (canvas[:, 480:, :2] < 5).all()  # red in BGR: the last channel
+    session.options.show_box = session.options.overlay = False
+    plain = session.compose(result)
+    assert (plain[:, :480] == 100).all()  # nothing drawn on the camera panel
+    session.options.show_box = True
+    boxed = session.compose(result)
+    left_edge = boxed[150, 70:80]  # the box's left side: x = 100 camera px = 75 preview px
+    assert left_edge[:, 1].max() > 150 and left_edge[:, 2].min() < 50  # green, not orange: a face was found
+    assert (boxed[150, 200:280] == 100).all()  # inside the box: untouched
+    assert (canvas[10:40, 8:200] != plain[10:40, 8:200]).any()  # the overlay's first line
+
+    lines = session.overlay_lines(result)
+    assert "look straight ahead: calibrating..." in lines and not any("CAMERA LOST" in line for line in lines)
+    session.capture.status = "lost"
+    assert any("CAMERA LOST" in line for line in session.overlay_lines(result))
+
+
 def test_folder_without_images(tmp_path):
-    with pytest.raises(FommError, match="folder without images"):
+    with pytest.raises(ImageError, match="folder without images"):
         list_portraits(tmp_path)
+
+
+class _Exported:
+    def __init__(self, precisions: set[str]) -> None:
+        self.precisions = precisions
+
+    def has_precision(self, precision: str) -> bool:
+        return precision in self.precisions
+
+
+def test_choose_backend(monkeypatch):
+    monkeypatch.setattr(live, "tensorrt_missing", lambda: None)  # TensorRT present
+    assert live.choose_backend("auto", _Exported({"fp32", "fp16"})) == ("tensorrt", "fp16")
+    assert live.choose_backend("auto", _Exported({"fp32"})) == ("onnxruntime", "fp32")  # no fp16 graphs
+    assert live.choose_backend("onnxruntime", _Exported({"fp32", "fp16"})) == ("onnxruntime", "fp32")
+    assert live.choose_backend("tensorrt", _Exported({"fp32"})) == ("tensorrt", "fp16")
+    monkeypatch.setattr(live, "tensorrt_missing", lambda: "no tensorrt package")
+    assert live.choose_backend("auto", _Exported({"fp32", "fp16"})) == ("onnxruntime", "fp32")
+
+
+def test_cli_options_reach_the_animator_and_the_session(golden_export, monkeypatch, tmp_path):
+    seen = {}
+    real_open_animator = graphs.open_animator
+
+    def open_animator(*args, **kwargs):
+        seen["animator"] = kwargs
+        return real_open_animator(*args, **kwargs)
+
+    class FakeSession:
+        def __init__(self, animator, portraits, options, **kwargs):
+            seen["portraits"], seen["options"] = portraits, options
+
+        def run(self):
+            return LiveReport(reason="test")
+
+    monkeypatch.setattr(graphs, "open_animator", open_animator)
+    monkeypatch.setattr(live, "LiveSession", FakeSession)
+    live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--camera", "clip.mp4",
+                    "--absolute", "--no-adapt-scale", "--no-crop", "--crop-scale", "1.5", "--smoothing", "0.2",
+                    "--mirror", "--loop", "--no-window", "--no-overlay", "--max-frames", "4", "--max-seconds", "2",
+                    "--output", str(tmp_path / "o.mp4")], standalone_mode=False)
+    assert seen["animator"]["relative"] is False and seen["animator"]["adapt_scale"] is False
+    assert seen["portraits"] == [sample_face_path()]
+    assert seen["options"] == LiveOptions(camera="clip.mp4", loop=True, crop=False, crop_scale=1.5, smoothing=0.2,
+                                          mirror=True, window=False, overlay=False, output=tmp_path / "o.mp4",
+                                          max_frames=4, max_seconds=2.0)
+    live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--no-window"],
+                   standalone_mode=False)
+    assert seen["animator"]["relative"] is True and seen["animator"]["adapt_scale"] is True
+    assert seen["options"] == LiveOptions(window=False)
+
+
+def test_error_types(tmp_path):
+    with pytest.raises(CameraError, match="no such camera or video file"):
+        open_camera(str(tmp_path / "missing.mp4"))
+    with pytest.raises(CameraError, match="cannot open camera 7"):
+        open_camera("7")
+    if __import__("importlib").util.find_spec("pyvirtualcam") is None:
+        with pytest.raises(BackendUnavailableError, match="needs pyvirtualcam"):
+            require_pyvirtualcam()
 
 
 def _live(*args, env=None, cwd=None):
@@ -236,7 +370,8 @@ def test_cli_without_display_asks_for_no_window(golden_export, clip):
 def test_cli_virtual_cam_without_pyvirtualcam(golden_export, clip):
     if __import__("importlib").util.find_spec("pyvirtualcam") is not None:
         pytest.skip("pyvirtualcam is installed")
-    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], "--no-window",
+    # Camera 7 does not open: the missing package must be reported first, before the camera is tried.
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", "7", "--no-window",
                 "--virtual-cam")
     _one_line_error(res, "needs pyvirtualcam")
 

@@ -1,0 +1,20 @@
+"""The parts of live mode (``fomm-live``), one concept per module.
+
+Pipeline (each stage its own thread, joined by newest-wins slots, so lag never accumulates):
+
+    camera -> [capture] -> newest frame -> [framing: face box, smoothed crop] -> newest crop
+           -> [inference: keypoints + generator] -> newest result -> [main: preview, recording, keys]
+
+* ``frames.py``: what travels between the stages (``Captured``, ``Framed``, ``Result``).
+* ``slots.py``: ``LatestSlot``, the one-item newest-wins mailbox between two stages.
+* ``timing.py``: ``StageTimer``, moving averages of stage times and of the output rate.
+* ``capture.py``: opening a camera, device, URL or video file; ``CaptureThread`` with reconnection.
+* ``framing.py``: ``FaceFramer``, the smoothed square crop around the face.
+* ``keys.py``: the key table (``KEYS_HELP``) and what each key means.
+* ``preview.py``: drawing the preview (camera | portrait) and its overlay text.
+* ``virtualcam.py``: sending the portrait to a virtual camera (pyvirtualcam).
+* ``portraits.py``: the portraits a session can switch between.
+* ``session.py``: ``LiveOptions``, ``LiveReport`` and ``LiveSession``, which runs it all.
+
+The command line itself is ``runtime/live.py``.
+"""

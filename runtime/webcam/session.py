@@ -1,0 +1,322 @@
+"""``LiveSession``: the threaded live pipeline, its options and its report.
+
+Threads: capture (``CaptureThread``) -> framing -> inference -> the caller's thread, which shows, records
+and sends each result and handles keys. Stages are joined by :class:`LatestSlot`, so a slow stage skips
+frames instead of queueing them; every frame carries its capture time, so latency is measured.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..preprocess import load_image
+from .capture import CaptureThread
+from .frames import Framed, Result
+from .framing import FaceFramer
+from .keys import ANIMATOR_ACTIONS, KEYS_HELP, key_action
+from .preview import compose_preview, draw_lines
+from .slots import LatestSlot
+from .timing import StageTimer
+from .virtualcam import open_virtual_cam
+
+
+@dataclass
+class LiveOptions:
+    """How a live session runs. Motion options (relative, adapt scale) belong to the animator."""
+
+    camera: str = "0"  # index, /dev/video*, URL or video file (see capture.open_camera)
+    loop: bool = False  # a video file as camera starts again at its end
+    crop: bool = True  # follow the face; False: the centre square
+    crop_scale: float = 2.0
+    smoothing: float = 0.6
+    calibrate_frames: int = 3  # steady face frames before the reference pose is taken
+    mirror: bool = False
+    window: bool = True  # show the preview window
+    overlay: bool = True
+    show_box: bool = True
+    virtual_cam: bool = False
+    output: Path | None = None  # record the preview to this .mp4
+    max_frames: int | None = None
+    max_seconds: float | None = None
+    preview_height: int = 360
+
+
+@dataclass
+class LiveReport:
+    """What a session did; ``LiveSession.run`` returns it."""
+
+    captured: int = 0  # frames the camera delivered
+    processed: int = 0  # frames the inference stage handled
+    shown: int = 0  # results shown / recorded / sent
+    dropped_capture: int = 0  # frames replaced before framing picked them up
+    dropped_framing: int = 0  # crops replaced before inference picked them up
+    latencies_ms: list[float] = field(default_factory=list)  # capture-to-display, per shown result
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # frame index, x, y, side
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    fps: float = 0.0
+    camera_status: str = ""  # CaptureThread.status at the end
+    reconnects: int = 0
+    reference_frame: int | None = None  # index of the frame that became the reference pose
+    output: Path | None = None  # the recording, when one was written
+    reason: str = ""  # why it ended
+
+
+class LiveSession:
+    """Runs the live pipeline. ``animator`` is an ``Animator`` over activated backends.
+
+    Every portrait is read when the session is built, and the camera opens then too, so bad input fails
+    before anything runs. ``run`` blocks until the camera ends, a limit is reached or the user quits.
+    The first frame with a steady face (``calibrate_frames`` in a row) becomes the reference pose.
+    ``camera_opener`` replaces ``cv2.VideoCapture``; ``log`` receives messages for the user.
+    """
+
+    def __init__(self, animator, portraits: list[Path], options: LiveOptions, *,
+                 camera_opener: Callable | None = None, log: Callable[[str], None] = print) -> None:
+        self.animator = animator
+        self.options = options
+        self.log = log
+        self.portraits = portraits
+        self.portrait_index = 0
+        # Read every portrait before the camera opens: a bad file is an error now, not mid-session.
+        self._images = [load_image(p) for p in portraits]
+        self.animator.set_source(self._images[0])
+        self.framer = FaceFramer(crop=options.crop, scale=options.crop_scale, smoothing=options.smoothing)
+        self.timer = StageTimer()
+        self.report = LiveReport()
+        self.captured_slot, self.framed_slot, self.result_slot = LatestSlot(), LatestSlot(), LatestSlot()
+        self._commands: deque = deque()
+        self._reset_framer = threading.Event()
+        self._stop = threading.Event()
+        self._mirror = options.mirror
+        self.capture = CaptureThread(options.camera, self.captured_slot, loop=options.loop,
+                                     mirror=lambda: self._mirror, opener=camera_opener)
+        self._errors: list[BaseException] = []
+        self._show_help = False
+
+    # -- worker stages ---------------------------------------------------------------------------
+
+    def _guard(self, fn):
+        def run():
+            try:
+                fn()
+            except BaseException as exc:  # surface in the main thread
+                self._errors.append(exc)
+                self._stop.set()
+        return run
+
+    def _items(self, slot: LatestSlot, between: Callable[[], None] | None = None) -> Iterator:
+        """Items from ``slot`` until it closes or the session stops; ``between`` runs before each wait."""
+        while not self._stop.is_set():
+            if between is not None:
+                between()
+            item = slot.get(timeout=0.1)
+            if item is not None:
+                yield item
+            elif slot.closed:
+                return
+
+    def _framing_loop(self) -> None:
+        import cv2
+
+        for item in self._items(self.captured_slot):
+            t0 = time.perf_counter()
+            if self._reset_framer.is_set():  # the framer belongs to this thread; others only ask
+                self._reset_framer.clear()
+                self.framer.reset()
+            box, found = self.framer.box(item.frame)
+            crop = self.framer.cut(item.frame, box)
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+            model = self.animator.prepare(crop)
+            self.timer.add("framing", (time.perf_counter() - t0) * 1000)
+            self.report.boxes.append((item.index, *box))
+            self.framed_slot.put(Framed(item, box, found, self.framer.stable_frames, model))
+        self.framed_slot.close()
+
+    def _inference_loop(self) -> None:
+        # Calibrated = the animator has a reference pose; only this thread sets or resets it.
+        for item in self._items(self.framed_slot, between=self.apply_commands):
+            t0 = time.perf_counter()
+            if (not self.animator.has_reference and item.face_found
+                    and item.stable_frames >= self.options.calibrate_frames):
+                self.animator.set_reference(item.crop, prepared=True)
+                self.report.reference_frame = item.captured.index
+            calibrated = self.animator.has_reference
+            if calibrated:
+                portrait = self.animator.animate_prepared(item.crop[None])[0]
+            else:  # until a well-framed reference exists, show the portrait still
+                portrait = self.animator.source_uint8()
+            t1 = time.perf_counter()
+            self.timer.add("inference", (t1 - t0) * 1000)
+            self.report.processed += 1
+            self.result_slot.put(Result(item, portrait, t1, calibrated))
+        self.result_slot.close()
+
+    def apply_commands(self) -> None:
+        """Carry out the animator commands that keys queued (the inference thread calls this between frames)."""
+        while self._commands:
+            command = self._commands.popleft()
+            if command == "reset":
+                self.animator.reset_reference()
+                self._reset_framer.set()
+                self.log("reference reset: look straight ahead")
+            elif command in ("next", "prev") and len(self._images) > 1:
+                step = 1 if command == "next" else -1
+                self.portrait_index = (self.portrait_index + step) % len(self._images)
+                self.animator.set_source(self._images[self.portrait_index])
+                self.log(f"portrait: {self.portraits[self.portrait_index].name}")
+            elif command == "relative":
+                self.animator.relative = not self.animator.relative
+                self.log("motion: " + ("relative" if self.animator.relative else "absolute"))
+
+    # -- presentation ----------------------------------------------------------------------------
+
+    def compose(self, result: Result) -> np.ndarray:
+        """Preview: camera frame with the crop box | portrait, both at ``preview_height``; BGR uint8."""
+        canvas = compose_preview(result, self.options.preview_height, show_box=self.options.show_box)
+        if self.options.overlay:
+            draw_lines(canvas, self.overlay_lines(result))
+        return canvas
+
+    def overlay_lines(self, result: Result) -> list[str]:
+        """The overlay text for this result: rate, latency, stage times, drops, camera and calibration state."""
+        ms = self.timer.mean_ms()
+        latency = (result.t_done - result.framed.captured.t_capture) * 1000
+        lines = [f"{self.timer.fps():4.1f} fps  latency {latency:5.0f} ms",
+                 "  ".join(f"{k} {v:.0f} ms" for k, v in ms.items()),
+                 f"dropped {self.captured_slot.dropped + self.framed_slot.dropped}"]
+        if self.capture.status == "lost":
+            lines.append(f"CAMERA LOST - reconnecting ({self.capture.reconnects})")
+        if not result.calibrated:
+            lines.append("look straight ahead: calibrating...")
+        if self._show_help:
+            lines += [f"{k}: {v}" for k, v in KEYS_HELP]
+        else:
+            lines.append("h: help")
+        return lines
+
+    def handle_key(self, key: int) -> bool:
+        """Handle a key (see ``keys.KEYS_HELP``); False means quit."""
+        action = key_action(key)
+        if action == "quit":
+            return False
+        if action in ANIMATOR_ACTIONS:
+            self._commands.append(action)
+        elif action == "box":
+            self.options.show_box = not self.options.show_box
+        elif action == "overlay":
+            self.options.overlay = not self.options.overlay
+        elif action == "mirror":
+            self._mirror = not self._mirror
+        elif action == "help":
+            self._show_help = not self._show_help
+            for k, v in KEYS_HELP:
+                self.log(f"  {k:<8} {v}")
+        return True
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> LiveReport:
+        """Run until the camera ends, ``max_frames`` / ``max_seconds``, or the user quits; the report.
+
+        Raises:
+            Whatever a worker thread raised, after everything is shut down.
+        """
+        import cv2
+
+        from ..video import VideoWriter
+
+        opts = self.options
+        window = "fomm-live (h: help, q: quit)"
+        writer = vcam = None
+        threads = [threading.Thread(target=self._guard(self._framing_loop), name="framing", daemon=True),
+                   threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
+        started = time.perf_counter()
+        try:
+            if opts.virtual_cam:
+                vcam = open_virtual_cam(*self.animator.frame_size[::-1], self.capture.fps)
+            self.capture.start()
+            for t in threads:
+                t.start()
+            while not self._stop.is_set():
+                result = self.result_slot.get(timeout=0.1)
+                if result is None:
+                    if self.result_slot.closed:
+                        self.report.reason = "camera stream ended"
+                        break
+                    if opts.max_seconds and time.perf_counter() - started > opts.max_seconds:
+                        self.report.reason = "time limit"
+                        break
+                    if opts.window and not self._pump(window):
+                        break
+                    continue
+                now = time.perf_counter()
+                self.timer.output(now)
+                self.report.latencies_ms.append((now - result.framed.captured.t_capture) * 1000)
+                self.report.shown += 1
+                frame = self.compose(result)
+                if opts.output is not None:
+                    if writer is None:
+                        writer = VideoWriter(opts.output, self.capture.fps, (frame.shape[1], frame.shape[0]))
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                if vcam is not None:
+                    vcam.send(result.portrait)
+                if opts.window:
+                    cv2.imshow(window, frame)
+                    if not self._pump(window):
+                        break
+                if opts.max_frames and self.report.shown >= opts.max_frames:
+                    self.report.reason = "frame limit"
+                    break
+                if opts.max_seconds and now - started > opts.max_seconds:
+                    self.report.reason = "time limit"
+                    break
+        except KeyboardInterrupt:
+            self.report.reason = "interrupted"
+        finally:
+            self._stop.set()
+            self.capture.stop()
+            for slot in (self.captured_slot, self.framed_slot, self.result_slot):
+                slot.close()
+            self.capture.join(timeout=5)
+            for t in threads:
+                t.join(timeout=5)
+            if writer is not None:
+                if self._errors:
+                    writer.abort()
+                else:
+                    self.report.output = writer.close()
+            if vcam is not None:
+                vcam.close()
+            if opts.window:
+                cv2.destroyAllWindows()
+        if self._errors:
+            raise self._errors[0]
+        r = self.report
+        r.captured, r.camera_status, r.reconnects = self.capture.captured, self.capture.status, self.capture.reconnects
+        r.dropped_capture, r.dropped_framing = self.captured_slot.dropped, self.framed_slot.dropped
+        r.stage_ms, r.fps = self.timer.mean_ms(), self.timer.fps()
+        return r
+
+    def _pump(self, window: str) -> bool:
+        """Process window events; False when the user quits or closes the window."""
+        import cv2
+
+        key = cv2.waitKey(1) & 0xFF
+        if key != 0xFF and not self.handle_key(key):
+            self.report.reason = "quit"
+            return False
+        try:
+            if self.report.shown and cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:
+                self.report.reason = "window closed"
+                return False
+        except cv2.error:
+            self.report.reason = "window closed"
+            return False
+        return True

@@ -17,9 +17,10 @@ from torch.utils.data import Dataset
 
 from .config import AugmentationParams
 from fomm_deploy.runtime.errors import DatasetError, VideoError
+from fomm_deploy.runtime.preprocess import IMAGE_SUFFIXES
 from fomm_deploy.runtime.video import VIDEO_SUFFIXES, iter_frames
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # frames in a folder, or a strip of frames
+
 
 
 def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:

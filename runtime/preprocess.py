@@ -16,34 +16,63 @@ FIT_MODES = ("crop", "pad", "stretch")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB float32 in [0, 1], (H, W, 3). Greyscale, RGBA and 16-bit files are accepted.
+MIN_SOURCE_SIDE = 32  # smaller images hold no face the model can use
+
+
+def _is_jpeg(data: np.ndarray) -> bool:
+    return data.size > 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF
+
+
+def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as RGB float32 in [0, 1], (H, W, 3), upright.
+
+    JPEG files are decoded in colour with their EXIF orientation applied (phone photos store the camera's
+    rotation there); other formats keep 16-bit depth and alpha (composited over white). Greyscale is
+    accepted. ``max_side``: a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 of its size while
+    its shorter side stays at least ``max_side`` (a 6000x4000 photo for a 256 px model costs ~1/64 of the
+    memory).
 
     Raises:
-        ImageError: missing file, or not a readable image.
+        ImageError: missing file, not a readable image, or smaller than 32 px on a side.
     """
     import cv2
 
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"image not found: {path}")
+        raise ImageError(f"image not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img = None
+    if data.size and _is_jpeg(data):
+        flag = cv2.IMREAD_COLOR
+        if max_side:
+            small = cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8)  # cheap: the size at 1/8
+            if small is not None:
+                for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                        (2, cv2.IMREAD_REDUCED_COLOR_2)):
+                    if min(small.shape[:2]) * 8 // factor >= max_side:
+                        flag = reduced
+                        break
+        img = cv2.imdecode(data, flag)  # applies the EXIF orientation
+    elif data.size:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{path} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    if min(img.shape[:2]) < MIN_SOURCE_SIDE:
+        raise ImageError(f"{path} is {img.shape[1]}x{img.shape[0]} px, too small to hold a face; use a portrait "
+                         f"of at least {MIN_SOURCE_SIDE} px on each side (the model works on its frame size, "
+                         "e.g. 256x256)")
     return to_rgb_float(img, bgr=True)
 
 
-def load_source(path: str | Path) -> np.ndarray:
+def load_source(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     """A source image file, or the first frame of a video file; RGB float32 in [0, 1]."""
     from .video import VIDEO_SUFFIXES, iter_frames
 
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-
         for frame in iter_frames(path):
             return to_rgb_float(frame)
-    return load_image(path)
+    return load_image(path, max_side=max_side)
 
 
 def to_rgb_float(img: np.ndarray, *, bgr: bool = False) -> np.ndarray:

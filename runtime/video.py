@@ -25,11 +25,27 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What a driving video's container says about it.
+
+    ``fps`` is the nominal frame rate (ffmpeg's ``tbr``: for a variable-frame-rate phone clip the rate of its
+    fastest part), used as the output's constant rate; ``average_fps`` is frames over duration.
+    ``video_start`` / ``audio_start`` are the streams' start times in seconds on the container's clock
+    (a phone clip may start its video after its audio); ``duration`` is the container's, 0 if unknown.
+    """
+
     path: Path
     fps: float
     frame_count: int  # as reported by the container; may be an estimate
     width: int
     height: int
+    average_fps: float = 0.0
+    video_start: float = 0.0
+    audio_start: float | None = None  # None: no audio stream
+    duration: float = 0.0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_start is not None
 
 
 def ffmpeg_exe() -> str:
@@ -40,82 +56,204 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@dataclass(frozen=True)
+class _Probe:
+    video: bool  # a real video stream (cover art does not count)
+    cover_art: bool
+    audio: bool
+    tbr: float
+    video_start: float | None
+    audio_start: float | None
+    container_start: float
+    duration: float
+    error: str  # ffmpeg's complaint when it cannot read the file at all
+
+
+def _probe(path: str | Path) -> _Probe:
+    """What ``ffmpeg -i`` says about a media file (ffprobe is not shipped with imageio-ffmpeg)."""
+    try:
+        res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
+                             timeout=60)
+        text = res.stderr
+    except (OSError, subprocess.TimeoutExpired, VideoError):
+        text = ""
+    video = audio = cover = False
+    tbr = 0.0
+    vstart = astart = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Stream #\d+:\d+.*?: (\w+):(.*)", line)
+        if not m:
+            continue
+        kind, rest = m.groups()
+        start = re.search(r"start (-?\d+(?:\.\d+)?)", rest)
+        if kind == "Video":
+            if "(attached pic)" in rest:
+                cover = True
+                continue
+            if not video:
+                video = True
+                rate = re.search(r"(\d+(?:\.\d+)?)(k?) tbr", rest)
+                if rate:
+                    tbr = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+                vstart = float(start.group(1)) if start else None
+        elif kind == "Audio" and not audio:
+            audio = True
+            astart = float(start.group(1)) if start else None
+    cstart = re.search(r"Duration: [^,]+, start: (-?\d+(?:\.\d+)?)", text)
+    dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    container_start = float(cstart.group(1)) if cstart else 0.0
+    duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else 0.0
+    errors = [ln.strip() for ln in text.splitlines() if str(path) in ln and ":" in ln and "Input #" not in ln]
+    return _Probe(video, cover, audio, tbr, vstart, astart, container_start, duration, errors[-1] if errors else "")
+
+
 def open_video(path: str | Path) -> tuple["object", VideoInfo]:
-    """Open a video file with OpenCV.
+    """Open a video file with OpenCV, and read what its container says about timing and audio.
 
     Raises:
-        VideoError: missing or unreadable file, or a video without frames.
+        VideoError: a URL, a missing, truncated or unreadable file, an audio-only file (cover art included),
+            or a video without decodable frames. The message says which and what to do.
     """
     import cv2
 
+    text = str(path)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        raise VideoError(f"{text}: URLs are not supported; download the video and pass the file")
     path = Path(path)
     if not path.is_file():
-        raise VideoError(f"video not found: {path}")
+        raise VideoError(f"video not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    probe = _probe(path)
+    if probe.audio and not probe.video:
+        what = " (its only picture is cover art)" if probe.cover_art else ""
+        raise VideoError(f"{path} has no video stream (audio only{what}); pass a video with frames")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        streams = _streams(path)
-        if "Audio" in streams and "Video" not in streams:
-            raise VideoError(f"{path} has no video stream (audio only); pass a video with frames")
-        raise VideoError(f"{path} is not a video OpenCV can read (try converting it to H.264 MP4)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    info = VideoInfo(path, fps if fps > 0 else 25.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
-                     int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if "moov atom not found" in probe.error or _iso_media_truncated(path):
+            raise VideoError(f"{path} is truncated (its index is missing: the recording or the copy did not "
+                             "finish); copy or export it again")
+        if probe.video:
+            raise VideoError(f"{path} has a video stream OpenCV cannot decode; convert it to H.264 MP4 "
+                             "(ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)")
+        raise VideoError(f"{path} is not a video OpenCV can read (ffmpeg finds no video stream in it)")
+    avg = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    fps = probe.tbr if 0 < probe.tbr <= 240 else (avg if avg > 0 else 25.0)
+    origin = probe.container_start
+    vstart = (probe.video_start if probe.video_start is not None else origin) - origin
+    astart = None if not probe.audio else (probe.audio_start if probe.audio_start is not None else origin) - origin
+    info = VideoInfo(path, float(fps), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+                     int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     average_fps=float(avg), video_start=max(0.0, vstart),
+                     audio_start=None if astart is None else max(0.0, astart), duration=probe.duration)
     return cap, info
 
 
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Frames of a video as RGB uint8 (H, W, 3). Raises VideoError if it has none."""
+def _iso_media_truncated(path: Path) -> bool:
+    """Whether an MP4/MOV file (ISO base media) ends inside a box or has no ``moov`` index: a copy or a
+    recording that did not finish."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8 or head[4:8] != b"ftyp":
+                return False
+            pos, seen_moov = 0, False
+            while pos < size:
+                f.seek(pos)
+                header = f.read(16)
+                if len(header) < 8:
+                    return True
+                box, kind = struct.unpack(">I", header[:4])[0], header[4:8]
+                if box == 1 and len(header) == 16:
+                    box = struct.unpack(">Q", header[8:16])[0]
+                elif box == 0:
+                    box = size - pos
+                if box < 8 or pos + box > size:
+                    return True
+                seen_moov |= kind == b"moov"
+                pos += box
+            return not seen_moov
+    except OSError:
+        return False
+
+
+def iter_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
+    """Frames of a video as (RGB uint8 (H, W, 3), presentation time in seconds on the container's clock).
+
+    Times follow the file's timestamps, so a variable-frame-rate clip keeps its timing and a video stream
+    that starts after its audio starts at ``info.video_start``. They never decrease.
+
+    Raises:
+        VideoError: as :func:`open_video`, or when no frame can be decoded.
+    """
     import cv2
 
-    cap, _ = open_video(path)
-    count = 0
+    cap, info = open_video(path)
+    count, last = 0, -1.0
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
+            pos = cap.get(cv2.CAP_PROP_POS_MSEC)
+            t = info.video_start + (pos / 1000.0 if pos >= 0 else count / info.fps)
+            t = max(t, last + 1e-6) if count else t
+            last = t
             count += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), t
     finally:
         cap.release()
     if count == 0:
-        raise VideoError(f"{path} has no frames that can be decoded")
+        raise VideoError(f"{path} has no frames that can be decoded (0 frames)")
 
 
-def _streams(path: str | Path) -> set[str]:
-    """Kinds of streams ffmpeg finds in a media file ('Video', 'Audio', ...); empty if unreadable."""
-    try:
-        res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
-                             timeout=60)
-    except (OSError, subprocess.TimeoutExpired, VideoError):
-        return set()
-    return set(re.findall(r"Stream #\d+:\d+.*?: (\w+):", res.stderr))
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Frames of a video as RGB uint8 (H, W, 3). Raises VideoError if it has none."""
+    for frame, _ in iter_timed_frames(path):
+        yield frame
 
 
 def has_audio(path: str | Path) -> bool:
     """Whether a media file has an audio stream (asks ffmpeg)."""
-    return "Audio" in _streams(path)
+    return _probe(path).audio
 
 
 class VideoWriter:
     """H.264 (yuv420p) MP4 writer; ``close()`` publishes the file, ``abort()`` (or an exception) removes it.
 
+    Frames go either one after another (``write(frame)``: one frame each ``1/fps``) or at their own times
+    (``write(frame, t)``, ``t`` in seconds from the start of the output): the file then has a constant
+    ``fps``, each frame held until the next one's time (repeated, or dropped when two fall in one frame
+    period), so it lasts as long as the frames' times say, and ``close(end=T)`` holds the last frame until
+    ``T`` (a live recording lasts as long as the session; without ``end`` it is shown as long as the frame
+before it). ``frames`` counts the frames in the file.
+
+    Audio (``audio_from``): the first audio stream of that file, from ``audio_start`` seconds on (AAC),
+    padded with silence or cut so that it ends with the video.
+
+    ffmpeg runs in its own session, so a Ctrl-C to the terminal's process group reaches only this process,
+    which then finishes (or aborts) the file itself.
+
     Args:
         path: output ``.mp4``.
-        fps: frame rate.
+        fps: frame rate of the file.
         size: (width, height); both must be even for yuv420p.
-        audio_from: a media file whose first audio stream is copied in (AAC), if it has one.
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, audio_from: str | Path | None = None,
-                 crf: int = 18) -> None:
+                 audio_start: float = 0.0, crf: int = 18) -> None:
         self.path = Path(path)
         self.size = size
+        self.fps = float(fps)
+        if not self.fps > 0:
+            raise VideoError(f"frame rate must be positive, got {fps}")
         w, h = size
         if w % 2 or h % 2:
             raise VideoError(f"H.264 needs even frame sizes, got {w}x{h}")
         if self.path.is_dir():
             raise VideoError(f"output path {self.path} is a folder; give a file name such as result.mp4")
+        self.with_audio = audio_from is not None and has_audio(audio_from)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
@@ -123,32 +261,71 @@ class VideoWriter:
         except OSError as exc:
             raise VideoError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._tmp = Path(tmp)
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:.6f}", "-i", "-"]
-        self.with_audio = audio_from is not None and has_audio(audio_from)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:.6f}", "-i", "-"]
         if self.with_audio:
-            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k",
-                    "-shortest"]
+            if audio_start > 0:
+                cmd += ["-ss", f"{audio_start:.6f}"]
+            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-af", "apad", "-c:a", "aac",
+                    "-b:a", "160k", "-shortest"]
         cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",
                 "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.frames = 0
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self.frames = 0  # frames in the file so far
+        self.received = 0  # frames given to write()
+        self._held: np.ndarray | None = None  # timed mode: the frame waiting for the next one's time
+        self._held_slot = 0
+        self._last_gap = 1  # frame periods the last frame before the held one was shown for
+        self._timed: bool | None = None
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append an RGB uint8 frame of the writer's size."""
+    def _check(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
             raise VideoError(f"frame must be uint8 ({self.size[1]}, {self.size[0]}, 3), got {frame.dtype} {frame.shape}")
-        try:
-            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        except BrokenPipeError:
-            err = self._proc.stderr.read().decode(errors="replace").strip()
-            self.abort()
-            raise VideoError(f"ffmpeg stopped while writing {self.path}: {err[-300:]}") from None
-        self.frames += 1
+        return np.ascontiguousarray(frame)
 
-    def close(self) -> Path:
+    def _emit(self, frame: np.ndarray, times: int = 1) -> None:
+        data = frame.tobytes()
+        try:
+            for _ in range(times):
+                self._proc.stdin.write(data)
+                self.frames += 1
+        except (BrokenPipeError, OSError):
+            err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc else ""
+            self.abort()
+            raise VideoError(f"ffmpeg stopped while writing {self.path}: {err[-300:] or 'no reason given'}") from None
+
+    def write(self, frame: np.ndarray, t: float | None = None) -> None:
+        """Append an RGB uint8 frame of the writer's size; ``t``: its time in seconds (see the class doc)."""
+        if self._proc is None:
+            raise VideoError(f"{self.path} is already closed")
+        timed = t is not None
+        if self._timed is None:
+            self._timed = timed
+        elif self._timed != timed:
+            raise VideoError("give every frame a time, or none")
+        frame = self._check(frame)
+        self.received += 1
+        if not timed:
+            self._emit(frame)
+            return
+        slot = max(0, int(round(float(t) * self.fps)))
+        if self._held is not None and slot > self._held_slot:
+            self._last_gap = slot - self._held_slot
+            self._emit(self._held, self._last_gap)
+            self._held_slot = slot
+        elif self._held is None:
+            self._held_slot = 0 if self.frames == 0 else slot  # the first frame also covers the time before it
+        self._held = frame.copy()
+
+    def close(self, end: float | None = None) -> Path:
+        """Finish and publish the file. ``end``: hold the last frame until this time (timed mode)."""
         if self._proc is None:
             return self.path
+        if self._held is not None:
+            # The last frame is shown until ``end``, or for as long as the frame before it was.
+            last = max(1, int(round(end * self.fps)) - self._held_slot) if end is not None else self._last_gap
+            self._emit(self._held, last)
+            self._held = None
         self._proc.stdin.close()
         err = self._proc.stderr.read().decode(errors="replace").strip()
         code = self._proc.wait()
@@ -167,6 +344,11 @@ class VideoWriter:
             self._proc.wait()
             self._proc = None
         self._tmp.unlink(missing_ok=True)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video in the file so far."""
+        return self.frames / self.fps
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -43,9 +43,15 @@ def test_load_image_formats(tmp_path, face, kind):
 
 
 def test_transparent_pixels_become_white(tmp_path):
-    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba = np.zeros((40, 40, 4), np.uint8)
     cv2.imwrite(str(tmp_path / "t.png"), rgba)
     np.testing.assert_allclose(load_image(tmp_path / "t.png"), 1.0)
+
+
+def test_an_image_too_small_to_hold_a_face(tmp_path):
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match="1x1 px, too small"):
+        load_image(tmp_path / "dot.png")
 
 
 def test_not_an_image(tmp_path):

@@ -1,0 +1,117 @@
+"""Awkward real-world media, made by the tests themselves with the ffmpeg that imageio-ffmpeg ships.
+
+Every file is generated: phone-like clips (audio a little shorter than the video, a variable frame rate,
+a video stream that starts after its audio), a JPEG with EXIF orientation 6, and broken inputs
+(truncated, audio only, an MP3 with cover art, a one-frame video, an image too small to use).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fomm_deploy.runtime.video import ffmpeg_exe
+
+
+def ffmpeg(*args: str) -> None:
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def frame_marker(rate: float, seconds: float, size: int = 64) -> str:
+    """lavfi source whose frame at time t shows a white bar at x = 40 t px (mod the width): its time, readable back."""
+    return (f"color=c=black:s={size}x{size}:r={rate}:d={seconds},"
+            f"drawbox=x='mod(t*40,{size - 8})':y=0:w=8:h={size}:c=white:t=fill")
+
+
+def bar_position(frame: np.ndarray) -> float:
+    """Where the white bar of :func:`frame_marker` is (its left edge, px)."""
+    column = frame[..., :3].astype(float).mean(axis=(0, 2))
+    return float(np.argmax(column > 128))
+
+
+def vfr_clip(path: Path, size: int = 64) -> Path:
+    """1 s at 50 fps then 1 s at 10 fps (timestamps say so), no audio; the bar moves 40 px/s."""
+    ffmpeg("-f", "lavfi", "-i", frame_marker(50, 1, size), "-f", "lavfi", "-i", frame_marker(10, 1, size),
+           "-filter_complex", "[0:v]setpts=PTS-STARTPTS[a];[1:v]setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v]",
+           "-map", "[v]", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def beep_expr(at: float) -> str:
+    return f"aevalsrc='if(between(t,{at},{at + 0.1}),0.8*sin(2*PI*1000*t),0)':s=44100:d=3"
+
+
+def offset_clip(path: Path, video_start: float = 1.0, beep_at: float = 1.5, size: int = 64) -> Path:
+    """Audio from 0 s with a beep at ``beep_at``; the video stream starts at ``video_start`` (2 s long)."""
+    ffmpeg("-f", "lavfi", "-i", frame_marker(25, 2, size), "-f", "lavfi",
+           "-i", beep_expr(beep_at), "-filter_complex", f"[0:v]setpts=PTS-STARTPTS+{video_start}/TB[v]",
+           "-map", "[v]", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))
+    return path
+
+
+def short_audio_clip(path: Path, seconds: float = 2.0, audio_seconds: float = 1.9, size: int = 64,
+                     fps: int = 25) -> Path:
+    """A clip whose audio ends ``seconds - audio_seconds`` early, as phone recordings do."""
+    ffmpeg("-f", "lavfi", "-i", frame_marker(fps, seconds, size), "-f", "lavfi",
+           "-i", f"sine=frequency=440:duration={audio_seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
+    return path
+
+
+def mp3_with_cover(path: Path, cover: Path) -> Path:
+    cv2.imwrite(str(cover), np.full((64, 64, 3), 128, np.uint8))
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-i", str(cover), "-map", "0:a", "-map", "1:v",
+           "-c:a", "libmp3lame", "-c:v", "mjpeg", "-disposition:v", "attached_pic", str(path))
+    return path
+
+
+def truncated(path: Path, source: Path) -> Path:
+    """The first 60% of an MP4 whose index (moov) is at its end: what an interrupted copy leaves."""
+    full = path.with_name(path.stem + "-full.mp4")
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=25:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(full))
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    full.unlink()
+    return path
+
+
+def exif_rotated_jpeg(path: Path, image: np.ndarray, orientation: int = 6) -> Path:
+    """``image`` (BGR) stored as a JPEG with an EXIF orientation tag, as phone cameras write it."""
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    # TIFF header (little endian), one IFD entry: 0x0112 Orientation, SHORT, count 1, value.
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) \
+        + struct.pack("<I", 0)
+    exif = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    data = jpeg.tobytes()
+    path.write_bytes(data[:2] + app1 + data[2:])
+    return path
+
+
+def decoded_audio(path: Path, rate: int = 8000) -> np.ndarray:
+    """The first audio stream of a file as mono float32 samples at ``rate`` Hz."""
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
+                          "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"], capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return np.frombuffer(res.stdout, np.float32)
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n

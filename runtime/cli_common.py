@@ -1,8 +1,12 @@
-"""What every fomm-* command shares: user errors become one line on stderr and a non-zero exit."""
+"""What every fomm-* command shares: user errors become one line on stderr and a non-zero exit, and
+SIGINT / SIGTERM unwind the command like an exception, so that nothing half-written is left behind."""
 
 from __future__ import annotations
 
 import functools
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,14 +15,34 @@ import click
 from .errors import FommError
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``str()`` is the signal's name. A KeyboardInterrupt, so ``with`` blocks
+    (video writers, staging folders) run their clean-up on the way out."""
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn FommError (config, checkpoint, input problems) into ``click.ClickException``: no traceback."""
+    """Run a command with one-line errors (``FommError`` -> ``click.ClickException``, no traceback) and with
+    SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return fn(*args, **kwargs)
         except FommError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            name = str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT"
+            click.echo(f"stopped by {name}; nothing half-written was left behind", err=True)
+            sys.exit(128 + int(signal.Signals[name]))
+        finally:
+            for sig, handler in (previous or {}).items():
+                signal.signal(sig, handler)
 
     return wrapper

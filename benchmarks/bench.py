@@ -10,7 +10,6 @@ same run are what carries over between machines.
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import itertools
 import json
 import os
@@ -81,7 +80,10 @@ def _peak_rss_mb() -> float:
 
 
 def machine_info() -> dict[str, str]:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": str(os.cpu_count())}
+    """The machine (platform, CPU, cores, GPU) and the tool versions (``manifest.tool_versions``) of a run."""
+    from fomm_deploy.runtime.manifest import tool_versions
+
+    info = {"platform": platform.platform(), "cores": str(os.cpu_count())}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -95,12 +97,7 @@ def machine_info() -> dict[str, str]:
         info["gpu"] = res.stdout.strip() or "none"
     else:
         info["gpu"] = "none"
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "opencv-python", "fomm-deploy"):
-        try:
-            info[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return info
+    return {**info, **tool_versions()}
 
 
 # -- inputs ------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def _size(n: int) -> str:
               help="Output folder for the graphs and manifest.json.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="fp32", show_default=True,
               help="fp32 graphs only; fp16 adds mixed-precision *.fp16.onnx (TensorRT, GPUs); int8 adds *.int8.onnx "
-                   "(ONNX Runtime on CPU); all adds both. The fp32 graphs are always written, as the reference.")
+                   "(ONNX Runtime on CPU; the keypoint detector and source encoder stay fp32); all adds both. The fp32 graphs are always written, as the reference.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Video whose frames calibrate and judge the int8 graphs (default: the bundled portrait under "
                    "synthetic head motion).")

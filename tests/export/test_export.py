@@ -13,12 +13,12 @@ import onnx
 import pytest
 
 from fomm_deploy.export.checks import check_graph
-from fomm_deploy.export.exporter import ExportError, run_export
+from fomm_deploy.export.exporter import run_export
 from fomm_deploy.export.fp16 import fp16_node_types
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.config import config_from_dict, resolve_config
 from fomm_deploy.runtime.contract import FP16_BUDGET, INT8_BUDGET, OPSET, Budget, graph_specs
-from fomm_deploy.runtime.errors import ContractError, ParityError
+from fomm_deploy.runtime.errors import ContractError, ExportError, ParityError
 from fomm_deploy.runtime.feeds import generator_feed
 from fomm_deploy.runtime.fileio import sha256_file
 from fomm_deploy.runtime.keypoints import KP
@@ -428,7 +428,7 @@ def test_int8_quality_on_the_bundled_model(bundled_int8):
 def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
     from fomm_deploy.runtime.samples import write_sample_driving_video
 
-    from fomm_deploy.export.exporter import calibration_frames
+    from fomm_deploy.export.inputs import calibration_frames
 
     video = write_sample_driving_video(tmp_path / "clip.mp4", frames=40, size=96)
     cfg = resolve_config("tiny-test")

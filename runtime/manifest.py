@@ -2,7 +2,7 @@
 
 The manifest is written and read only through :class:`Manifest`; :func:`graph_file_name` and
 :func:`engine_file_name` are the only places that turn a graph and a precision into a file name.
-Numpy-free and torch-free: it only reads JSON and file names.
+Torch-free: it reads and writes JSON and names files.
 """
 
 from __future__ import annotations

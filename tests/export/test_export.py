@@ -24,14 +24,14 @@ from fomm_deploy.runtime.fileio import sha256_file
 from fomm_deploy.runtime.keypoints import KP
 from fomm_deploy.runtime.manifest import MANIFEST_FORMAT, graph_file_name
 from fomm_deploy.training.checkpoint import CheckpointError
+from tests.runtime.conftest import RANDOM_WEIGHTS_INT8
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
-# The golden checkpoint has random weights: no int8 quality reference (it measures 27.4 dB, below
-# INT8_BUDGET, and its export with the default budget fails, see test_int8_budget_failure_...). Tests that
-# need its int8 graphs for their structure pass this floor on purpose; int8 quality is tested on the
+# The golden checkpoint has random weights, no int8 quality reference: its export with the default int8
+# budget fails (test_int8_budget_failure_...); tests that need its int8 graphs for their structure pass this
+# floor on purpose (one definition, beside the runtime tests' golden export); int8 quality is tested on the
 # bundled trained model (test_int8_quality_on_the_bundled_model).
-RANDOM_WEIGHTS_INT8 = {"int8": Budget(kp_max_px=INT8_BUDGET.kp_max_px, prediction_min_psnr_db=20.0)}
 BUNDLED_CKPT, BUNDLED_CONFIG = REPO / "checkpoints" / "synthetic-faces.pth.tar", "synthetic-faces"
 
 

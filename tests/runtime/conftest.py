@@ -10,7 +10,7 @@ from fomm_deploy.runtime.contract import INT8_BUDGET, Budget
 
 # The golden checkpoint has random weights: its int8 graphs (27.4 dB against fp32) are below INT8_BUDGET,
 # which an export of it with the default budget rejects (tests/export). The runtime tests need the int8
-# files for their structure only, so the export passes a floor on purpose.
+# files for their structure only, so the export passes a floor on purpose (tests/export uses it too).
 RANDOM_WEIGHTS_INT8 = {"int8": Budget(kp_max_px=INT8_BUDGET.kp_max_px, prediction_min_psnr_db=20.0)}
 
 

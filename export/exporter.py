@@ -3,20 +3,23 @@
 Everything is written into a staging folder beside the output folder, checked against the graph
 contract, run in ONNX Runtime against the PyTorch model on fresh inputs, and only then renamed into
 place: an interrupted or failed export leaves nothing that looks valid.
+
+The orchestration, per graph: export fp32 and verify it against PyTorch (``contract.TOLERANCES``); then
+every reduced-precision variant of :data:`VARIANTS` (how to build it, which inputs judge it) is built and
+measured against the fp32 graph (``contract.BUDGETS``). Finally the deployed split at each reduced
+precision (``source_encoder.fp16`` feeding ``generator_frame.fp16``; at int8 the fp32 encoder feeding
+``generator_frame.int8``) is measured end to end against the fp32 reference generator and gated by the
+same budget. Comparisons are
+``runtime/compare.py``'s; file names are ``runtime/manifest.py``'s; inputs are ``inputs.py``'s.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
-import json
-import math
 import os
-import platform
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,156 +29,111 @@ import onnx
 import torch
 
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
+from fomm_deploy.runtime.compare import Comparison, compare
 from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.contract import FP16_BUDGET, OPSET, GraphSpec, graph_specs, tolerance
-from fomm_deploy.runtime.errors import ExportError, ParityError
-from fomm_deploy.runtime.fileio import make_staging_dir
-from fomm_deploy.runtime.graphs import FP32_AT_INT8
-from fomm_deploy.training.checkpoint import load_checkpoint, sha256_file
+from fomm_deploy.runtime.contract import BUDGETS, OPSET, Budget, GraphSpec, graph_specs, tolerance
+from fomm_deploy.runtime.errors import ExportError
+from fomm_deploy.runtime.fileio import make_staging_dir, sha256_file
+from fomm_deploy.runtime.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
+                                          stored_precision)
+from fomm_deploy.training.checkpoint import load_checkpoint
+from fomm_deploy.training.model.wrappers import flat_module
 
 from .checks import check_graph, stamp_io_shapes
 from .fp16 import convert_to_mixed_fp16
+from .inputs import calibration_frames, real_feeds, sample_feeds
 from .subpixel import with_subpixel_upsampling
-from fomm_deploy.training.model.wrappers import flat_module
 
 PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
-CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
-MANIFEST_FORMAT = "fomm-deploy-manifest/1"
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3
+# What a failing reduced-precision budget tells the user to do.
+BUDGET_HINTS = {
+    "fp16": "export with --precision fp32, or report the model: fp16 stays within budget on the models measured",
+    "int8": "int8 quality depends on the weights and the calibration frames: calibrate on your own footage "
+            "(--calibration VIDEO), or export without int8 (--precision fp16 or fp32); a random-weight or "
+            "barely trained model is no int8 quality reference",
+}
 
 
 @dataclass
 class GraphReport:
-    name: str  # e.g. "generator" or "generator.fp16"
+    name: str  # the manifest key, e.g. "generator" or "generator.fp16"
     file: str
     precision: str
     size_bytes: int
-    parity: dict[str, dict[str, float]]  # output -> {max_abs, mean_abs, atol} or fp16 metrics
-    summary: str
+    comparison: Comparison  # fp32: against PyTorch; fp16 / int8: against the fp32 graph
+    against: str
+
+    @property
+    def summary(self) -> str:
+        return self.comparison.summary()
 
 
 @dataclass
 class ExportResult:
     out_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     graphs: list[GraphReport] = field(default_factory=list)
+    pipelines: dict[str, Comparison] = field(default_factory=dict)
     seconds: float = 0.0
 
 
+class _Runner:
+    """ONNX Runtime sessions of the staged graphs, opened once each; runs a list of feeds, concatenated."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[Path, Any] = {}
+
+    def __call__(self, path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if path not in self._sessions:
+            self._sessions[path] = session_from_onnx(path)
+        session = self._sessions[path]
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, f) for f in feeds]
+        return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
+
+
+@dataclass
+class _Job:
+    """One export in progress: what the variant builders and judges need."""
+
+    cfg: FommConfig
+    staging: Path
+    check_feeds: dict[str, dict[str, np.ndarray]]
+    real: dict[str, dict[str, list[dict[str, np.ndarray]]]]  # "calibration" / "evaluation" -> per-graph feeds
+    run: _Runner = field(default_factory=_Runner)
+
+
 # --------------------------------------------------------------------------------------------
-# Inputs
+# Reduced-precision variants: how each is built from the fp32 graph, and on which inputs it is judged
 # --------------------------------------------------------------------------------------------
 
 
-def smooth_images(batch: int, channels: int, h: int, w: int, seed: int) -> np.ndarray:
-    """Deterministic, image-like test frames: low-frequency colour waves plus soft blobs, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    yy, xx = yy / h, xx / w
-    out = np.empty((batch, channels, h, w), np.float32)
-    for b in range(batch):
-        for c in range(channels):
-            img = np.full((h, w), 0.5)
-            for _ in range(3):
-                fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
-                img += rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)
-            for _ in range(4):
-                cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
-                img += rng.uniform(-0.3, 0.3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-            out[b, c] = np.clip(img, 0, 1)
-    return np.round(out * 255) / 255  # on the 8-bit grid, like decoded video frames
+def _build_fp16(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, out: Path) -> onnx.ModelProto:
+    return convert_to_mixed_fp16(model)
 
 
-def _source_parts(models, source: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """What the per-source split computes once per source (None without a dense-motion network)."""
-    if models.generator.dense_motion_network is None:
-        return None
-    with torch.no_grad():
-        src = torch.from_numpy(source)
-        return models.generator.encode_source(src).numpy(), models.generator.dense_motion_network.downsample(src).numpy()
+def _build_int8(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, out: Path) -> onnx.ModelProto:
+    from .quantize import quantize_int8
+
+    return onnx.load(str(quantize_int8(fp32_path, out, job.real["calibration"][name])))
 
 
-def _feeds(models, cfg: FommConfig, source: np.ndarray, kp_source: dict, parts, driving: np.ndarray
-           ) -> dict[str, dict[str, np.ndarray]]:
-    """One feed per graph for ``driving`` animating ``source`` (keypoints and split parts precomputed)."""
-    with torch.no_grad():
-        kp_driving = models.kp_detector(torch.from_numpy(driving))
-    kp = {"kp_source_value": kp_source["value"].numpy(), "kp_driving_value": kp_driving["value"].numpy()}
-    if cfg.estimate_jacobian:
-        kp["kp_source_jacobian"] = kp_source["jacobian"].numpy()
-        kp["kp_driving_jacobian"] = kp_driving["jacobian"].numpy()
-    feeds = {"kp_detector": {"image": driving}, "generator": {"source": source, **kp}}
-    if parts is not None:
-        feeds["source_encoder"] = {"source": driving}  # any frame can be a source; these vary the most
-        feeds["generator_frame"] = {"source_features": parts[0], "source_down": parts[1], **kp}
-    return feeds
+@dataclass(frozen=True)
+class Variant:
+    precision: str
+    build: Callable[[_Job, str, onnx.ModelProto, Path, Path], onnx.ModelProto]
+    judged_on: Callable[[_Job, str], list[dict[str, np.ndarray]]]  # (job, graph) -> feeds
+    inputs: str  # what judged_on is, for the reports
+    verb: str  # progress wording
 
 
-def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Inputs for every graph: smooth frames, and the keypoints the PyTorch detector finds on them."""
-    h, w = cfg.frame_size
-    source = smooth_images(batch, cfg.num_channels, h, w, seed)
-    driving = smooth_images(batch, cfg.num_channels, h, w, seed + 1000)
-    with torch.no_grad():
-        kp_source = models.kp_detector(torch.from_numpy(source))
-    return _feeds(models, cfg, source, kp_source, _source_parts(models, source), driving)
-
-
-def real_feeds(models, cfg: FommConfig, frames: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Per graph, one batch-1 feed per frame of a real clip (frames (N, H, W, 3) float32 at the model size):
-    frame 0 is the source, every frame drives it. Used to calibrate and to judge int8 graphs."""
-    clip = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
-    source = clip[:1]
-    with torch.no_grad():
-        kp_source = models.kp_detector(torch.from_numpy(source))
-    parts = _source_parts(models, source)
-    out: dict[str, list] = {name: [] for name in graph_specs(cfg)}
-    for i in range(len(clip)):
-        for name, feed in _feeds(models, cfg, source, kp_source, parts, clip[i:i + 1]).items():
-            out[name].append(feed)
-    return out
-
-
-def calibration_frames(cfg: FommConfig, video: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """Real frames at the model size for int8: (calibration frames, disjoint evaluation frames).
-
-    From ``video`` if given (a seeded draw of its frames, split in two), else the bundled portrait under
-    two different synthetic head motions."""
-    from fomm_deploy.runtime.preprocess import prepare_frame
-    from fomm_deploy.runtime.samples import head_motion, sample_face
-
-    if video is not None:
-        from fomm_deploy.runtime.video import iter_frames
-
-        frames = [prepare_frame(f, cfg.frame_size) for f in iter_frames(video)]
-        if len(frames) < 4:
-            raise ExportError(f"--calibration {video}: has {len(frames)} frames; needs at least 4")
-        order = np.random.default_rng(11).permutation(len(frames))
-        n_eval = min(EVALUATION_FRAMES, len(frames) // 4)
-        calib = sorted(order[n_eval:n_eval + CALIBRATION_FRAMES])
-        held_out = sorted(order[:n_eval])
-        return np.stack([frames[i] for i in calib]), np.stack([frames[i] for i in held_out])
-    face = prepare_frame(sample_face(), cfg.frame_size)
-    return head_motion(face, CALIBRATION_FRAMES, seed=11), head_motion(face, EVALUATION_FRAMES, seed=12)
-
-
-def _run_many(path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    session = session_from_onnx(path)
-    names = [o.name for o in session.get_outputs()]
-    runs = [session.run(names, f) for f in feeds]
-    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
-
-
-def _wrappers(models, cfg: FommConfig) -> dict[str, torch.nn.Module]:
-    return {name: flat_module(name, models, cfg.estimate_jacobian) for name in graph_specs(cfg)}
-
-
-def torch_outputs(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(feed[n]) for n in spec.input_names])
-    out = out if isinstance(out, tuple) else (out,)
-    return {n: o.numpy() for n, o in zip(spec.output_names, out)}
+VARIANTS: dict[str, Variant] = {
+    "fp16": Variant("fp16", _build_fp16, lambda job, g: [job.check_feeds[g]], "synthetic frames", "converting"),
+    "int8": Variant("int8", _build_int8, lambda job, g: job.real["evaluation"][g], "held-out real frames",
+                    "quantising (calibrated on real frames)"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,67 +161,34 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.nd
     return model
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+def torch_outputs(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(feed[n]) for n in spec.input_names])
+    out = out if isinstance(out, tuple) else (out,)
+    return {n: o.numpy() for n, o in zip(spec.output_names, out)}
+
+
+def _save(model: onnx.ModelProto, spec: GraphSpec, cfg: FommConfig, path: Path) -> Path:
+    stamp_io_shapes(model, spec)
+    check_graph(model, spec, align_corners=cfg.align_corners)
     onnx.save(model, str(path))
+    return path
 
 
-def _compare(spec: GraphSpec, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], precision: str,
-             tolerances: Callable[[str, str], float]) -> tuple[dict[str, dict[str, float]], list[str]]:
-    report, failures = {}, []
-    for name in spec.output_names:
-        err = np.abs(ours[name].astype(np.float64) - ref[name].astype(np.float64))
-        atol = tolerances(precision, name)
-        report[name] = {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "atol": atol}
-        if not np.isfinite(ours[name]).all():
-            failures.append(f"'{name}' has non-finite values")
-        elif err.max() > atol:
-            failures.append(f"'{name}' max abs error {err.max():.3g} > tolerance {atol:.3g}")
-    return report, failures
+def measure_split(job: _Job, variant: Variant) -> Comparison:
+    """``source_encoder`` at ``variant.precision`` feeding ``generator_frame`` at that precision (as the
+    Animator runs them), against the fp32 ``generator.onnx``, on the inputs that judge the variant.
 
-
-def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return _run_many(path, [feed])
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def reduced_precision_metrics(cfg: FommConfig, graph: str, ours: dict[str, np.ndarray],
-                              ref: dict[str, np.ndarray]) -> dict[str, float]:
-    """fp16 or int8 vs fp32: keypoint error in pixels of the model frame, prediction PSNR in dB."""
-    h, w = cfg.frame_size
-    if graph == "kp_detector":
-        d = np.abs(ours["kp_value"] - ref["kp_value"])
-        px = np.maximum(d[..., 0] * w / 2, d[..., 1] * h / 2)
-        out = {"kp_max_px": float(px.max()), "kp_mean_px": float(px.mean())}
-        if "kp_jacobian" in ref:
-            out["jacobian_max_abs"] = float(np.abs(ours["kp_jacobian"] - ref["kp_jacobian"]).max())
-        return out
-    if "prediction" in ref:
-        return {"prediction_psnr_db": psnr(ours["prediction"], ref["prediction"]),
-                "prediction_max_abs": float(np.abs(ours["prediction"] - ref["prediction"]).max())}
-    # Intermediate graphs (source_encoder): reported, judged through the graphs that consume them.
-    return {f"{name}_max_abs": float(np.abs(ours[name] - ref[name]).max()) for name in ref}
-
-
-def _summary(metrics: dict[str, float]) -> str:
-    if "kp_max_px" in metrics:
-        return f"{metrics['kp_max_px']:.2f} px max"
-    if "prediction_psnr_db" in metrics:
-        return f"PSNR {metrics['prediction_psnr_db']:.1f} dB"
-    return "max abs " + ", ".join(f"{v:.2g}" for v in metrics.values())
-
-
-def _fp16_failures(metrics: dict[str, float], budget: dict[str, float]) -> list[str]:
-    failures = []
-    if "kp_max_px" in metrics and metrics["kp_max_px"] > budget["kp_max_px"]:
-        failures.append(f"keypoint error {metrics['kp_max_px']:.3g} px > budget {budget['kp_max_px']} px")
-    if "prediction_psnr_db" in metrics and metrics["prediction_psnr_db"] < budget["prediction_min_psnr_db"]:
-        failures.append(f"prediction PSNR {metrics['prediction_psnr_db']:.1f} dB < budget "
-                        f"{budget['prediction_min_psnr_db']} dB")
-    return failures
+    Both are fed the PyTorch keypoints: the keypoint detector's own error is judged in pixels on its own.
+    """
+    encoder = job.staging / graph_file_name("source_encoder", variant.precision)
+    frame = job.staging / graph_file_name("generator_frame", variant.precision)
+    feeds = variant.judged_on(job, "generator")
+    kp_names = [n for n in feeds[0] if n.startswith("kp_")]
+    chained = [dict(job.run(encoder, [{"source": f["source"]}]), **{n: f[n] for n in kp_names}) for f in feeds]
+    ref = job.run(job.staging / graph_file_name("generator", "fp32"), feeds)
+    return compare(f"{encoder.name} -> {frame.name} vs generator.onnx", job.run(frame, chained), ref,
+                   precision=variant.precision, frame_size=job.cfg.frame_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,16 +247,6 @@ def build_engines(out_dir: Path, cfg: FommConfig, precisions: tuple[str, ...], l
     return paths
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "fomm-deploy", "numpy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # The whole export
 # --------------------------------------------------------------------------------------------
@@ -340,7 +255,7 @@ def _versions() -> dict[str, str]:
 def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "fp32", engine: bool = False,
                force: bool = False, progress: Callable[[str], None] | None = None,
                tolerances: Callable[[str, str], float] = tolerance,
-               fp16_budget: dict[str, float] | None = None, calibration: Path | None = None) -> ExportResult:
+               budgets: Mapping[str, Budget] | None = None, calibration: Path | None = None) -> ExportResult:
     """Export ``ckpt`` (trained with ``cfg``) to ``out_dir`` and verify it.
 
     Args:
@@ -349,111 +264,75 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
             under synthetic head motion).
         progress: called with a short description before each step.
         tolerances: (precision, output) -> max abs error allowed against PyTorch (default: the contract's table).
+        budgets: per reduced precision, a budget replacing the contract's (``contract.BUDGETS``).
     Raises:
-        ExportError, CheckpointError, ContractError, ParityError: with nothing written to ``out_dir``.
+        ExportError, InputError, CheckpointError, ContractError, ParityError: with nothing written to ``out_dir``.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     if engine:
         check_engine_prerequisites()
-    budget = dict(FP16_BUDGET, **(fp16_budget or {}))
+    chosen = [VARIANTS[p] for p in PRECISIONS[precision] if p in VARIANTS]
+    budget = {v.precision: dict(BUDGETS, **(budgets or {}))[v.precision] for v in chosen}
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    ckpt = Path(ckpt)
+    out_dir, ckpt = Path(out_dir), Path(ckpt)
     step("loading checkpoint")
     loaded = load_checkpoint(ckpt, cfg)
     staging = _prepare_out_dir(out_dir, force)
     try:
         specs = graph_specs(cfg)
-        modules = _wrappers(loaded.models, cfg)  # the reference every graph is checked against
-        traced = {name: with_subpixel_upsampling(m) for name, m in modules.items()}
+        modules = {name: flat_module(name, loaded.models, cfg.estimate_jacobian) for name in specs}  # the reference
         trace_feeds = sample_feeds(loaded.models, cfg, TRACE_BATCH, TRACE_SEED)
-        check_feeds = sample_feeds(loaded.models, cfg, CHECK_BATCH, CHECK_SEED)
-        if "int8" in PRECISIONS[precision]:
+        job = _Job(cfg, staging, sample_feeds(loaded.models, cfg, CHECK_BATCH, CHECK_SEED), {})
+        if "int8" in budget:
             calib_frames, eval_frames = calibration_frames(cfg, calibration)
-            calib_feeds = real_feeds(loaded.models, cfg, calib_frames)
-            eval_feeds = real_feeds(loaded.models, cfg, eval_frames)
+            job.real = {"calibration": real_feeds(loaded.models, cfg, calib_frames),
+                        "evaluation": real_feeds(loaded.models, cfg, eval_frames)}
         reports: list[GraphReport] = []
-        graph_entries: dict[str, Any] = {}
+        entries: dict[str, GraphEntry] = {}
+
+        def record(name: str, prec: str, path: Path, comparison: Comparison, against: str) -> None:
+            key = graph_key(name, prec)
+            reports.append(GraphReport(key, path.name, prec, path.stat().st_size, comparison, against))
+            entries[key] = GraphEntry(path.name, prec, sha256_file(path), specs[name])
+
         for name, spec in specs.items():
             step(f"exporting {name}.onnx")
-            model = export_graph(traced[name], spec, trace_feeds[name], staging / f"{name}.onnx")
-            check_graph(model, spec, align_corners=cfg.align_corners)
-            path = staging / f"{name}.onnx"
-            _save(model, path)
-            step(f"verifying {name}.onnx in ONNX Runtime")
-            ref = torch_outputs(modules[name], spec, check_feeds[name])
-            ours = run_onnx(path, check_feeds[name])
-            parity, failures = _compare(spec, ours, ref, "fp32", tolerances)
-            if failures:
-                raise ParityError(f"{name}.onnx vs PyTorch", failures)
-            worst = max(parity.items(), key=lambda kv: kv[1]["max_abs"] / kv[1]["atol"])
-            reports.append(GraphReport(name, path.name, "fp32", path.stat().st_size, parity,
-                                       f"max abs {worst[1]['max_abs']:.2g} ({worst[0]})"))
-            graph_entries[name] = {"file": path.name, "precision": "fp32", "sha256": sha256_file(path),
-                                   **spec.to_dict()}
-            if "fp16" in PRECISIONS[precision]:
-                step(f"converting {name} to fp16")
-                half = convert_to_mixed_fp16(model)
-                check_graph(half, spec, align_corners=cfg.align_corners)
-                half_path = staging / f"{name}.fp16.onnx"
-                _save(half, half_path)
-                step(f"measuring {name}.fp16.onnx against fp32")
-                ours16 = run_onnx(half_path, check_feeds[name])
-                metrics = reduced_precision_metrics(cfg, name, ours16, ours)
-                failures = _fp16_failures(metrics, budget)
-                if failures:
-                    raise ParityError(f"{name}.fp16.onnx vs {name}.onnx", failures)
-                summary = _summary(metrics)
-                reports.append(GraphReport(f"{name}.fp16", half_path.name, "fp16", half_path.stat().st_size,
-                                           {"vs_fp32": metrics}, summary))
-                graph_entries[f"{name}.fp16"] = {"file": half_path.name, "precision": "fp16",
-                                                 "sha256": sha256_file(half_path), **spec.to_dict()}
-            if "int8" in PRECISIONS[precision] and name not in FP32_AT_INT8:
-                from .quantize import quantize_int8
-
-                step(f"quantising {name} to int8 (calibrated on real frames)")
-                q_path = quantize_int8(path, staging / f"{name}.int8.onnx", calib_feeds[name])
-                q_model = onnx.load(str(q_path))
-                stamp_io_shapes(q_model, spec)
-                check_graph(q_model, spec, align_corners=cfg.align_corners)
-                _save(q_model, q_path)
-                step(f"measuring {name}.int8.onnx against fp32 on held-out real frames")
-                metrics = reduced_precision_metrics(cfg, name, _run_many(q_path, eval_feeds[name]),
-                                                    _run_many(path, eval_feeds[name]))
-                summary = _summary(metrics)
-                reports.append(GraphReport(f"{name}.int8", q_path.name, "int8", q_path.stat().st_size,
-                                           {"vs_fp32": metrics}, summary))
-                graph_entries[f"{name}.int8"] = {"file": q_path.name, "precision": "int8",
-                                                 "sha256": sha256_file(q_path), **spec.to_dict()}
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "checkpoint": {"path": str(ckpt.resolve()), "sha256": sha256_file(ckpt), "epoch": loaded.epoch},
-            "config_name": cfg.name,
-            "config": cfg.to_dict(),
-            "opset": OPSET,
-            "align_corners": cfg.align_corners,
-            "frame_size": list(cfg.frame_size),
-            "num_kp": cfg.num_kp,
-            "estimate_jacobian": cfg.estimate_jacobian,
-            "graphs": graph_entries,
-            "parity": {
-                "reference": "PyTorch model, fp32, CPU",
-                "inputs": f"smooth synthetic frames, seed {CHECK_SEED}, batch {CHECK_BATCH} (tracing used seed "
-                          f"{TRACE_SEED}, batch {TRACE_BATCH})",
-                "fp16_budget": budget,
-                "int8_inputs": (f"real frames: {calibration or 'the bundled portrait under synthetic head motion'}; "
-                                f"{len(calib_frames)} calibration frames, judged on {len(eval_frames)} other "
-                                "frames" if "int8" in PRECISIONS[precision] else None),
-                "results": {r.name: r.parity for r in reports},
-            },
-            "tools": _versions(),
-        }
-        manifest_path = staging / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+            path = staging / graph_file_name(name, "fp32")
+            model = export_graph(with_subpixel_upsampling(modules[name]), spec, trace_feeds[name], path)
+            _save(model, spec, cfg, path)
+            step(f"verifying {path.name} in ONNX Runtime")
+            ref = torch_outputs(modules[name], spec, job.check_feeds[name])
+            fp32 = compare(f"{path.name} vs PyTorch", job.run(path, [job.check_feeds[name]]), ref,
+                           frame_size=cfg.frame_size)
+            fp32.raise_for(fp32.tolerance_failures(tolerances))
+            record(name, "fp32", path, fp32, "PyTorch")
+            for variant in chosen:
+                if stored_precision(name, variant.precision) != variant.precision:
+                    continue  # this graph stays fp32 at this precision (manifest.FP32_AT_INT8)
+                step(f"{variant.verb} {name} to {variant.precision}")
+                out = staging / graph_file_name(name, variant.precision)
+                _save(variant.build(job, name, model, path, out), spec, cfg, out)
+                step(f"measuring {out.name} against fp32 on {variant.inputs}")
+                feeds = variant.judged_on(job, name)
+                result = compare(f"{out.name} vs {path.name}", job.run(out, feeds), job.run(path, feeds),
+                                 precision=variant.precision, frame_size=cfg.frame_size)
+                result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
+                record(name, variant.precision, out, result, f"fp32 ({variant.inputs})")
+        pipelines: dict[str, Comparison] = {}
+        for variant in chosen if "source_encoder" in specs else ():
+            step(f"measuring source_encoder -> generator_frame at {variant.precision} end to end")
+            result = measure_split(job, variant)
+            result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
+            pipelines[f"split.{variant.precision}"] = result
+        manifest = Manifest(
+            checkpoint=CheckpointInfo(str(ckpt.resolve()), sha256_file(ckpt), loaded.epoch),
+            config_name=cfg.name, config=cfg.to_dict(), opset=OPSET, align_corners=cfg.align_corners,
+            frame_size=tuple(cfg.frame_size), num_kp=cfg.num_kp, estimate_jacobian=cfg.estimate_jacobian,
+            graphs=entries, parity=_parity_record(reports, pipelines, budget, calibration, job))
         step("publishing")
+        manifest.write(staging)
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -462,4 +341,22 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         step("building TensorRT engines")
         trt_precisions = tuple(p for p in PRECISIONS[precision] if p in ("fp32", "fp16"))
         build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
-    return ExportResult(out_dir, manifest, reports, time.perf_counter() - t0)
+    return ExportResult(out_dir, manifest, reports, pipelines, time.perf_counter() - t0)
+
+
+def _parity_record(reports: list[GraphReport], pipelines: dict[str, Comparison], budget: dict[str, Budget],
+                   calibration: Path | None, job: _Job) -> dict[str, Any]:
+    """The manifest's ``parity`` section: what was compared with what, on which inputs, and the numbers."""
+    real = job.real.get("evaluation")
+    return {
+        "reference": "PyTorch model, fp32, CPU",
+        "inputs": f"smooth synthetic frames, seed {CHECK_SEED}, batch {CHECK_BATCH} (tracing used seed "
+                  f"{TRACE_SEED}, batch {TRACE_BATCH})",
+        "budgets": {p: b.to_dict() for p, b in budget.items()},
+        "int8_inputs": (f"real frames: {calibration or 'the bundled portrait under synthetic head motion'}; "
+                        f"{len(job.real['calibration']['kp_detector'])} calibration frames, judged on "
+                        f"{len(real['kp_detector'])} other frames" if real else None),
+        "results": {r.name: dict(r.comparison.to_dict(), against=r.against) for r in reports},
+        "pipelines": {k: dict(c.to_dict(), against="generator.onnx (fp32), both fed the PyTorch keypoints")
+                      for k, c in pipelines.items()},
+    }

@@ -1,7 +1,7 @@
 """int8 graphs for ONNX Runtime on CPU: static QDQ quantisation of the convolutional blocks.
 
 Only ``Conv`` nodes inside the heavy scopes (the same ones that run in fp16, see ``fp16.py``) are
-quantised, minus the head convolutions that feed a softmax, sigmoid or exp; the keypoint heads,
+quantised, minus the source encoder (once per source, see ``_encodes_the_source``) and the head convolutions that feed a softmax, sigmoid or exp; the keypoint heads,
 heatmaps, softmax, the 2x2 inverse, grid coordinates and GridSample stay float32. Activations are
 calibrated on real frames (the caller passes them), weights are per-channel int8, activations
 uint8. Inputs and outputs stay float32, so the graph contract is unchanged.
@@ -25,6 +25,16 @@ from .fp16 import FP16_SCOPES
 _FLOAT_CONSUMERS = {"Softmax", "Sigmoid", "Exp", "GridSample"}
 
 
+def _encodes_the_source(name: str) -> bool:
+    """The generator's source encoder (``first`` and its ``down_blocks``, not the dense-motion hourglass's).
+
+    It runs once per source, so int8 buys no per-frame time there, and quantising it cost most of the
+    int8 quality: on the bundled synthetic-faces model (ONNX Runtime CPU, AMD EPYC Zen 4) the int8
+    generator measured 29.7 dB PSNR against fp32 with a quantised encoder and 45 dB without.
+    """
+    return "/first/" in name or ("/down_blocks." in name and "/hourglass/" not in name)
+
+
 def int8_node_names(model: onnx.ModelProto) -> list[str]:
     """The Conv nodes to quantise: convolutional feature extraction, not the heads."""
     consumers: dict[str, list[str]] = {}
@@ -32,7 +42,7 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
         for i in n.input:
             consumers.setdefault(i, []).append(n.op_type)
     return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES)
+            if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
             and not any(c in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
 
 

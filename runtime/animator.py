@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .backends.base import Backend
-from .errors import FommError
+from .errors import InputError
+from .feeds import driving_inputs, kp_from_outputs, source_inputs
 from .keypoints import KP, normalize_kp
 from .preprocess import prepare_frame, to_nchw, to_uint8_hwc
 
@@ -19,7 +20,8 @@ class Animator:
     """Animate a source image with driving frames (paper Sec. 3.4, upstream ``demo.make_animation``).
 
     Args:
-        kp_detector, generator: activated backends for the two graphs.
+        kp_detector, generator: activated backends for the two graphs (``generator`` None with the split).
+        source_encoder, generator_frame: activated backends for the per-source split, instead of ``generator``.
         frame_size: the model's (H, W).
         relative: transfer relative motion (default) instead of absolute keypoints.
         adapt_scale: scale the motion by the ratio of keypoint-hull sizes (source / reference).
@@ -30,7 +32,7 @@ class Animator:
                  relative: bool = True, adapt_scale: bool = False, fit: str = "crop",
                  source_encoder: Backend | None = None, generator_frame: Backend | None = None) -> None:
         if (source_encoder is None) != (generator_frame is None) or (generator is None) == (source_encoder is None):
-            raise FommError("give the Animator either a generator, or a source_encoder and a generator_frame")
+            raise InputError("give the Animator either a generator, or a source_encoder and a generator_frame")
         self.kp_detector = kp_detector
         self.generator = generator
         # Per-source split: the encoder runs once in set_source, generator_frame once per frame.
@@ -55,9 +57,7 @@ class Animator:
 
     def keypoints(self, frames: np.ndarray) -> KP:
         """Keypoints of model frames (N, H, W, 3) float32."""
-        out = self.kp_detector.infer({"image": to_nchw(frames)})
-        jac = out.get("kp_jacobian")
-        return KP(out["kp_value"].copy(), None if jac is None else jac.copy())
+        return kp_from_outputs(self.kp_detector.infer({"image": to_nchw(frames)}))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -89,25 +89,20 @@ class Animator:
     def source_uint8(self) -> np.ndarray:
         """The preprocessed source as (H, W, 3) uint8 RGB (what the portrait looks like before motion)."""
         if self._source is None:
-            raise FommError("call set_source() first")
+            raise InputError("call set_source() first")
         return to_uint8_hwc(self._source)[0]
 
     @property
     def source_keypoints(self) -> KP:
         if self._kp_source is None:
-            raise FommError("call set_source() before animating")
+            raise InputError("call set_source() before animating")
         return self._kp_source
 
     def _source_feed(self, batch: int) -> dict[str, np.ndarray]:
         # Repeated copies of the source and its keypoints, built once per batch size.
         if batch not in self._source_batches:
-            kp = self.source_keypoints
             source = self._encoded if self._encoded is not None else {"source": self._source}
-            feed = {k: np.repeat(v, batch, 0) for k, v in source.items()}
-            feed["kp_source_value"] = np.repeat(kp.value, batch, 0)
-            if self.has_jacobian:
-                feed["kp_source_jacobian"] = np.repeat(kp.jacobian, batch, 0)
-            self._source_batches[batch] = feed
+            self._source_batches[batch] = source_inputs(source, self.source_keypoints, batch)
         return self._source_batches[batch]
 
     # -- animation -------------------------------------------------------------------------------
@@ -119,7 +114,7 @@ class Animator:
             (N, H, W, 3) uint8 RGB, or (N, 3, H, W) float32 in [0, 1] with ``return_float``.
         """
         if frames.ndim != 4 or frames.shape[1:3] != tuple(self.frame_size):
-            raise FommError(f"expected model frames (N, {self.frame_size[0]}, {self.frame_size[1]}, 3), "
+            raise InputError(f"expected model frames (N, {self.frame_size[0]}, {self.frame_size[1]}, 3), "
                             f"got {frames.shape}")
         kp_source = self.source_keypoints
         kp_driving = self.keypoints(frames)
@@ -128,10 +123,7 @@ class Animator:
                                     None if kp_driving.jacobian is None else kp_driving.jacobian[:1].copy())
         kp_norm = normalize_kp(kp_source, kp_driving, self._kp_reference, adapt_movement_scale=self.adapt_scale,
                                use_relative_movement=self.relative, use_relative_jacobian=self.relative)
-        feed = dict(self._source_feed(len(frames)))
-        feed["kp_driving_value"] = np.ascontiguousarray(kp_norm.value, dtype=np.float32)
-        if self.has_jacobian:
-            feed["kp_driving_jacobian"] = np.ascontiguousarray(kp_norm.jacobian, dtype=np.float32)
+        feed = {**self._source_feed(len(frames)), **driving_inputs(kp_norm)}
         generator = self.generator_frame if self.generator_frame is not None else self.generator
         prediction = generator.infer(feed)["prediction"]
         return prediction.copy() if return_float else to_uint8_hwc(prediction)

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from .cli_common import user_errors
-from .errors import FommError, ParityError
+from .errors import InputError, ParityError
 from .names import backend_option, onnx_dir_option, precision_option, providers_option
 
 
@@ -61,7 +61,7 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     from .video import VideoWriter, iter_frames, open_video
 
     if out.suffix.lower() != ".mp4":
-        raise FommError(f"--out must end in .mp4, got {out.name}")
+        raise InputError(f"--out must end in .mp4, got {out.name}")
     source_img = load_source(source)  # fail on a bad image before any heavy work
     cap, info = open_video(driving)
     cap.release()
@@ -119,33 +119,28 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
 # ------------------------------------------------------------------------------------------------
 
 
-def _compare_inputs(kind: str, exported, reference_kp, batch: int, seed: int,
-                    reference_encoder=None) -> dict[str, dict[str, np.ndarray]]:
+def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """One feed per graph: ``batch`` driving frames animating one source, keypoints (and the source encoding)
+    from the reference backends, so both backends see the same inputs."""
+    from .feeds import generator_feed, kp_from_outputs
     from .preprocess import prepare_frame, to_nchw
     from .samples import head_motion, sample_face
 
     h, w = exported.frame_size
-    rng = np.random.default_rng(seed)
     if kind == "real":
-        face = prepare_frame(sample_face(), (h, w))
-        frames = head_motion(face, batch + 1, seed=seed)
+        frames = head_motion(prepare_frame(sample_face(), (h, w)), batch + 1, seed=seed)
         source, driving = to_nchw(frames[:1]), to_nchw(frames[1:])
     else:
+        rng = np.random.default_rng(seed)
         source = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
         driving = rng.uniform(0, 1, (batch, 3, h, w)).astype(np.float32)
-    kp_s = reference_kp.infer({"image": source})
-    kp_s = {k: v.copy() for k, v in kp_s.items()}
-    kp_d = {k: v.copy() for k, v in reference_kp.infer({"image": driving}).items()}
-    gen = {"source": np.repeat(source, batch, 0), "kp_source_value": np.repeat(kp_s["kp_value"], batch, 0),
-           "kp_driving_value": kp_d["kp_value"]}
-    if "kp_jacobian" in kp_s:
-        gen["kp_source_jacobian"] = np.repeat(kp_s["kp_jacobian"], batch, 0)
-        gen["kp_driving_jacobian"] = kp_d["kp_jacobian"]
-    feeds = {"kp_detector": {"image": driving}, "generator": gen}
-    if reference_encoder is not None:
-        encoded = {k: v.copy() for k, v in reference_encoder.infer({"source": gen["source"]}).items()}
-        feeds["source_encoder"] = {"source": gen["source"]}
-        feeds["generator_frame"] = {**encoded, **{k: v for k, v in gen.items() if k != "source"}}
+    kp_source = kp_from_outputs(reference["kp_detector"].infer({"image": source}))
+    kp_driving = kp_from_outputs(reference["kp_detector"].infer({"image": driving}))
+    feeds = {"kp_detector": {"image": driving}, "generator": generator_feed({"source": source}, kp_source, kp_driving)}
+    if "source_encoder" in reference:
+        encoded = {k: v.copy() for k, v in reference["source_encoder"].infer({"source": source}).items()}
+        feeds["source_encoder"] = {"source": source}
+        feeds["generator_frame"] = generator_feed(encoded, kp_source, kp_driving)
     return feeds
 
 
@@ -175,48 +170,36 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
       fomm-compare --onnx exported --backends torch,onnxruntime
       fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
     """
-    from .contract import tolerance
+    from .compare import compare
     from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     if len(names) != 2:
-        raise FommError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
+        raise InputError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
     exported = load_exported(onnx_dir)
-    precisions = ["fp32", precision]
     graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if exported.has_split("fp32") and exported.has_split(precision)
                              else [])
-    runners = {}
-    for i, name in enumerate(names):
-        prec = "fp32" if name == "torch" else precisions[i]
-        runners[i] = {g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config,
-                                      providers=providers).activate() for g in graphs}
-    feeds = _compare_inputs(inputs, exported, runners[0]["kp_detector"], batch, seed,
-                            runners[0].get("source_encoder"))
-    table_precision = "fp32" if names[1] == "torch" else precision
-    click.echo(f"{names[0]} (reference) vs {names[1]} ({table_precision}), {inputs} inputs, batch {batch}")
+    # The torch backend is the fp32 reference; the second backend runs --precision (and selects the tolerances).
+    precisions = ["fp32" if name == "torch" else p for name, p in zip(names, ("fp32", precision))]
+    runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers).activate()
+                for g in graphs} for name, prec in zip(names, precisions)]
+    feeds = _compare_feeds(inputs, exported, runners[0], batch, seed)
+    click.echo(f"{names[0]} (reference) vs {names[1]} ({precisions[1]}), {inputs} inputs, batch {batch}")
     header = f"{'graph':<16}{'output':<16}{'max abs':>11}{'mean abs':>11}{'tolerance':>11}  {'':<6}extra"
     click.echo(header)
     click.echo("-" * len(header))
     failures = []
     for graph in graphs:
-        ref = runners[0][graph].infer(feeds[graph])
-        ref = {k: v.copy() for k, v in ref.items()}
-        got = runners[1][graph].infer(feeds[graph])
-        for output in runners[0][graph].spec.output_names:
-            err = np.abs(ref[output].astype(np.float64) - got[output].astype(np.float64))
-            tol = tolerance(table_precision, output)
-            ok = err.max() <= tol and np.isfinite(got[output]).all()
-            extra = ""
-            if output == "prediction":
-                mse = float(np.mean(err**2))
-                extra = f"PSNR {10 * np.log10(1 / mse):.1f} dB" if mse > 0 else "PSNR inf"
-            elif output == "kp_value":
-                h, w = exported.frame_size
-                extra = f"{float(np.max(np.maximum(err[..., 0] * w / 2, err[..., 1] * h / 2))):.3f} px"
-            click.echo(f"{graph:<16}{output:<16}{err.max():>11.3g}{err.mean():>11.3g}{tol:>11.3g}  "
-                       f"{'ok' if ok else 'OVER':<6}{extra}")
-            if not ok:
-                failures.append(f"{graph}.{output} max abs {err.max():.3g} > {tol:.3g}")
+        ref = {k: v.copy() for k, v in runners[0][graph].infer(feeds[graph]).items()}
+        result = compare(graph, runners[1][graph].infer(feeds[graph]), ref, precision=precisions[1],
+                         frame_size=exported.frame_size)
+        failures += [f"{graph}.{f}" for f in result.tolerance_failures()]
+        for output, e in result.outputs.items():
+            ok = e.finite and e.max_abs <= result.tolerances[output]
+            extra = (f"PSNR {e.psnr_db:.1f} dB" if e.psnr_db is not None else
+                     f"{e.kp_max_px:.3f} px" if e.kp_max_px is not None else "")
+            click.echo(f"{graph:<16}{output:<16}{e.max_abs:>11.3g}{e.mean_abs:>11.3g}{result.tolerances[output]:>11.3g}"
+                       f"  {'ok' if ok else 'OVER':<6}{extra}")
     if failures:
         raise ParityError(f"{names[1]} vs {names[0]}", failures)
     click.echo("all outputs within tolerance")

@@ -5,11 +5,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .backends.base import Backend
 from .backends.onnxrt import OrtBackend
@@ -17,34 +15,21 @@ from .backends.tensorrt import TrtBackend
 from .backends.torch_ref import TorchBackend
 from .config import ConfigError, FommConfig, config_from_dict, resolve_config
 from .contract import GraphSpec, graph_specs
-from .errors import FommError
+from .errors import CheckpointError, ExportFolderError
+from .manifest import MANIFEST_NAME, Manifest, graph_file_name
 from .names import BACKENDS, check_backend_precision
 
 BACKEND_CLASSES: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
 if set(BACKEND_CLASSES) != set(BACKENDS):  # the name table and the classes must not drift apart
     raise ImportError(f"backend classes {sorted(BACKEND_CLASSES)} do not match names.BACKENDS {sorted(BACKENDS)}")
 GRAPHS = ("kp_detector", "generator")
-SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
-# int8 keeps the keypoint detector in fp32: its temperature-0.1 softmax turns small int8 feature errors into
-# keypoint jumps of many pixels, and it is a small share of a step. Only the generator graphs are int8.
-FP32_AT_INT8 = ("kp_detector",)
-
-
-def graph_file(onnx_dir: Path, graph: str, precision: str) -> Path:
-    """The file of ``graph`` at ``precision`` in an export folder."""
-    if precision not in SUFFIX:
-        raise FommError(f"unknown precision '{precision}'; choose from {', '.join(SUFFIX)}")
-    suffix = "" if precision == "int8" and graph in FP32_AT_INT8 else SUFFIX[precision]
-    return Path(onnx_dir) / f"{graph}{suffix}.onnx"
-
-
 SPLIT_GRAPHS = ("source_encoder", "generator_frame")
 
 
 @dataclass
 class ExportedModel:
     dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     config: FommConfig
     specs: dict[str, GraphSpec]
 
@@ -53,36 +38,37 @@ class ExportedModel:
         return self.config.frame_size
 
     def has_precision(self, precision: str) -> bool:
-        return all(graph_file(self.dir, g, precision).is_file() for g in GRAPHS)
+        return all(self.manifest.has_file(self.dir, g, precision) for g in GRAPHS)
 
     def has_split(self, precision: str = "fp32") -> bool:
         """Whether the per-source split graphs were exported (at this precision)."""
-        return all(g in self.manifest["graphs"] and graph_file(self.dir, g, precision).is_file() for g in SPLIT_GRAPHS)
+        return all(self.manifest.has_file(self.dir, g, precision) for g in SPLIT_GRAPHS)
 
 
 def load_exported(onnx_dir: str | Path) -> ExportedModel:
-    """Read ``manifest.json`` of an export folder and check it against this version's contract.
+    """Read ``manifest.json`` of an export folder (through ``Manifest.read``) and check it against this
+    version's contract.
 
     Raises:
-        FommError: no such folder, no or unreadable manifest, or a contract that does not match.
+        ExportFolderError: no such folder, no or unreadable manifest, an unknown format, or a contract that
+            does not match.
     """
     onnx_dir = Path(onnx_dir)
-    manifest_path = onnx_dir / "manifest.json"
-    if not onnx_dir.is_dir():
-        raise FommError(f"no export folder at {onnx_dir}: run fomm-export first, or pass --onnx DIR")
-    if not manifest_path.is_file():
-        raise FommError(f"{onnx_dir} has no manifest.json: it was not written by fomm-export; export again")
+    manifest = Manifest.read(onnx_dir)
+    manifest_path = onnx_dir / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text())
-        cfg = config_from_dict(manifest["config"], name=manifest.get("config_name", ""), source=str(manifest_path))
-        recorded = {g: GraphSpec.from_dict(g, manifest["graphs"][g])
-                    for g in GRAPHS + SPLIT_GRAPHS if g in manifest["graphs"] or g in GRAPHS}
-    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
-        raise FommError(f"{manifest_path} is damaged or from an incompatible version ({exc}); export again") from None
+        cfg = config_from_dict(manifest.config, name=manifest.config_name, source=str(manifest_path))
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ExportFolderError(f"{manifest_path} has a config this version cannot read ({exc}); export again") \
+            from None
     specs = graph_specs(cfg)
-    for g in recorded:
-        if recorded[g] != specs.get(g):
-            raise FommError(f"{manifest_path}: the '{g}' contract differs from this version's; export again")
+    for g in GRAPHS:
+        if g not in manifest.graphs:
+            raise ExportFolderError(f"{manifest_path} records no '{g}' graph; export again")
+    for key, entry in manifest.graphs.items():
+        if entry.spec != specs.get(entry.spec.name):
+            raise ExportFolderError(f"{manifest_path}: the '{entry.spec.name}' contract differs from this "
+                                    "version's; export again")
     return ExportedModel(onnx_dir, manifest, cfg, specs)
 
 
@@ -93,17 +79,17 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
     check_backend_precision(kind, precision)
     spec = exported.specs[graph]
     if kind == "torch":
-        path = Path(ckpt) if ckpt else Path(exported.manifest["checkpoint"]["path"])
+        path = Path(ckpt) if ckpt else Path(exported.manifest.checkpoint.path)
         if not path.is_file():
-            raise FommError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
+            raise CheckpointError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
                             "pass --ckpt PATH")
         cfg = resolve_config(config) if config else exported.config
         return TorchBackend(spec, path, cfg)
     if kind == "onnxruntime":
-        path = graph_file(exported.dir, graph, precision)
+        path = exported.dir / graph_file_name(graph, precision)
         if not path.is_file():
             hint = f"; export with --precision {precision}" if precision != "fp32" else ""
-            raise FommError(f"{path} not found{hint}")
+            raise ExportFolderError(f"{path} not found{hint}")
         return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
     return TrtBackend.from_onnx(spec, exported.dir, precision)
 
@@ -123,7 +109,7 @@ def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision:
     if split is None:
         split = exported.has_split(precision)
     elif split and not exported.has_split(precision):
-        raise FommError(f"{exported.dir} has no per-source split graphs at {precision}; export again with this "
+        raise ExportFolderError(f"{exported.dir} has no per-source split graphs at {precision}; export again with this "
                         "version of fomm-export")
 
     def backend(graph: str) -> Backend:

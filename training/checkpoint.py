@@ -9,7 +9,6 @@ carries Python code is refused, never executed.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -23,7 +22,7 @@ from torch import nn
 
 from fomm_deploy.runtime.config import FommConfig, bundled_config_names, resolve_config
 from fomm_deploy.runtime.errors import CheckpointError
-from fomm_deploy.runtime.fileio import atomic_path
+from fomm_deploy.runtime.fileio import atomic_path, sha256_file
 
 from .model import Models, build_models
 
@@ -43,14 +42,6 @@ class LoadedCheckpoint:
     epoch: int | None
     raw: dict[str, Any]
     path: Path
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sniff(path: Path) -> None:

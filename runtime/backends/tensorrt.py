@@ -26,19 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import GraphSpec
-from ..errors import FommError
-from ..fileio import atomic_path
+from ..errors import ExportFolderError, FommError, InputError
+from ..fileio import atomic_path, sha256_file
+from ..manifest import engine_file_name, graph_file_name
 from .base import Backend
 
 WORKSPACE_BYTES = 4 << 30
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -63,11 +56,11 @@ class EngineKey:
 def onnx_file_for(onnx_dir: str | Path, graph: str, precision: str) -> Path:
     """The graph file an engine of ``precision`` is built from: ``<graph>.onnx`` or ``<graph>.fp16.onnx``."""
     if precision not in ("fp32", "fp16"):
-        raise FommError(f"unknown precision '{precision}'; TensorRT engines are fp32 or fp16")
-    path = Path(onnx_dir) / (f"{graph}.onnx" if precision == "fp32" else f"{graph}.fp16.onnx")
+        raise InputError(f"unknown precision '{precision}'; TensorRT engines are fp32 or fp16")
+    path = Path(onnx_dir) / graph_file_name(graph, precision)
     if not path.is_file():
         hint = " (export with --precision fp16)" if precision == "fp16" else ""
-        raise FommError(f"{path} not found{hint}")
+        raise ExportFolderError(f"{path} not found{hint}")
     return path
 
 
@@ -76,12 +69,12 @@ def engine_key(onnx_path: Path, precision: str, *, tensorrt_version: str, gpu_na
     lo, opt, hi = batch
     if not 1 <= lo <= opt <= hi:
         raise FommError(f"batch profile must satisfy 1 <= min <= opt <= max, got {batch}")
-    return EngineKey(_sha256(onnx_path), tensorrt_version, gpu_name, compute_capability, precision, lo, opt, hi,
+    return EngineKey(sha256_file(onnx_path), tensorrt_version, gpu_name, compute_capability, precision, lo, opt, hi,
                      optimization_level)
 
 
 def engine_path_for(cache_dir: str | Path, graph: str, key: EngineKey) -> Path:
-    return Path(cache_dir) / f"{graph}.{key.precision}.{key.digest()}.engine"
+    return Path(cache_dir) / engine_file_name(graph, key.precision, key.digest())
 
 
 def _require_tensorrt():
@@ -185,7 +178,6 @@ class TrtBackend(Backend):
 
         if not self.engine_path.is_file():
             raise FommError(f"TensorRT engine not found: {self.engine_path}")
-        self._trt = trt
         self._cuda = cuda_api()
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())

@@ -1,0 +1,188 @@
+"""``manifest.json`` of an export folder, and the names of every artefact in it.
+
+The manifest is written and read only through :class:`Manifest`; :func:`graph_file_name` and
+:func:`engine_file_name` are the only places that turn a graph and a precision into a file name.
+Torch-free: it reads and writes JSON and names files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .contract import GraphSpec
+from .errors import ExportFolderError, InputError
+from .fileio import atomic_path
+
+__all__ = ["FP32_AT_INT8", "MANIFEST_FORMAT", "MANIFEST_NAME", "PRECISION_SUFFIX", "CheckpointInfo", "GraphEntry",
+           "Manifest", "engine_file_name", "graph_file_name", "graph_key", "tool_versions"]
+
+# Version 2: typed parity results (``parity.results`` per graph, ``parity.pipelines`` for the deployed pairs).
+MANIFEST_FORMAT = "fomm-deploy-manifest/2"
+MANIFEST_NAME = "manifest.json"
+PRECISION_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
+# Graphs that int8 keeps in fp32 (an int8 deployment uses their fp32 files):
+# * kp_detector: its temperature-0.1 softmax turns small int8 feature errors into keypoint jumps of many
+#   pixels, and it is a small share of a step;
+# * source_encoder: it runs once per source, so int8 saves no per-frame time, and a quantised encoder cost
+#   15 dB of PSNR on the bundled model (see export/quantize.py).
+FP32_AT_INT8 = ("kp_detector", "source_encoder")
+
+
+def _precision_suffix(precision: str) -> str:
+    if precision not in PRECISION_SUFFIX:
+        raise InputError(f"unknown precision '{precision}'; choose from {', '.join(PRECISION_SUFFIX)}")
+    return PRECISION_SUFFIX[precision]
+
+
+def stored_precision(graph: str, precision: str) -> str:
+    """The precision of the file that runs ``graph`` in a ``precision`` deployment (int8 keeps some fp32)."""
+    _precision_suffix(precision)
+    return "fp32" if precision == "int8" and graph in FP32_AT_INT8 else precision
+
+
+def graph_key(graph: str, precision: str) -> str:
+    """The manifest key of a graph file: ``generator``, ``generator.fp16``, ``generator_frame.int8``."""
+    return graph + _precision_suffix(stored_precision(graph, precision))
+
+
+def graph_file_name(graph: str, precision: str) -> str:
+    """The ONNX file of ``graph`` in a ``precision`` deployment: ``<graph>.onnx``, ``<graph>.fp16.onnx``,
+    ``<graph>.int8.onnx``; at int8 the graphs in :data:`FP32_AT_INT8` name their fp32 file."""
+    return graph_key(graph, precision) + ".onnx"
+
+
+def engine_file_name(graph: str, precision: str, digest: str) -> str:
+    """A TensorRT engine's file name; ``digest`` is its cache key's (so a stale engine is never picked up)."""
+    return f"{graph}.{precision}.{digest}.engine"
+
+
+def tool_versions() -> dict[str, str]:
+    """Python and the versions of the installed packages that shape an export or a measurement.
+
+    Read from package metadata, so nothing heavy (torch) is imported.
+    """
+    out = {"python": platform.python_version()}
+    for dist in ("fomm-deploy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy",
+                 "opencv-python"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: str
+    sha256: str
+    epoch: int | None
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One graph file: its name in the folder, its precision, its sha256 and its contract."""
+
+    file: str
+    precision: str
+    sha256: str
+    spec: GraphSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "precision": self.precision, "sha256": self.sha256, **self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, key: str, data: dict[str, Any]) -> "GraphEntry":
+        name = key.split(".")[0]
+        return cls(data["file"], data["precision"], data["sha256"], GraphSpec.from_dict(name, data))
+
+
+@dataclass
+class Manifest:
+    """What ``manifest.json`` holds. ``graphs`` is keyed by :func:`graph_key`; ``parity`` is the export's
+    measurements (see ``export/exporter.py``); ``config`` is ``FommConfig.to_dict()``."""
+
+    checkpoint: CheckpointInfo
+    config_name: str
+    config: dict[str, Any]
+    opset: int
+    align_corners: bool
+    frame_size: tuple[int, int]
+    num_kp: int
+    estimate_jacobian: bool
+    graphs: dict[str, GraphEntry] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=tool_versions)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    format: str = MANIFEST_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "created": self.created,
+            "checkpoint": {"path": self.checkpoint.path, "sha256": self.checkpoint.sha256,
+                           "epoch": self.checkpoint.epoch},
+            "config_name": self.config_name, "config": self.config, "opset": self.opset,
+            "align_corners": self.align_corners, "frame_size": list(self.frame_size), "num_kp": self.num_kp,
+            "estimate_jacobian": self.estimate_jacobian,
+            "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
+            "parity": self.parity, "tools": self.tools,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        ck = data["checkpoint"]
+        return cls(
+            checkpoint=CheckpointInfo(str(ck["path"]), str(ck["sha256"]), ck.get("epoch")),
+            config_name=str(data.get("config_name", "")), config=dict(data["config"]), opset=int(data["opset"]),
+            align_corners=bool(data["align_corners"]), frame_size=tuple(data["frame_size"]),
+            num_kp=int(data["num_kp"]), estimate_jacobian=bool(data["estimate_jacobian"]),
+            graphs={k: GraphEntry.from_dict(k, g) for k, g in data["graphs"].items()},
+            parity=dict(data.get("parity", {})), tools=dict(data.get("tools", {})),
+            created=str(data.get("created", "")), format=str(data["format"]),
+        )
+
+    def has_file(self, folder: Path, graph: str, precision: str) -> bool:
+        """Whether the folder has ``graph`` at ``precision``, recorded here and present on disk."""
+        key = graph_key(graph, precision)
+        return key in self.graphs and (Path(folder) / self.graphs[key].file).is_file()
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``folder/manifest.json`` atomically."""
+        path = Path(folder) / MANIFEST_NAME
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "Manifest":
+        """Read and check ``folder/manifest.json``.
+
+        Raises:
+            ExportFolderError: no folder, no manifest, damaged JSON, or a format this version does not read;
+                the message says to export again.
+        """
+        folder = Path(folder)
+        path = folder / MANIFEST_NAME
+        if not folder.is_dir():
+            raise ExportFolderError(f"no export folder at {folder}: run fomm-export first, or pass --onnx DIR")
+        if not path.is_file():
+            raise ExportFolderError(f"{folder} has no {MANIFEST_NAME}: it was not written by fomm-export; "
+                                    "export again")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ExportFolderError(f"{path} is damaged ({exc}); export again") from None
+        found = data.get("format") if isinstance(data, dict) else None
+        if found != MANIFEST_FORMAT:
+            what = "has no format field" if found is None else f"has format {found!r}"
+            raise ExportFolderError(f"{path} {what}; this version reads {MANIFEST_FORMAT!r}: export again with "
+                                    "this version of fomm-export")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExportFolderError(f"{path} is damaged ({type(exc).__name__}: {exc}); export again") from None

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.errors import ImageError, VideoError
+from fomm_deploy.runtime.errors import VideoError
 from fomm_deploy.runtime.preprocess import load_image
 from fomm_deploy.runtime.video import VideoWriter, iter_timed_frames, open_video
 from tests import media_corpus as mc

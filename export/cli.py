@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.config import resolve_config
 
 
@@ -14,7 +14,7 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint in upstream's layout (vox-cpk.pth.tar, a fomm-train checkpoint, ...).")
 @click.option("--config", "config", default=None, metavar="NAME|PATH",
@@ -32,7 +32,9 @@ def _size(n: int) -> str:
               help="Override the config's grid_sample convention. --align-corners reproduces how the published "
                    "checkpoints were trained (torch 1.0); the default (false) matches upstream code today.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines (needs tensorrt and a CUDA GPU).")
-@click.option("--force", is_flag=True, help="Replace an existing, non-empty output folder.")
+@click.option("--force", is_flag=True, help="Replace an output folder that an earlier fomm-export wrote (never one "
+              "holding other files).")
+@version_option()
 @user_errors
 def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibration: Path | None,
          align_corners: bool | None, engine: bool, force: bool) -> None:
@@ -57,6 +59,9 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
 
     from .exporter import PRECISIONS, run_export
 
+    from .exporter import check_out_dir
+
+    check_out_dir(out_dir, force)  # before the checkpoint is even read
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)

@@ -9,84 +9,99 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_common import user_errors
-from .errors import InputError, ParityError
-from .names import backend_option, onnx_dir_option, precision_option, providers_option
+from .cli_common import CONTEXT, user_errors, version_option
+from .errors import FommError, InputError, ParityError
+from .names import (adapt_scale_option, backend_option, ckpt_option, local_file, onnx_dir_option, precision_option,
+                    providers_option, relative_option)
 
 
-@click.command()
-@click.option("--source", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Still image to animate (any size; PNG, JPEG, ...), or a video whose first frame is used.")
-@click.option("--driving", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Driving video (its motion is transferred to the source).")
+@click.command(context_settings=CONTEXT)
+@click.option("--source", required=True, metavar="FILE", callback=local_file,
+              help="Still image to animate (any size; PNG, JPEG with its EXIF rotation, ...), or a video whose "
+                   "first frame is used.")
+@click.option("--driving", required=True, metavar="FILE", callback=local_file,
+              help="Driving video (its motion is transferred to the source; its timing and audio are kept).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output video (.mp4, H.264, with the driving video's audio).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never an input).")
 @onnx_dir_option()
 @backend_option()
 @precision_option()
 @providers_option()
-@click.option("--relative/--absolute", default=True, show_default=True,
-              help="Transfer the driving motion relative to the reference frame (recommended), or copy the "
-                   "driving keypoints as they are.")
-@click.option("--adapt-scale", is_flag=True, help="Scale the motion by the ratio of source/driving keypoint spreads.")
+@relative_option()
+@adapt_scale_option()
 @click.option("--best-frame", is_flag=True,
               help="Use the driving frame whose pose is closest to the source's as the reference (reads the "
-                   "video twice).")
+                   "video twice; relative motion only).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 64), help="Frames per inference.")
 @click.option("--side-by-side", is_flag=True, help="Write source | driving | result instead of the result alone.")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
               help="How non-square images and frames are made square.")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
+@ckpt_option(help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
 @click.option("--split/--no-split", default=None,
               help="Use the per-source split graphs (source encoded once; default when exported), or the "
                    "reference generator graph for every frame.")
+@version_option()
 @user_errors
-def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend: str, precision: str,
+def animate_main(source: Path, driving: Path, out: Path, force: bool, onnx_dir: Path, backend: str, precision: str,
                  providers: tuple[str, ...] | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
                  side_by_side: bool, fit: str, ckpt: Path | None, split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write an MP4.
 
+    The output follows the driving video's timestamps (variable frame rates and a video that starts
+    after its audio stay in sync) at its nominal frame rate, with its audio padded or cut to the video.
+    Nothing is written until the video is complete: an interrupted run leaves no file.
+
     \b
     Example:
       fomm-export --ckpt vox-cpk.pth.tar --out exported
-      fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4 --adapt-scale
+      fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4
     """
     from tqdm import tqdm
 
     from .animator import find_best_frame
+    from .fileio import check_output_file
     from .graphs import load_exported, open_animator
     from .keypoints import KP
     from .preprocess import load_source, prepare_frame, to_uint8
-    from .video import VideoWriter, iter_frames, open_video
+    from .video import VideoWriter, iter_timed_frames, open_video
 
-    if out.suffix.lower() != ".mp4":
-        raise InputError(f"--out must end in .mp4, got {out.name}")
-    source_img = load_source(source)  # fail on a bad image before any heavy work
-    cap, info = open_video(driving)
-    cap.release()
+    check_output_file(out, inputs={"--source": source, "--driving": driving}, force=force, suffixes=(".mp4",))
+    if ckpt is not None and backend != "torch":
+        raise InputError("--ckpt is read only by --backend torch (the exported graphs hold the weights); drop it, "
+                         "or add --backend torch")
+    if providers and backend != "onnxruntime":
+        raise InputError(f"--providers chooses ONNX Runtime's providers; --backend {backend} does not use them")
+    if best_frame and not relative:
+        raise InputError("--best-frame picks the reference pose of relative motion; with --absolute there is "
+                         "no reference: drop one of them")
     exported = load_exported(onnx_dir)
     h, w = exported.frame_size
+    source_img = load_source(source, max_side=2 * max(h, w))  # fail on a bad image before any heavy work
+    cap, info = open_video(driving)
+    cap.release()
     animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=providers,
                              relative=relative, adapt_scale=adapt_scale, fit=fit)
     animator.set_source(source_img)
+    _warn_without_face(source_img, source)
     total = info.frame_count or None
 
-    def driving_batches() -> Iterator[np.ndarray]:
-        """The driving video as model frames, ``batch`` at a time (the last batch may be shorter)."""
-        chunk = []
-        for frame in iter_frames(driving):
+    def driving_batches() -> Iterator[tuple[np.ndarray, list[float]]]:
+        """Model frames ``batch`` at a time (the last batch may be shorter), with their times in seconds."""
+        chunk, times = [], []
+        for frame, t in iter_timed_frames(driving):
             chunk.append(prepare_frame(frame, (h, w), fit=fit))
+            times.append(t)
             if len(chunk) == batch:
-                yield np.stack(chunk)
-                chunk = []
+                yield np.stack(chunk), times
+                chunk, times = [], []
         if chunk:
-            yield np.stack(chunk)
+            yield np.stack(chunk), times
 
     if best_frame:
         values = []
         with tqdm(total=total, desc="finding best frame", unit="frame", disable=None) as bar:
-            for frames in driving_batches():
+            for frames, _ in driving_batches():
                 values.append(animator.keypoints(frames))
                 bar.update(len(frames))
         kp_all = KP(np.concatenate([v.value for v in values]),
@@ -99,19 +114,35 @@ def animate_main(source: Path, driving: Path, out: Path, onnx_dir: Path, backend
     width = 3 * w if side_by_side else w
     source_u8 = animator.source_uint8()
     start = time.perf_counter()
-    with VideoWriter(out, info.fps, (width, h), audio_from=driving) as writer, \
+    with VideoWriter(out, info.fps, (width, h), audio_from=driving, audio_start=info.video_start) as writer, \
             tqdm(total=total, desc="animating", unit="frame", disable=None) as bar:
-        for frames in driving_batches():
-            for frame, result in zip(frames, animator.animate_prepared(frames)):
+        for frames, times in driving_batches():
+            for frame, t, result in zip(frames, times, animator.animate_prepared(frames)):
                 if side_by_side:
                     result = np.concatenate([source_u8, to_uint8(frame), result], axis=1)
-                writer.write(result)
+                writer.write(result, t - info.video_start)
             bar.update(len(frames))
     seconds = time.perf_counter() - start
     audio = "with audio" if writer.with_audio else "no audio in the driving video"
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
-    click.echo(f"wrote {out}: {writer.frames} frames at {info.fps:.2f} fps, {width}x{h}, {audio}; "
-               f"{writer.frames / seconds:.1f} frames/s with {backend} {precision} ({graphs})")
+    click.echo(f"wrote {out}: {writer.frames} frames ({writer.duration:.2f} s at {info.fps:.2f} fps) from "
+               f"{writer.received} driving frames, {width}x{h}, {audio}; {writer.received / seconds:.1f} frames/s "
+               f"with {backend} {precision} ({graphs})")
+
+
+def _warn_without_face(image: np.ndarray, path: Path) -> None:
+    """Say so when the source shows no face: FOMM animates faces, centred with some margin."""
+    from .preprocess import to_uint8
+
+    try:
+        from .webcam.framing import FaceFramer
+
+        framer = FaceFramer()
+    except FommError:  # no face detector here: nothing to say
+        return
+    if framer.detect(to_uint8(image[..., ::-1])) is None:
+        click.echo(f"warning: no face found in {path}; FOMM animates a face centred in the frame with some "
+                   "margin (crop the portrait so, or expect the background to move)", err=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,17 @@ import click
 from .errors import FommError
 
 
+# Every fomm-* command answers -h as well as --help.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def version_option():
+    """``--version``: fomm-deploy's version, the same in every command."""
+    from fomm_deploy import __version__
+
+    return click.version_option(__version__, "--version", prog_name="fomm-deploy", message="%(prog)s %(version)s")
+
+
 class Stopped(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; ``str()`` is the signal's name. A KeyboardInterrupt, so ``with`` blocks
     (video writers, staging folders) run their clean-up on the way out."""

@@ -66,3 +66,42 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | Path, *, inputs: dict[str, str | Path | None] | None = None, force: bool = False,
+                      option: str = "--out", suffixes: tuple[str, ...] | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written as a command's output file.
+
+    Refuses: a folder; a suffix not in ``suffixes``; the same file as one of ``inputs`` (``{"--driving":
+    path}``), whatever the spelling; an existing file unless ``force``; a folder that cannot be created or
+    written to. Returns the path.
+
+    Raises:
+        InputError: with the option's name and how to fix it.
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('result' + (suffixes or ('.mp4',))[0])}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} must end in {' or '.join(suffixes)}, got {path.name}")
+    for name, other in (inputs or {}).items():
+        if other is not None and (_same_file(path, Path(other)) or path.resolve() == Path(other).resolve()):
+            raise InputError(f"{option} {path} is the {name} input: choose another output name (it would be overwritten)")
+    if path.exists() and not force:
+        raise InputError(f"{option} {path} exists; pass --force to replace it")
+    parent = path.resolve().parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {existing} (permission denied or not a folder)")
+    return path

@@ -138,6 +138,39 @@ def _providers_callback(ctx: click.Context, param: click.Parameter, value: str |
         raise click.BadParameter(str(exc)) from None
 
 
+def local_file(ctx: click.Context, param: click.Parameter, value: str | None):
+    """Click callback for input files: a URL gets a clear refusal (click's Path would mangle it)."""
+    import re
+    from pathlib import Path
+
+    if value is None:
+        return None
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
+        raise click.BadParameter(f"{value}: URLs are not supported; download the file and pass its path")
+    return Path(value)
+
+
+def relative_option() -> Decorator:
+    return click.option("--relative/--absolute", default=True, show_default=True,
+                        help="Transfer the driving motion relative to the reference pose (recommended), or copy "
+                             "the driving keypoints as they are.")
+
+
+def adapt_scale_option() -> Decorator:
+    # On everywhere: the portrait and the driver are different people, whose faces fill the frame
+    # differently; upstream's README runs its demo with --relative --adapt_scale for the same reason.
+    return click.option("--adapt-scale/--no-adapt-scale", default=True, show_default=True,
+                        help="Scale the motion by the ratio of the portrait's and the driver's keypoint spreads "
+                             "(on by default, as upstream's demo is run: different faces fill the frame differently).")
+
+
+def ckpt_option(help: str, required: bool = False) -> Decorator:
+    from pathlib import Path
+
+    return click.option("--ckpt", "ckpt", required=required, type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help=help)
+
+
 def onnx_dir_option(default: str | None = "exported") -> Decorator:
     from pathlib import Path
 

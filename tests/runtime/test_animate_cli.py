@@ -54,13 +54,13 @@ def test_driving_fixture_has_audio(media):
     assert has_audio(media / "driving.mp4") and not has_audio(media / "silent.mp4")
 
 
-@pytest.mark.parametrize("extra, width", [((), 128), (("--side-by-side", "--batch", "5", "--adapt-scale"), 384)])
+@pytest.mark.parametrize("extra, width", [((), 128), (("--side-by-side", "--batch", "5", "--no-adapt-scale"), 384)])
 def test_animate_writes_playable_mp4_with_audio(tmp_path, media, golden_export, extra, width):
     out = tmp_path / "result.mp4"
     res = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", out,
                    "--onnx", golden_export, *extra, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert f"{N_FRAMES} frames at {FPS:.2f} fps" in res.stdout and "with audio" in res.stdout
+    assert f"{N_FRAMES} frames ({N_FRAMES / FPS:.2f} s at {FPS:.2f} fps)" in res.stdout and "with audio" in res.stdout
     cap, info = open_video(out)
     cap.release()
     assert (info.width, info.height) == (width, 128) and info.fps == pytest.approx(FPS)
@@ -70,7 +70,7 @@ def test_animate_writes_playable_mp4_with_audio(tmp_path, media, golden_export, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.mp4"]  # no temporary files left
     assert frames[0].dtype == np.uint8 and frames[0].std() > 1
     result = np.stack([f[:, -128:] for f in frames])  # with --side-by-side, the result is the right third
-    _assert_is_the_animation(result, media, golden_export, adapt_scale="--adapt-scale" in extra)
+    _assert_is_the_animation(result, media, golden_export, adapt_scale="--no-adapt-scale" not in extra)
 
 
 def _in_process_animation(media: Path, onnx_dir: Path, adapt_scale: bool) -> tuple[np.ndarray, np.ndarray]:

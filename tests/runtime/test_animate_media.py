@@ -1,0 +1,140 @@
+"""fomm-animate on phone-like media and awkward requests: every frame, audio in sync, inputs never replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fomm_deploy.runtime.samples import sample_face
+from fomm_deploy.runtime.video import iter_timed_frames, open_video
+from tests import media_corpus as mc
+
+
+def _animate(*args, cwd, **kw):
+    return subprocess.run([str(Path(sys.executable).parent / "fomm-animate"), *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def phone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phone media ü")
+    face = np.rint(sample_face()[..., ::-1] * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "portrait.png"), face)
+    return {"root": root, "portrait": root / "portrait.png",
+            "short_audio": mc.short_audio_clip(root / "short audio.mp4", seconds=2.0, audio_seconds=1.9, size=128),
+            "offset": mc.offset_clip(root / "late video.mp4", video_start=1.0, beep_at=1.5, size=128),
+            "vfr": mc.vfr_clip(root / "vfr.mp4", size=128),
+            "rotated": mc.exif_rotated_jpeg(root / "phone photo.jpg", cv2.rotate(face, cv2.ROTATE_90_COUNTERCLOCKWISE),
+                                            orientation=6)}
+
+
+def test_audio_shorter_than_the_video_keeps_every_frame(phone, golden_export, tmp_path):
+    out = tmp_path / "result with space.mp4"
+    res = _animate("--source", phone["portrait"], "--driving", phone["short_audio"], "--out", out,
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert mc.count_frames(out) == 50 and "50 frames (2.00 s at 25.00 fps) from 50 driving frames" in res.stdout
+    assert len(mc.decoded_audio(out)) / 8000 == pytest.approx(2.0, abs=0.05)
+
+
+def test_variable_frame_rate_follows_the_timestamps(phone, golden_export, tmp_path):
+    out = tmp_path / "vfr.mp4"
+    res = _animate("--source", phone["portrait"], "--driving", phone["vfr"], "--out", out, "--onnx", golden_export,
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cap, info = open_video(out)
+    cap.release()
+    times = [t for _, t in iter_timed_frames(phone["vfr"])]
+    # 60 driving frames over 2 s (1 s at 50 fps, 1 s at 10 fps) -> 2 s at a constant 50 fps, not 1.2 s.
+    assert info.fps == 50 and mc.count_frames(out) == 100 and times[-1] == pytest.approx(1.9, abs=0.01)
+    frames = [f for f, _ in iter_timed_frames(out)]
+    # 10 fps part: each animated frame is held for 5 output frames
+    assert all(np.array_equal(frames[60], frames[60 + k]) or np.abs(frames[60].astype(int) - frames[60 + k]).max() < 8
+               for k in range(1, 5))
+
+
+def test_video_starting_after_its_audio_stays_in_sync(phone, golden_export, tmp_path):
+    out = tmp_path / "synced.mp4"
+    res = _animate("--source", phone["portrait"], "--driving", phone["offset"], "--out", out, "--onnx", golden_export,
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    audio = mc.decoded_audio(out)
+    assert np.argmax(np.abs(audio) > 0.3) / 8000 == pytest.approx(0.5, abs=0.05)
+
+
+def test_exif_rotated_photo_is_animated_upright(phone, golden_export, tmp_path):
+    results = {}
+    for name in ("portrait", "rotated"):
+        out = tmp_path / f"{name}.mp4"
+        res = _animate("--source", phone[name], "--driving", phone["short_audio"], "--out", out, "--onnx",
+                       golden_export, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        results[name] = next(iter_timed_frames(out))[0].astype(float)
+    # JPEG loss only: the rotated phone photo animates like the upright original, not sideways
+    assert np.abs(results["portrait"] - results["rotated"]).mean() < 6
+
+
+def test_inputs_are_never_overwritten(phone, golden_export, tmp_path):
+    driving = tmp_path / "drive.mp4"
+    driving.write_bytes(phone["short_audio"].read_bytes())
+    before = driving.read_bytes()
+    for out in (driving, tmp_path / "." / "drive.mp4"):
+        res = _animate("--source", phone["portrait"], "--driving", driving, "--out", out, "--onnx", golden_export,
+                       "--force", cwd=tmp_path)
+        assert res.returncode == 1 and "is the --driving input" in res.stderr and "Traceback" not in res.stderr
+    assert driving.read_bytes() == before
+    existing = tmp_path / "done.mp4"
+    existing.write_bytes(b"an earlier result")
+    res = _animate("--source", phone["portrait"], "--driving", driving, "--out", existing, "--onnx", golden_export,
+                   cwd=tmp_path)
+    assert res.returncode == 1 and "exists; pass --force" in res.stderr
+    assert existing.read_bytes() == b"an earlier result"
+    res = _animate("--source", phone["portrait"], "--driving", driving, "--out", existing, "--onnx", golden_export,
+                   "--force", cwd=tmp_path)
+    assert res.returncode == 0 and mc.count_frames(existing) == 50
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--ckpt", "x.pth.tar"), "--ckpt is read only by --backend torch"),
+    (("--backend", "torch", "--providers", "cpu"), "--backend torch does not use them"),
+    (("--best-frame", "--absolute"), "with --absolute there is no reference"),
+    (("--driving", "https://example.com/talk.mp4"), "URLs are not supported"),
+])
+def test_contradictions_and_urls_are_one_line_errors(phone, golden_export, tmp_path, args, message):
+    base = {"--source": phone["portrait"], "--driving": phone["short_audio"], "--out": tmp_path / "o.mp4",
+            "--onnx": golden_export}
+    extra = list(args)
+    if extra[0] == "--driving":
+        base["--driving"] = extra[1]
+        extra = []
+    res = _animate(*[x for kv in base.items() for x in kv], *extra, cwd=tmp_path)
+    assert res.returncode in (1, 2) and "Traceback" not in res.stderr  # 2: click's usage errors
+    assert message in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_animation_leaves_no_file(phone, golden_export, tmp_path, sig):
+    long_clip = mc.short_audio_clip(tmp_path / "long.mp4", seconds=30, audio_seconds=30, size=128)
+    work = tmp_path / "out dir"
+    work.mkdir()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fomm-animate"), "--source", str(phone["portrait"]),
+                             "--driving", str(long_clip), "--out", str(work / "result.mp4"), "--onnx", str(golden_export)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(work.iterdir()):
+        time.sleep(0.05)  # the writer's hidden temporary file appears once animation has started
+    assert list(work.iterdir()), "animation never started"
+    time.sleep(0.5)
+    os.killpg(proc.pid, sig)  # the whole process group, as Ctrl-C in a terminal (or a service manager) does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err[-2000:]
+    assert list(work.iterdir()) == []  # neither result.mp4 nor a playable .partial.mp4

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.errors import FommError
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--config", default="vox-256", show_default=True, help="Bundled config name or YAML path.")
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint to benchmark (default: random weights; latency does not depend on the weights).")
@@ -32,6 +32,7 @@ from fomm_deploy.runtime.errors import FommError
               help="Write the results table as markdown.")
 @click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG chart (stages stacked per backend).")
+@version_option()
 @user_errors
 def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str, warmup: int,
          iters: int, threads: int | None, json_path: Path | None, md_path: Path | None,
@@ -51,6 +52,14 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
 
     from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
+    from fomm_deploy.runtime.fileio import check_output_file
+
+    # Output paths are checked before the benchmark runs, so a typo cannot lose its results. They are
+    # reports: an existing one is replaced.
+    for path, option, suffix in ((json_path, "--json", ".json"), (md_path, "--markdown", ".md"),
+                                 (chart_path, "--chart", ".png")):
+        if path is not None:
+            check_output_file(path, force=True, option=option, suffixes=(suffix,))
     cfg = resolve_config(config)
     if backends:
         pairs = parse_backend_pairs(backends)

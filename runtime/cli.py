@@ -175,19 +175,21 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
     return feeds
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @onnx_dir_option()
 @click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
               help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
 @precision_option(help="Precision of the second backend's graphs (the torch reference is always fp32).")
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
               help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
-@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Driving frames per comparison (and the batch size the graphs are run at).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic head motion or random images.")
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint for the torch backend (default: the manifest's).")
 @click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
 @providers_option()
+@version_option()
 @user_errors
 def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, batch: int, seed: int,
                  ckpt: Path | None, config: str | None, providers: tuple[str, ...] | None) -> None:

@@ -169,8 +169,12 @@ class Manifest:
         folder = Path(folder)
         path = folder / MANIFEST_NAME
         if not folder.is_dir():
-            raise ExportFolderError(f"no export folder at {folder}: run fomm-export first, or pass --onnx DIR")
+            raise ExportFolderError(f"no export folder at {folder}: run fomm-export first, or pass --onnx DIR"
+                                    + _exports_hint(folder))
         if not path.is_file():
+            inside = _exports_hint(folder)
+            if inside:
+                raise ExportFolderError(f"{folder} is not an export folder itself (no {MANIFEST_NAME})" + inside)
             raise ExportFolderError(f"{folder} has no {MANIFEST_NAME}: it was not written by fomm-export; "
                                     "export again")
         try:
@@ -186,3 +190,21 @@ class Manifest:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExportFolderError(f"{path} is damaged ({type(exc).__name__}: {exc}); export again") from None
+
+
+def _exports_hint(folder: Path) -> str:
+    """``"; exports found: a, b: pass --onnx a"`` for export folders inside ``folder`` (or beside it), else ``""``."""
+    places = [folder] if folder.is_dir() else []
+    if folder.parent.is_dir() and folder.parent != folder:
+        places.append(folder.parent)
+    found: list[str] = []
+    for place in places:
+        try:
+            found += sorted(str(p.parent) for p in place.glob(f"*/{MANIFEST_NAME}"))
+        except OSError:
+            continue
+    found = list(dict.fromkeys(found))[:5]
+    if not found:
+        return ""
+    return f"; exports found: {', '.join(found)}: pass --onnx {found[0]}"
+

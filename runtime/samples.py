@@ -76,11 +76,15 @@ def write_sample_driving_video(path: str | Path, *, frames: int = 50, fps: float
 def main() -> None:
     import click
 
-    @click.command()
+    from .cli_common import CONTEXT, user_errors, version_option
+
+    @click.command(context_settings=CONTEXT)
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4")
-    @click.option("--frames", default=50, show_default=True)
-    @click.option("--fps", default=25.0, show_default=True)
-    @click.option("--seed", default=0, show_default=True)
+    @click.option("--frames", default=50, show_default=True, help="Number of frames.")
+    @click.option("--fps", default=25.0, show_default=True, help="Frame rate.")
+    @click.option("--seed", default=0, show_default=True, help="Random seed of the head motion.")
+    @version_option()
+    @user_errors
     def cli(out: Path, frames: int, fps: float, seed: int) -> None:
         """Write a sample driving video: the bundled portrait under synthetic head motion, with audio."""
         write_sample_driving_video(out, frames=frames, fps=fps, seed=seed)

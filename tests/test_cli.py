@@ -33,3 +33,38 @@ def test_live_runs_as_a_script():
     live = Path(__file__).resolve().parents[1] / "runtime" / "live.py"
     res = subprocess.run([sys.executable, str(live), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "webcam" in res.stdout, res.stderr
+
+
+COMMANDS = {
+    "fomm-export": "fomm_deploy.export.cli:main",
+    "fomm-animate": "fomm_deploy.runtime.cli:animate_main",
+    "fomm-compare": "fomm_deploy.runtime.cli:compare_main",
+    "fomm-live": "fomm_deploy.runtime.live:main",
+    "fomm-train": "fomm_deploy.training.cli:main",
+    "fomm-bench": "fomm_deploy.benchmarks.cli:main",
+    "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
+    "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_option_is_explained(name):
+    import importlib
+
+    import click
+
+    module, attr = COMMANDS[name].split(":")
+    command = getattr(importlib.import_module(module), attr)
+    undocumented = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert not undocumented, f"{name}: options without help text: {undocumented}"
+    assert command.help and len(command.help) > 40
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_short_help_and_version(name):
+    from fomm_deploy import __version__
+
+    res = subprocess.run([_script(name), "-h"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Usage:" in res.stdout, res.stderr
+    res = subprocess.run([_script(name), "--version"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == f"fomm-deploy {__version__}", res.stdout + res.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 
 
 def _remove_if_unused(log_dir: Path) -> None:
@@ -52,16 +52,18 @@ def check_device(device: str) -> str:
     return device
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--config", "config", required=True, metavar="NAME|PATH",
               help="Bundled config (vox-256, synthetic-faces, tiny-test, ...) or a YAML file.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder (default: the config's dataset_params.root_dir).")
-@click.option("--mode", type=click.Choice(["train", "reconstruction", "animate"]), default="train", show_default=True)
+@click.option("--mode", type=click.Choice(["train", "reconstruction", "animate"]), default="train", show_default=True,
+              help="train; reconstruction: the paper's reconstruction L1 on the test videos (needs --ckpt); "
+                   "animate: animate test pairs (dataset_params.pairs_list, else random pairs).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints, log.txt and train-vis/ go (default: log/<config> <date>, or the "
                    "checkpoint's folder when resuming).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--ckpt", "--checkpoint", "checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resume training from this checkpoint (ours or upstream's), or the model to evaluate. "
                    "Training continues with the epoch after the checkpoint's 'epoch' (the last one it "
                    "completed); a checkpoint written on Ctrl-C continues at the batch it stopped at. An upstream "
@@ -72,9 +74,11 @@ def check_device(device: str) -> str:
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Data loader worker processes (default: the cores there are minus one, at most 6 as upstream). "
                    "Results do not depend on it: every sample is seeded on its own.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the initial weights, the sample order and the augmentations (resume uses the same).")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK).")
+@version_option()
 @user_errors
 def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkpoint: Path | None, vgg19: Path | None,
          epochs: int | None, workers: int | None, seed: int, device: str) -> None:
@@ -84,7 +88,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
     Examples:
       fomm-train --config vox-256 --data data/vox --vgg19 vgg19-dcbb9e9d.pth
       torchrun --nproc_per_node 4 -m fomm_deploy.training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
-      fomm-train --config vox-256 --data data/vox --mode reconstruction --checkpoint log/vox/00000099-checkpoint.pth.tar
+      fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
     """
     from fomm_deploy.runtime.config import resolve_config
     from fomm_deploy.runtime.errors import FommError, InputError, Interrupted
@@ -96,7 +100,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
     device = check_device(device)
     data = data or Path(training_config(cfg).dataset_params.root_dir)
     if mode != "train" and checkpoint is None:
-        raise InputError(f"--mode {mode} needs --checkpoint PATH (the checkpoint to evaluate)")
+        raise InputError(f"--mode {mode} needs --ckpt PATH (the checkpoint to evaluate)")
     if log_dir is None:
         if checkpoint is not None:
             log_dir = checkpoint.parent

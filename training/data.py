@@ -197,7 +197,9 @@ class FramesDataset(Dataset):
             self.videos.append(p)
         if not self.videos:
             raise DatasetError(f"no usable videos in {root} ({'train' if is_train else 'test'} split; "
-                               f"{len(self.skipped)} skipped)")
+                               f"{len(self.skipped)} skipped). Expected upstream's layout: {root}/train/ and "
+                               f"{root}/test/ (or videos directly in {root}), each video an .mp4/.mov/.gif, a "
+                               "folder of frames, or a horizontal strip of frames as .png/.jpg, at least 2 frames")
         self.ids = sorted({_video_id(p.name) for p in self.videos}) if id_sampling else None
         self._by_id: dict[str, list[Path]] = {}
         for p in self.videos:

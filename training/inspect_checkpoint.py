@@ -12,7 +12,7 @@ import click
 import numpy as np
 import torch
 
-from fomm_deploy.runtime.cli_common import user_errors
+from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.config import resolve_config
 from fomm_deploy.runtime.keypoints import normalize_kp
 
@@ -25,7 +25,7 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
     return params, len(module.state_dict())
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--ckpt", "ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint in upstream's layout (e.g. vox-cpk.pth.tar).")
 @click.option("--config", "config", default="vox-256", show_default=True,
@@ -33,6 +33,7 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
 @click.option("--align-corners/--no-align-corners", default=None,
               help="Override the config's grid-sampling convention (default: the config's, false unless set).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic test frames.")
+@version_option()
 @user_errors
 def main(ckpt: Path, config: str, align_corners: bool | None, seed: int) -> None:
     """Load CKPT into the networks of CONFIG (strictly), print a summary and time one animation step."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.preprocess import to_uint8
 
 SUPERSAMPLE = 3  # draw at 3x and downscale: smooth edges without an anti-aliasing renderer
@@ -164,13 +165,16 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int =
     return paths
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder.")
 @click.option("--videos", default=40, show_default=True, type=click.IntRange(1), help="Number of videos (identities).")
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16), help="Frame size in pixels.")
 @click.option("--frames", default=64, show_default=True, type=click.IntRange(2), help="Frames per video.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same videos.")
+@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Share of the videos that go to OUT/test.")
+@version_option()
+@user_errors
 def main(out: Path, videos: int, size: int, frames: int, seed: int, test_fraction: float) -> None:
     """Write synthetic talking-face videos in upstream's dataset layout (OUT/train, OUT/test)."""
     train, test = write_dataset(out, videos, size, seed, frames=frames, test_fraction=test_fraction)

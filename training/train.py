@@ -2,7 +2,7 @@
 
 * Adam(betas 0.5, 0.999) per module and MultiStepLR(gamma 0.1) at ``epoch_milestones``, stepped per epoch.
 * Checkpoints in upstream's layout every ``checkpoint_freq`` epochs and at the end, written atomically;
-  they also carry the scheduler states, so ``--checkpoint`` resumes exactly.
+  they also carry the scheduler states, so ``--ckpt`` resumes exactly.
 * Every epoch reseeds from (seed, epoch): a resumed run draws the same batches and transforms.
 * ``torchrun --nproc_per_node N -m fomm_deploy.training.cli ...``: DistributedDataParallel, SyncBatchNorm on GPUs,
   a distributed sampler, and only rank 0 writes.
@@ -325,7 +325,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
                 if rank == 0 and not distributed:
                     path = save(epoch, count, sums)
                     log(f"error during epoch {epoch + 1}: saved {path.name} (after {count} batches); "
-                        f"resume with --checkpoint {path}")
+                        f"resume with --ckpt {path}")
                 raise
             finally:
                 bar.close()
@@ -333,7 +333,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
                 if rank == 0:
                     last_path = save(epoch, count, sums)
                     log(f"stopped in epoch {epoch + 1} after {count} of {len(plan) // batch} batches; saved "
-                        f"{last_path.name}; resume with --checkpoint {last_path}")
+                        f"{last_path.name}; resume with --ckpt {last_path}")
                 break
             with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
                 warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
@@ -365,7 +365,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
         last_path = existing[-1] if existing else None
     if stop.requested:
         raise Interrupted(stop.requested, last_path, f"training stopped by {stop.requested}"
-                          + (f"; resume with --checkpoint {last_path}" if last_path else ""))
+                          + (f"; resume with --ckpt {last_path}" if last_path else ""))
     return last_path
 
 

@@ -154,7 +154,7 @@ def test_file_errors(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_params: [unclosed\n")
-    with pytest.raises(ConfigError, match="is not valid YAML"):
+    with pytest.raises(ConfigError, match="is not valid YAML at line 2, column 1"):
         load_config(bad)
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("42\n")

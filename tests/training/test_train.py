@@ -255,11 +255,11 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     res = run("--mode", "reconstruction", "--checkpoint", str(ckpt))
     assert res.returncode == 0, res.stderr
     assert "reconstruction L1" in res.stdout and "copy-the-source-frame baseline" in res.stdout
-    res = run("--mode", "animate", "--checkpoint", str(ckpt))
+    res = run("--mode", "animate", "--ckpt", str(ckpt))
     assert res.returncode == 0, res.stderr
     assert len(list((log_dir / "animation").glob("*.mp4"))) >= 1
     res = run("--mode", "reconstruction")
-    assert res.returncode != 0 and "needs --checkpoint" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode != 0 and "needs --ckpt" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([str(script), "--config", "tiny-test", "--data", str(synthetic_data), "--log-dir",
                           str(tmp_path / "v")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode != 0 and "--vgg19 PATH" in res.stderr and "Traceback" not in res.stderr
@@ -434,7 +434,7 @@ def test_sigterm_to_the_process_group_stops_cleanly(tmp_path, synthetic_data):
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the loader worker gets it too
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
-    assert "SIGTERM: stopping after this batch" in err and "resume with --checkpoint" in err
+    assert "SIGTERM: stopping after this batch" in err and "resume with --ckpt" in err
     saved = sorted(log_dir.glob("*checkpoint.pth.tar"))
     assert saved and not list(log_dir.glob("*.tmp*")) and not list(log_dir.glob(".*"))
     raw = read_checkpoint(saved[-1])

@@ -8,6 +8,7 @@ import click
 
 from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.errors import InputError
 
 
 def _size(n: int) -> str:
@@ -62,6 +63,9 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
     from .exporter import check_out_dir
 
     check_out_dir(out_dir, force)  # before the checkpoint is even read
+    if calibration is not None and precision not in ("int8", "all"):
+        raise InputError(f"--calibration calibrates the int8 graphs; --precision {precision} writes none: add "
+                         "--precision int8 (or all), or drop --calibration")
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)

@@ -209,6 +209,12 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     names = [b.strip() for b in backends.split(",") if b.strip()]
     if len(names) != 2:
         raise InputError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
+    if names[1] == "torch" and precision != "fp32":
+        raise InputError(f"--precision {precision} applies to the second backend, and torch is the fp32 reference; "
+                         "put torch first (--backends torch,onnxruntime) or compare at fp32")
+    if names[0] == names[1] and precision == "fp32":
+        raise InputError(f"--backends {backends} compares {names[0]} at fp32 with itself; name two backends, or "
+                         "compare against another --precision")
     exported = load_exported(onnx_dir)
     graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if exported.has_split("fp32") and exported.has_split(precision)
                              else [])

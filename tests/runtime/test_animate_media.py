@@ -138,3 +138,15 @@ def test_interrupted_animation_leaves_no_file(phone, golden_export, tmp_path, si
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig and "Traceback" not in err, err[-2000:]
     assert list(work.iterdir()) == []  # neither result.mp4 nor a playable .partial.mp4
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("fomm-compare", ("--backends", "onnxruntime,torch", "--precision", "fp16"), "torch is the fp32 reference"),
+    ("fomm-compare", ("--backends", "torch,torch"), "with itself"),
+    ("fomm-export", ("--ckpt", "x.pth.tar", "--calibration", "clip.mp4", "--out", "o"), "writes none"),
+])
+def test_options_that_would_be_ignored_are_refused(golden_export, tmp_path, script, args, message):
+    extra = ("--onnx", str(golden_export)) if script == "fomm-compare" else ()
+    res = subprocess.run([str(Path(sys.executable).parent / script), *args, *extra], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -187,6 +187,13 @@ def _states(path):
     return {part: raw[part] for part in ("generator", "kp_detector", "discriminator")}, raw
 
 
+def _assert_same_weights(a, b):
+    """Every tensor of every network equal to the bit."""
+    for part in a:
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+
+
 def test_resume_continues_with_identical_state(tmp_path, synthetic_data):
     cfg = tiny_train_config()
     straight = train(cfg, TrainOptions(data=synthetic_data, log_dir=tmp_path / "a", progress=False), log=lambda m: None)
@@ -198,9 +205,7 @@ def test_resume_continues_with_identical_state(tmp_path, synthetic_data):
     assert straight.name == resumed.name == "00000001-checkpoint.pth.tar"
     a, raw_a = _states(straight)
     b, raw_b = _states(resumed)
-    for part in a:
-        for key in a[part]:
-            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+    _assert_same_weights(a, b)
     assert raw_a["epoch"] == raw_b["epoch"] == 1
     assert raw_a["optimizer_generator"]["state"].keys() == raw_b["optimizer_generator"]["state"].keys()
     log_a = (tmp_path / "a" / "log.txt").read_text().splitlines()
@@ -386,9 +391,7 @@ def test_sigint_writes_a_checkpoint_that_resumes_exactly(tmp_path, synthetic_dat
     assert resumed.name == straight.name == "00000001-checkpoint.pth.tar"
     a, _ = _states(straight)
     b, _ = _states(resumed)
-    for part in a:
-        for key in a[part]:
-            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+    _assert_same_weights(a, b)
     assert (tmp_path / "a" / "log.txt").read_text() == (tmp_path / "b" / "log.txt").read_text()
 
 
@@ -398,9 +401,7 @@ def test_results_do_not_depend_on_loader_workers(tmp_path, synthetic_data):
                                     progress=False), log=lambda m: None) for w in (0, 2)]
     a, _ = _states(runs[0])
     b, _ = _states(runs[1])
-    for part in a:
-        for key in a[part]:
-            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}.{key}")
+    _assert_same_weights(a, b)
 
 
 def test_global_batch_is_shared_by_the_processes():

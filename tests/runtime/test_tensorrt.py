@@ -274,6 +274,26 @@ def test_the_context_is_current_in_the_thread_that_runs_inference(standin, expor
     assert cuda.counts["enter"] == cuda.counts["exit"] == 1 and cuda.outstanding()["device"] == 0
 
 
+def test_inference_in_another_thread_than_activate_makes_the_context_current_there(standin, exported,
+                                                                                    golden_inputs, tmp_path):
+    # fomm-live activates its backends in the main thread and runs them in its inference thread.
+    cuda = standin.standin.cuda
+    errors = []
+    with _trt(exported, tmp_path) as backend:
+        def worker():
+            try:
+                backend.infer({"image": _frames(golden_inputs, 1)})
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=worker, name="inference")
+        t.start()
+        t.join()
+        assert not errors, errors
+        assert cuda.enter_threads == [threading.get_ident(), t.ident]
+    assert cuda.outstanding()["device"] == 0
+
+
 def test_the_stand_in_refuses_work_without_a_current_context():
     cuda = StandinCuda()
     with pytest.raises(StandinError, match="no CUDA context"):

@@ -9,9 +9,10 @@ are known to hang.
 
 One layer object per process (:func:`cuda_api`), holding one context. Contexts and the current device are
 per thread in CUDA, so whoever runs inference calls :meth:`CudaApi.acquire` in that thread (the TensorRT
-backend does in ``activate``), :meth:`CudaApi.make_current` before each use from a thread (``infer``), and
-:meth:`CudaApi.release` when done (``deactivate``); ``atexit`` releases what the main thread still holds,
-so pycuda never finds a pushed context at module cleanup.
+backend does in ``activate``) and :meth:`CudaApi.release` when done (``deactivate``); a thread that did
+not acquire it (fomm-live's inference thread) gets it for each ``infer`` through :meth:`CudaApi.in_thread`;
+``atexit`` releases what the main thread still holds, so pycuda never finds a pushed context at module
+cleanup.
 
 This module was written against the documented APIs (named beside each call) and has not been run on this
 project's CI (no GPU); tests/runtime/trt_standin.py replaces it there with a numpy stand-in.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -65,6 +67,21 @@ class CudaApi(abc.ABC):
         if not getattr(self._local, "current", False):
             self._enter_thread()
             self._local.current = True
+
+    @contextlib.contextmanager
+    def in_thread(self):
+        """The context current for the duration of a block, in any thread. A thread that holds it (through
+        :meth:`acquire`) keeps it; any other thread (fomm-live's inference thread, when the backends were
+        activated in the main one) gets it for the block only, so no thread is left holding it at exit."""
+        if getattr(self._local, "current", False):
+            yield
+            return
+        self.make_current()
+        try:
+            yield
+        finally:
+            if getattr(self._local, "users", 0) <= 0:
+                self._leave_thread()
 
     def close(self) -> None:
         """At exit: give back what the calling (main) thread still holds."""
@@ -242,7 +259,7 @@ class CudaPythonApi(CudaApi):
             graph = result[1] if isinstance(result, tuple) and len(result) > 1 else None
             if graph:
                 self._rt.cudaGraphDestroy(graph)
-            self._rt.cudaGetLastError()  # clear the sticky-free error the failed capture left
+            self._rt.cudaGetLastError()  # clear the (non-sticky) error the failed capture left behind
         except Exception:
             pass
 

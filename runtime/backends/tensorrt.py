@@ -419,7 +419,10 @@ class TrtBackend(Backend):
             raise
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._cuda.make_current()
+        with self._cuda.in_thread():  # current in whichever thread runs inference
+            return self._run(feed)
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = next(iter(feed.values())).shape[0]
         if batch != self._batch:
             self._allocate(batch)
@@ -443,18 +446,28 @@ class TrtBackend(Backend):
         """Free everything this backend holds, in dependency order; safe after a partial activate."""
         if self._cuda is None:
             return
-        try:
-            self._free_graph()
-            self._context = None  # the execution context goes before the memory it points at
-            self._free_buffers()
+
+        def drop_context():  # the execution context goes before the memory it points at
+            self._context = None
+
+        def drop_stream():
             if self._stream is not None:
                 stream, self._stream = self._stream, None
                 self._cuda.destroy_stream(stream)
-            self._engine = self._runtime = None
-            self._dtypes.clear()
-        finally:
-            cuda, self._cuda = self._cuda, None
-            cuda.release()
+
+        first_error = None
+        with self._cuda.in_thread():
+            for step in (self._free_graph, drop_context, self._free_buffers, drop_stream):
+                try:  # one failing free must not leak the rest
+                    step()
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    first_error = first_error or exc
+        self._engine = self._runtime = None
+        self._dtypes.clear()
+        cuda, self._cuda = self._cuda, None
+        cuda.release()
+        if first_error is not None:
+            raise first_error
 
     def _deactivate(self) -> None:
         self._release()

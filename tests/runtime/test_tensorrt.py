@@ -362,6 +362,76 @@ def test_cuda_api_is_made_once_and_forced_by_fomm_cuda(monkeypatch):
         cuda_layer.cuda_api()
 
 
+def _fake_cudart(monkeypatch):
+    """A recording fake of ``cuda.bindings.runtime``: (err, *results) tuples as cuda-python returns them.
+    It checks which calls CudaPythonApi makes and with what, not what CUDA would do with them."""
+    import ctypes
+    import enum
+    import types
+
+    class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorStreamCaptureInvalidated = 901
+
+    class cudaStreamCaptureStatus(enum.IntEnum):  # noqa: N801
+        cudaStreamCaptureStatusNone = 0
+        cudaStreamCaptureStatusActive = 1
+
+    ok = cudaError_t.cudaSuccess
+    rt = types.ModuleType("cuda.bindings.runtime")
+    rt.calls, rt.pinned, rt.capturing = [], {}, set()
+    rt.cudaError_t, rt.cudaStreamCaptureStatus, rt.cudaStreamNonBlocking = cudaError_t, cudaStreamCaptureStatus, 1
+    rt.cudaGetErrorString = lambda err: (ok, b"fake error")
+    rt.cudaSetDevice = lambda d: rt.calls.append(("cudaSetDevice", threading.get_ident(), d)) or (ok,)
+    rt.cudaStreamCreateWithFlags = lambda flags: rt.calls.append(("cudaStreamCreateWithFlags", flags)) or (ok, 77)
+    rt.cudaStreamDestroy = lambda s: rt.calls.append(("cudaStreamDestroy", s)) or (ok,)
+
+    def malloc_host(n):
+        buf = ctypes.create_string_buffer(n)
+        rt.pinned[ctypes.addressof(buf)] = buf
+        return ok, ctypes.addressof(buf)
+
+    rt.cudaMallocHost = malloc_host
+    rt.cudaFreeHost = lambda p: (rt.pinned.pop(p), (ok,))[1]
+    rt.cudaStreamIsCapturing = lambda s: (ok, cudaStreamCaptureStatus(int(s in rt.capturing)))
+    rt.cudaStreamEndCapture = lambda s: (rt.capturing.discard(s), (cudaError_t.cudaErrorStreamCaptureInvalidated, 5))[1]
+    rt.cudaGraphDestroy = lambda g: rt.calls.append(("cudaGraphDestroy", g)) or (ok,)
+    rt.cudaGetLastError = lambda: (ok,)
+    rt.cudaGetDeviceCount = lambda: (ok, 2)
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = rt
+    top = types.ModuleType("cuda")
+    top.bindings = bindings
+    for name, mod in (("cuda", top), ("cuda.bindings", bindings), ("cuda.bindings.runtime", rt)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return rt
+
+
+def test_cuda_python_layer_calls(monkeypatch):
+    rt = _fake_cudart(monkeypatch)
+    monkeypatch.setenv("FOMM_CUDA_DEVICE", "1")
+    api = cuda_layer.CudaPythonApi()
+    main = threading.get_ident()
+    t = threading.Thread(target=lambda: api.in_thread().__enter__())
+    t.start()
+    t.join()
+    assert ("cudaSetDevice", main, 1) in rt.calls and ("cudaSetDevice", t.ident, 1) in rt.calls  # per thread
+    s = api.stream()
+    assert ("cudaStreamCreateWithFlags", rt.cudaStreamNonBlocking) in rt.calls
+    api.destroy_stream(s)
+    host = api.pinned_empty((2, 3), np.float32)
+    host[...] = 1.5  # really backed by the pinned allocation
+    assert len(rt.pinned) == 1
+    api.free_host(host)
+    assert not rt.pinned
+    rt.capturing.add(s)
+    api.abort_capture(s)  # an invalidated capture: ended, its graph destroyed, no exception
+    assert not rt.capturing and ("cudaGraphDestroy", 5) in rt.calls
+    api.abort_capture(s)  # not capturing: nothing to do
+    monkeypatch.setattr(cuda_layer, "available_layers", lambda: ["cuda-python"])
+    assert cuda_layer.device_count() == 2  # what fomm-export --engine asks instead of torch.cuda
+
+
 def test_engine_prerequisites_ask_the_cuda_layer_not_torch(monkeypatch):
     from fomm_deploy.export import exporter
     from fomm_deploy.runtime import names

@@ -251,10 +251,13 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 def check_engine_prerequisites() -> None:
     """``--engine`` needs the tensorrt package and a CUDA GPU; say exactly what is missing."""
+    from fomm_deploy.runtime.backends.cuda import device_count
     from fomm_deploy.runtime.names import tensorrt_missing
 
     missing = tensorrt_missing()
-    if not torch.cuda.is_available():
+    # Asked of the CUDA layer the engines will run on (cuda-python / pycuda), never of torch: a CPU build of
+    # torch says no GPU where TensorRT has one, and a CUDA build would open a second context.
+    if not missing and device_count() < 1:
         missing.append("a CUDA GPU visible to this process")
     if missing:
         raise ExportError("--engine needs " + " and ".join(missing) + "; export without --engine and build "

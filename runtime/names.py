@@ -7,7 +7,6 @@ Importing this module imports no backend (and no torch).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,10 +87,10 @@ def tensorrt_missing() -> list[str]:
     Only imports are probed here (``cuda.bindings`` itself, not any ``cuda.*`` namespace package); whether
     a GPU answers is the CUDA layer's to say when a backend activates.
     """
-    from .backends.cuda import available_layers
+    from .backends.cuda import _has_module, available_layers
 
     missing = []
-    if importlib.util.find_spec("tensorrt") is None:
+    if not _has_module("tensorrt"):
         missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
     if not available_layers():
         missing.append("a CUDA layer for GPU memory (cuda-python or pycuda)")

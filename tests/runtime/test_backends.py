@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -10,7 +11,8 @@ import pytest
 
 from fomm_deploy.runtime.animator import Animator, find_best_frame
 from fomm_deploy.runtime.backends.base import Backend
-from fomm_deploy.runtime.backends.tensorrt import EngineKey, engine_key, engine_path_for, onnx_file_for
+from fomm_deploy.runtime.backends.tensorrt import (BUILDER_REVISION, EngineKey, engine_key, engine_path_for,
+                                                   onnx_file_for)
 from fomm_deploy.runtime.contract import check_feed, tolerance
 from fomm_deploy.runtime.errors import FommError, InputMismatchError
 from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
@@ -207,9 +209,16 @@ def test_engine_cache_key(golden_export):
         engine_key(onnx16, "fp16", **dict(facts, compute_capability="8.9")),
         engine_key(onnx16, "fp16", **facts, batch=(1, 4, 8)),
         engine_key(onnx16, "fp16", **facts, optimization_level=5),
+        # Builder settings and the builder revision: an engine built before a builder fix is never reused.
+        dataclasses.replace(base, tf32=not base.tf32),
+        dataclasses.replace(base, strongly_typed=not base.strongly_typed),
+        dataclasses.replace(base, workspace_bytes=base.workspace_bytes // 2),
+        dataclasses.replace(base, builder_revision=base.builder_revision - 1),
     ]
     digests = {base.digest()} | {v.digest() for v in variants}
     assert len(digests) == len(variants) + 1
+    assert base.builder_revision == BUILDER_REVISION and base.strongly_typed
+    assert base.tf32 and not engine_key(onnx32, "fp32", **facts).tf32  # TF32 off for fp32 engines only
     path = engine_path_for(golden_export / "engines", "generator", base)
     assert path.name == f"generator.fp16.{base.digest()}.engine"
     assert isinstance(base, EngineKey) and base.onnx_sha256 == json.loads(

@@ -19,8 +19,14 @@ def pytest_addoption(parser):
 
 
 def _has_cuda() -> bool:
+    """A CUDA GPU that the runtime's CUDA layer (cuda-python or pycuda) or torch can use. The CUDA layer is
+    asked first: with the CPU build of torch, a GPU and TensorRT can still be there."""
     if shutil.which("nvidia-smi") is None:
         return False
+    from fomm_deploy.runtime.backends.cuda import device_count
+
+    if device_count() > 0:
+        return True
     try:
         import torch
 

@@ -20,8 +20,9 @@ class Backend(abc.ABC):
     """Runs one exported graph. Cheap to construct; loads and allocates in ``activate()``.
 
     Lifecycle: ``Backend(spec, ...)`` only records its arguments; ``activate()`` loads the graph or engine
-    and allocates (idempotent, returns ``self``); ``infer(feed)`` may be called any number of times, from the
-    thread that activated it (TensorRT and CUDA contexts are per thread); ``deactivate()`` frees everything
+    and allocates (idempotent, returns ``self``); ``infer(feed)`` may be called any number of times, also from
+    another thread than the one that activated it (the TensorRT backend makes its CUDA context current
+    there for each call), but from one thread at a time; ``deactivate()`` frees everything
     and may be followed by another ``activate()``. ``with backend:`` does activate/deactivate.
 
     Subclasses implement ``_activate``, ``_infer`` (gets a contract-checked feed, returns at least every

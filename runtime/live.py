@@ -137,7 +137,9 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     your head, eyes and mouth from there. No manual alignment; press r to recalibrate, h for all keys.
 
     q, Esc, closing the window, Ctrl-C and SIGTERM all end the session the same way: the recording
-    (--output) is finished and kept, and the command exits 0. Errors exit 1 with one line.
+    (--output) is finished and kept, and the command exits 0. A signal before the session has started
+    (while the model loads) exits 128 + its number (130, 143) with nothing written. Errors exit 1 (2 for
+    malformed options).
 
     \b
     Examples:

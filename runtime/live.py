@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -33,6 +34,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 from .cli_common import user_errors  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
 from .names import backend_option, onnx_dir_option, precision_option, providers_option, tensorrt_missing  # noqa: E402
+from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
 from .webcam.virtualcam import require_pyvirtualcam  # noqa: E402
@@ -45,28 +47,70 @@ def has_display() -> bool:
     return True
 
 
-def choose_backend(requested: str, exported) -> tuple[str, str]:
-    """(backend, precision): TensorRT fp16 when available and exported, else ONNX Runtime."""
+def choose_backend(requested: str, exported, providers: tuple[str, ...] | None = None) -> tuple[str, str, str]:
+    """(backend, precision, why). ``auto``: TensorRT fp16 when TensorRT is usable and the fp16 graphs were
+    exported; else ONNX Runtime, with the int8 graphs on a CPU when the export has them (about twice as
+    fast as fp32 there), fp32 otherwise (or when ``providers`` put ONNX Runtime on a GPU)."""
     if requested != "auto":
-        return requested, ("fp16" if requested == "tensorrt" else "fp32")
-    if not tensorrt_missing() and exported.has_precision("fp16"):
-        return "tensorrt", "fp16"
-    return "onnxruntime", "fp32"
+        return requested, ("fp16" if requested == "tensorrt" else "fp32"), "as asked"
+    missing = tensorrt_missing()
+    if not missing and exported.has_precision("fp16"):
+        return "tensorrt", "fp16", "chosen automatically: TensorRT and the fp16 graphs are there"
+    no_trt = "no fp16 graphs for TensorRT in the export" if not missing else "no TensorRT here"
+    if providers and any(p != "cpu" for p in providers):
+        return "onnxruntime", "fp32", f"chosen automatically: {no_trt}; int8 is for CPU, --providers asks for a GPU"
+    if exported.has_precision("int8"):
+        return "onnxruntime", "int8", (f"chosen automatically: {no_trt}; on a CPU the exported int8 graphs run "
+                                       "about twice as fast as fp32 (--precision fp32 for the reference)")
+    return "onnxruntime", "fp32", f"chosen automatically: {no_trt}, no int8 graphs in the export"
+
+
+def check_output(output: Path, camera: str, force: bool) -> None:
+    """Refuse an ``--output`` that cannot or must not be written, before the camera opens.
+
+    Raises:
+        InputError: not .mp4, a folder, the --camera video itself, an existing file without ``force``, or a
+            place where no file can be created.
+    """
+    if output.suffix.lower() != ".mp4":
+        raise InputError(f"--output must end in .mp4, got {output.name}")
+    kind, target = parse_camera(camera)
+    if kind == "file":
+        cam = Path(str(target))
+        if cam.resolve() == output.resolve() or (cam.exists() and output.exists() and os.path.samefile(cam, output)):
+            raise InputError(f"--output {output} is the --camera video: recording would replace it; give the "
+                             "recording another name")
+    if output.is_dir():
+        raise InputError(f"--output {output} is a folder; give a file name such as session.mp4")
+    if output.exists() and not force:
+        raise InputError(f"--output {output} already exists; pass --force to replace it")
+    folder = output.parent
+    while not folder.exists():  # the writer creates missing folders; the nearest existing one must take them
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write --output {output}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write --output {output}: {exc.strerror or exc} ({folder})") from None
 
 
 @click.command()
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
-              help="Portrait to animate, or a folder of portraits (n/p switch between them).")
+              help="Portrait to animate (an image, or a video: its first frame), or a folder of portraits "
+              "(n/p switch between them).")
 @onnx_dir_option()
 @click.option("--camera", default="0", show_default=True,
               help="Camera index (0, 1, ...), device (/dev/video0), stream URL, or a video file standing in for a camera.")
 @click.option("--loop", is_flag=True, help="With a video file as camera: start again at its end.")
 @backend_option("auto", auto=True, help="auto: TensorRT fp16 when TensorRT and the fp16 graphs are there, else "
-               "ONNX Runtime; onnxruntime, tensorrt, or torch (the PyTorch reference, slow).")
+               "ONNX Runtime, int8 on a CPU when the export has int8 graphs (about twice as fast as fp32); "
+               "onnxruntime, tensorrt, or torch (the PyTorch reference, slow).")
 @precision_option(None, help="Override the precision the backend choice implies (fp32, fp16, int8).")
 @providers_option()
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")
-@click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face.")
+@click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face (> 0).")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
               help="Crop box smoothing over time (0: none).")
 @click.option("--relative/--absolute", default=True, show_default=True)
@@ -76,19 +120,26 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
 @click.option("--no-window", is_flag=True, help="Headless: no preview window (use with --output or --virtual-cam).")
 @click.option("--no-overlay", is_flag=True, help="Start without the fps/latency overlay (o toggles it).")
 @click.option("--virtual-cam", is_flag=True, help="Send the portrait to a virtual camera (pyvirtualcam).")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Record the preview (camera | portrait) to this .mp4.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Record the preview (camera | portrait) to this .mp4, in real time (a frame lasts as long as "
+              "it was on screen). Finished on q, Ctrl-C or SIGTERM.")
+@click.option("--force", is_flag=True, help="Replace an existing --output file.")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many output frames.")
-@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (> 0).")
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
          providers: tuple[str, ...] | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
-         mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool, output: Path | None,
+         mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool, output: Path | None, force: bool,
          max_frames: int | None, max_seconds: float | None) -> None:
     """Drive a portrait with your face from a webcam, in real time.
 
     Look at the camera: the first well-framed frame becomes the reference pose, and the portrait follows
     your head, eyes and mouth from there. No manual alignment; press r to recalibrate, h for all keys.
+
+    q, Esc, closing the window, Ctrl-C and SIGTERM all end the session the same way: the recording
+    (--output) is finished and kept, and the command exits 0. A signal before the session has started
+    (while the model loads) exits 128 + its number (130, 143) with nothing written. Errors exit 1 (2 for
+    malformed options).
 
     \b
     Examples:
@@ -98,8 +149,14 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     """
     from .graphs import load_exported, open_animator
 
-    if output is not None and output.suffix.lower() != ".mp4":
-        raise InputError(f"--output must end in .mp4, got {output.name}")
+    if not crop_scale > 0:
+        raise InputError(f"--crop-scale must be greater than 0 (the crop side over the face side), got {crop_scale}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise InputError(f"--max-seconds must be greater than 0, got {max_seconds}")
+    if no_window and output is None and not virtual_cam:
+        raise InputError("--no-window alone shows and records nothing; add --output FILE.mp4 or --virtual-cam")
+    if output is not None:
+        check_output(output, camera, force)
     if not no_window and not has_display():
         raise InputError("no display to show the preview on (DISPLAY is not set); use --no-window with "
                          "--output FILE or --virtual-cam")
@@ -109,12 +166,12 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
         raise ImageError(f"portrait not found: {source}")
     portraits = list_portraits(source)
     exported = load_exported(onnx_dir)
-    kind, prec = choose_backend(backend, exported)
-    prec = precision or prec
+    kind, prec, why = choose_backend(backend, exported, providers)
+    if precision is not None and precision != prec:
+        prec, why = precision, f"{why}; --precision {precision} as asked"
     animator = open_animator(exported, kind, prec, providers=providers, relative=relative, adapt_scale=adapt_scale)
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
-    click.echo(f"backend: {kind} {prec}, {graphs} ({'chosen automatically' if backend == 'auto' else 'as asked'})",
-               err=True)
+    click.echo(f"backend: {kind} {prec}, {graphs} ({why})", err=True)
     options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,
                           mirror=mirror, window=not no_window, overlay=not no_overlay, virtual_cam=virtual_cam,
                           output=output, max_frames=max_frames, max_seconds=max_seconds)
@@ -126,7 +183,8 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
                f"dropped), {report.fps:.1f} fps; capture-to-display latency median {np.median(lat):.0f} ms, "
                f"p90 {np.percentile(lat, 90):.0f} ms; {stages}; ended: {report.reason or report.camera_status}")
     if report.output is not None:
-        click.echo(f"recorded {report.output}")
+        click.echo(f"recorded {report.output}: {report.recorded_seconds:.1f} s ({report.recorded_frames} frames) of a "
+                   f"{report.seconds:.1f} s session")
 
 
 if __name__ == "__main__":

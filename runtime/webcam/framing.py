@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, InputError
 
 
 class FaceFramer:
@@ -25,6 +25,7 @@ class FaceFramer:
         detect_width: frames wider than this are shrunk to it for detection (speed).
 
     Raises:
+        InputError: ``scale`` is not positive.
         BackendUnavailableError: OpenCV's face detector is not installed (opencv-python 5 removed it).
     """
 
@@ -32,6 +33,8 @@ class FaceFramer:
                  detect_width: int = 320) -> None:
         import cv2
 
+        if not scale > 0:  # also NaN
+            raise InputError(f"--crop-scale must be greater than 0 (the crop side over the face side), got {scale}")
         self.crop_enabled = crop
         self.scale, self.raise_by, self.smoothing = scale, raise_by, smoothing
         self.detect_width = detect_width
@@ -88,7 +91,7 @@ class FaceFramer:
             s = min(h, w)
             return ((w - s) // 2, (h - s) // 2, s), False
         cx, cy, side = self._box
-        side = int(round(min(side, 2 * max(h, w))))
+        side = int(round(min(max(side, 8), 2 * max(h, w))))  # never an empty crop
         return (int(round(cx - side / 2)), int(round(cy - side / 2)), side), found is not None
 
     @staticmethod

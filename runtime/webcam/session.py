@@ -7,6 +7,7 @@ frames instead of queueing them; every frame carries its capture time, so latenc
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import load_image
+from ..preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
 from .framing import FaceFramer
@@ -66,13 +67,18 @@ class LiveReport:
     reference_frame: int | None = None  # index of the frame that became the reference pose
     output: Path | None = None  # the recording, when one was written
     reason: str = ""  # why it ended
+    seconds: float = 0.0  # wall time from the session's start to its end (what a recording lasts)
+    recorded_frames: int = 0  # frames in the recording (constant rate: repeated while a frame was on screen)
+    recorded_seconds: float = 0.0  # the recording's length
 
 
 class LiveSession:
     """Runs the live pipeline. ``animator`` is an ``Animator`` over activated backends.
 
-    Every portrait is read when the session is built, and the camera opens then too, so bad input fails
-    before anything runs. ``run`` blocks until the camera ends, a limit is reached or the user quits.
+    Every portrait is read when the session is built (an image, or a video's first frame), and the camera
+    opens then too, so bad input fails before anything runs. ``run`` blocks until the camera ends, a limit
+    is reached or the user quits (q, Esc, closing the window, or Ctrl-C / SIGTERM when ``run`` is called in
+    the main thread: the signal ends the session like q, and the recording is finished, not thrown away).
     The first frame with a steady face (``calibrate_frames`` in a row) becomes the reference pose.
     ``camera_opener`` replaces ``cv2.VideoCapture``; ``log`` receives messages for the user.
     """
@@ -85,7 +91,7 @@ class LiveSession:
         self.portraits = portraits
         self.portrait_index = 0
         # Read every portrait before the camera opens: a bad file is an error now, not mid-session.
-        self._images = [load_image(p) for p in portraits]
+        self._images = [load_source(p) for p in portraits]
         self.animator.set_source(self._images[0])
         self.framer = FaceFramer(crop=options.crop, scale=options.crop_scale, smoothing=options.smoothing)
         self.timer = StageTimer()
@@ -99,6 +105,7 @@ class LiveSession:
                                      mirror=lambda: self._mirror, opener=camera_opener)
         self._errors: list[BaseException] = []
         self._show_help = False
+        self._signal: str | None = None  # the SIGINT / SIGTERM that asked the session to end
 
     # -- worker stages ---------------------------------------------------------------------------
 
@@ -237,7 +244,8 @@ class LiveSession:
         writer = vcam = None
         threads = [threading.Thread(target=self._guard(self._framing_loop), name="framing", daemon=True),
                    threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
-        started = time.perf_counter()
+        previous = self._catch_signals()
+        started = ended = time.perf_counter()
         try:
             if opts.virtual_cam:
                 vcam = open_virtual_cam(*self.animator.frame_size[::-1], self.capture.fps)
@@ -245,6 +253,9 @@ class LiveSession:
             for t in threads:
                 t.start()
             while not self._stop.is_set():
+                if self._signal is not None:
+                    self.report.reason = f"stopped by {self._signal}"
+                    break
                 result = self.result_slot.get(timeout=0.1)
                 if result is None:
                     if self.result_slot.closed:
@@ -264,7 +275,10 @@ class LiveSession:
                 if opts.output is not None:
                     if writer is None:
                         writer = VideoWriter(opts.output, self.capture.fps, (frame.shape[1], frame.shape[0]))
-                    writer.write(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                    # Timed: each frame is held in the file for as long as it is on screen, so a session that
+                    # drops frames is recorded at its real pace, not as a time-lapse. The first frame also
+                    # covers the start-up before it: the file lasts as long as the session.
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), now - started)
                 if vcam is not None:
                     vcam.send(result.portrait)
                 if opts.window:
@@ -277,9 +291,10 @@ class LiveSession:
                 if opts.max_seconds and now - started > opts.max_seconds:
                     self.report.reason = "time limit"
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # only when run outside the main thread's signal handling
             self.report.reason = "interrupted"
         finally:
+            ended = time.perf_counter()
             self._stop.set()
             self.capture.stop()
             for slot in (self.captured_slot, self.framed_slot, self.result_slot):
@@ -287,22 +302,47 @@ class LiveSession:
             self.capture.join(timeout=5)
             for t in threads:
                 t.join(timeout=5)
-            if writer is not None:
-                if self._errors:
-                    writer.abort()
-                else:
-                    self.report.output = writer.close()
-            if vcam is not None:
-                vcam.close()
-            if opts.window:
-                cv2.destroyAllWindows()
+            try:
+                if writer is not None:
+                    if self._errors:
+                        writer.abort()
+                    else:
+                        self.report.output = writer.close(end=ended - started)
+                        self.report.recorded_frames, self.report.recorded_seconds = writer.frames, writer.duration
+                if vcam is not None:
+                    vcam.close()
+                if opts.window:
+                    cv2.destroyAllWindows()
+            finally:
+                self._restore_signals(previous)
         if self._errors:
             raise self._errors[0]
         r = self.report
         r.captured, r.camera_status, r.reconnects = self.capture.captured, self.capture.status, self.capture.reconnects
         r.dropped_capture, r.dropped_framing = self.captured_slot.dropped, self.framed_slot.dropped
         r.stage_ms, r.fps = self.timer.mean_ms(), self.timer.fps()
+        r.seconds = ended - started
         return r
+
+    def _catch_signals(self) -> dict | None:
+        """In the main thread: SIGINT and SIGTERM (and more of them while the recording is finished) only ask
+        the session to end, so that it stops between frames and finishes its recording. The handlers that
+        were there (e.g. ``cli_common.user_errors``'s) are returned for ``_restore_signals``."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def ask_to_stop(signum, frame) -> None:
+            if self._signal is None:
+                self._signal = signal.Signals(signum).name
+                self.log(f"{self._signal}: ending the session" + (f", finishing {self.options.output}"
+                                                                  if self.options.output is not None else ""))
+
+        return {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict | None) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
 
     def _pump(self, window: str) -> bool:
         """Process window events; False when the user quits or closes the window."""

@@ -80,8 +80,8 @@ def check_output_file(path: str | Path, *, inputs: dict[str, str | Path | None] 
     """Check, before any work, that ``path`` can be written as a command's output file.
 
     Refuses: a folder; a suffix not in ``suffixes``; the same file as one of ``inputs`` (``{"--driving":
-    path}``), whatever the spelling; an existing file unless ``force``; a folder that cannot be created or
-    written to. Returns the path.
+    path}``), however it is spelled (links included), even with ``force``; an existing file unless ``force``;
+    a place where no file can be created. Returns the path.
 
     Raises:
         InputError: with the option's name and how to fix it.
@@ -89,19 +89,24 @@ def check_output_file(path: str | Path, *, inputs: dict[str, str | Path | None] 
     from .errors import InputError
 
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('result' + (suffixes or ('.mp4',))[0])}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{option} must end in {' or '.join(suffixes)}, got {path.name}")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name such as {path / ('result' + (suffixes or ('.mp4',))[0])}")
     for name, other in (inputs or {}).items():
         if other is not None and (_same_file(path, Path(other)) or path.resolve() == Path(other).resolve()):
-            raise InputError(f"{option} {path} is the {name} input: choose another output name (it would be overwritten)")
+            raise InputError(f"{option} {path} is the {name} input: writing it would replace it; give the output "
+                             "another name")
     if path.exists() and not force:
-        raise InputError(f"{option} {path} exists; pass --force to replace it")
-    parent = path.resolve().parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: cannot write in {existing} (permission denied or not a folder)")
+        raise InputError(f"{option} {path} already exists; pass --force to replace it")
+    folder = path.parent
+    while not folder.exists():  # missing folders are created; the nearest existing one must take them
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {option} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {option} {path}: {exc.strerror or exc} ({folder})") from None
     return path

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -31,9 +30,11 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
     import fomm_deploy.runtime  # noqa: E402,F401 - the checkout's package (fomm_deploy/__init__.py)
     __package__ = "fomm_deploy.runtime"
 
-from .cli_common import user_errors  # noqa: E402
+from .cli_common import CONTEXT, user_errors, version_option  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
-from .names import backend_option, onnx_dir_option, precision_option, providers_option, tensorrt_missing  # noqa: E402
+from .fileio import check_output_file  # noqa: E402
+from .names import (backend_option, onnx_dir_option, precision_option, providers_option, relative_option,  # noqa: E402
+                    tensorrt_missing)
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
@@ -66,37 +67,14 @@ def choose_backend(requested: str, exported, providers: tuple[str, ...] | None =
 
 
 def check_output(output: Path, camera: str, force: bool) -> None:
-    """Refuse an ``--output`` that cannot or must not be written, before the camera opens.
-
-    Raises:
-        InputError: not .mp4, a folder, the --camera video itself, an existing file without ``force``, or a
-            place where no file can be created.
-    """
-    if output.suffix.lower() != ".mp4":
-        raise InputError(f"--output must end in .mp4, got {output.name}")
+    """Refuse an ``--out`` that cannot or must not be written (the --camera video included), before the
+    camera opens (``fileio.check_output_file``)."""
     kind, target = parse_camera(camera)
-    if kind == "file":
-        cam = Path(str(target))
-        if cam.resolve() == output.resolve() or (cam.exists() and output.exists() and os.path.samefile(cam, output)):
-            raise InputError(f"--output {output} is the --camera video: recording would replace it; give the "
-                             "recording another name")
-    if output.is_dir():
-        raise InputError(f"--output {output} is a folder; give a file name such as session.mp4")
-    if output.exists() and not force:
-        raise InputError(f"--output {output} already exists; pass --force to replace it")
-    folder = output.parent
-    while not folder.exists():  # the writer creates missing folders; the nearest existing one must take them
-        folder = folder.parent
-    if not folder.is_dir():
-        raise InputError(f"cannot write --output {output}: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write --output {output}: {exc.strerror or exc} ({folder})") from None
+    check_output_file(output, inputs={"--camera": Path(str(target)) if kind == "file" else None}, force=force,
+                      option="--out", suffixes=(".mp4",))
 
 
-@click.command()
+@click.command(context_settings=CONTEXT)
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
               help="Portrait to animate (an image, or a video: its first frame), or a folder of portraits "
               "(n/p switch between them).")
@@ -113,19 +91,20 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face (> 0).")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
               help="Crop box smoothing over time (0: none).")
-@click.option("--relative/--absolute", default=True, show_default=True)
+@relative_option()
 @click.option("--adapt-scale/--no-adapt-scale", default=True, show_default=True,
               help="Scale your motion to the portrait's keypoint spread.")
 @click.option("--mirror", is_flag=True, help="Mirror the camera (selfie view).")
-@click.option("--no-window", is_flag=True, help="Headless: no preview window (use with --output or --virtual-cam).")
+@click.option("--no-window", is_flag=True, help="Headless: no preview window (use with --out or --virtual-cam).")
 @click.option("--no-overlay", is_flag=True, help="Start without the fps/latency overlay (o toggles it).")
 @click.option("--virtual-cam", is_flag=True, help="Send the portrait to a virtual camera (pyvirtualcam).")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "--output", "output", type=click.Path(path_type=Path), default=None,
               help="Record the preview (camera | portrait) to this .mp4, in real time (a frame lasts as long as "
               "it was on screen). Finished on q, Ctrl-C or SIGTERM.")
-@click.option("--force", is_flag=True, help="Replace an existing --output file.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file (never the --camera video).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many output frames.")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (> 0).")
+@version_option()
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
          providers: tuple[str, ...] | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
@@ -137,7 +116,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     your head, eyes and mouth from there. No manual alignment; press r to recalibrate, h for all keys.
 
     q, Esc, closing the window, Ctrl-C and SIGTERM all end the session the same way: the recording
-    (--output) is finished and kept, and the command exits 0. A signal before the session has started
+    (--out) is finished and kept, and the command exits 0. A signal before the session has started
     (while the model loads) exits 128 + its number (130, 143) with nothing written. Errors exit 1 (2 for
     malformed options).
 
@@ -145,7 +124,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     Examples:
       fomm-live --source avatar.jpg
       fomm-live --source portraits/ --camera 1 --virtual-cam
-      fomm-live --source avatar.jpg --camera clip.mp4 --no-window --output session.mp4
+      fomm-live --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
     """
     from .graphs import load_exported, open_animator
 
@@ -154,12 +133,12 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     if max_seconds is not None and not max_seconds > 0:
         raise InputError(f"--max-seconds must be greater than 0, got {max_seconds}")
     if no_window and output is None and not virtual_cam:
-        raise InputError("--no-window alone shows and records nothing; add --output FILE.mp4 or --virtual-cam")
+        raise InputError("--no-window alone shows and records nothing; add --out FILE.mp4 or --virtual-cam")
     if output is not None:
         check_output(output, camera, force)
     if not no_window and not has_display():
         raise InputError("no display to show the preview on (DISPLAY is not set); use --no-window with "
-                         "--output FILE or --virtual-cam")
+                         "--out FILE or --virtual-cam")
     if virtual_cam:
         require_pyvirtualcam()  # before the camera opens
     if not source.exists():

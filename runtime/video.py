@@ -277,6 +277,7 @@ before it). ``frames`` counts the frames in the file.
         self._held_slot = 0
         self._last_gap = 1  # frame periods the last frame before the held one was shown for
         self._timed: bool | None = None
+        self._aborted = False
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
@@ -319,6 +320,8 @@ before it). ``frames`` counts the frames in the file.
 
     def close(self, end: float | None = None) -> Path:
         """Finish and publish the file. ``end``: hold the last frame until this time (timed mode)."""
+        if self._aborted:
+            raise VideoError(f"{self.path} was not written: the writer was aborted")
         if self._proc is None:
             return self.path
         if self._held is not None:
@@ -339,6 +342,8 @@ before it). ``frames`` counts the frames in the file.
         return self.path
 
     def abort(self) -> None:
+        """Stop ffmpeg and remove the temporary file: nothing is published."""
+        self._aborted = True
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()

@@ -443,7 +443,7 @@ def test_cli_refuses_bad_options_before_the_camera_opens(golden_export, tmp_path
         assert "--crop-scale must be greater than 0" in error("--crop-scale", scale, "--no-window", "--output", out)
     for seconds in ("-1", "0"):
         assert "--max-seconds must be greater than 0" in error("--max-seconds", seconds, "--no-window", "--output", out)
-    assert "add --output FILE.mp4 or --virtual-cam" in error("--no-window")
+    assert "add --out FILE.mp4 or --virtual-cam" in error("--no-window")
     assert "must end in .mp4" in error("--no-window", "--output", tmp_path / "o.avi")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -458,9 +458,9 @@ def test_cli_refuses_bad_options_before_the_camera_opens(golden_export, tmp_path
     cam.write_bytes(b"the input")
     for spelled in (cam, tmp_path / "." / "cam.mp4"):
         for force in ((), ("--force",)):
-            assert "is the --camera video" in error("--camera", cam, "--no-window", "--output", spelled, *force)
+            assert "is the --camera input" in error("--camera", cam, "--no-window", "--output", spelled, *force)
     (tmp_path / "link.mp4").symlink_to(cam)
-    assert "is the --camera video" in error("--camera", cam, "--no-window", "--output", tmp_path / "link.mp4", "--force")
+    assert "is the --camera input" in error("--camera", cam, "--no-window", "--output", tmp_path / "link.mp4", "--force")
     assert cam.read_bytes() == b"the input"
 
 

@@ -122,3 +122,12 @@ def test_big_jpegs_are_decoded_reduced(tmp_path):
     assert load_image(tmp_path / "big.jpg").shape == (2000, 3000, 3)
     reduced = load_image(tmp_path / "big.jpg", max_side=256)
     assert reduced.shape == (500, 750, 3)  # 1/4; at 1/8 the shorter side (250 px) would be under 256
+
+
+def test_a_writer_that_was_aborted_does_not_claim_a_file(tmp_path):
+    w = VideoWriter(tmp_path / "x.mp4", 25, (64, 64))
+    w.write(np.zeros((64, 64, 3), np.uint8))
+    w.abort()
+    with pytest.raises(VideoError, match="was not written"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []

@@ -8,10 +8,12 @@ node and rounds every tensor that the fp16 graph types as float16 after each nod
     Each op computes in fp32 from its (fp16) inputs and its outputs are rounded to fp16 once: what fp16
     kernels with fp32 accumulation (tensor cores with an fp32 accumulator) give.
 ``worst``
-    As ``best``, but convolutions, matrix products and average pools accumulate in fp16: the reduction is
-    done one multiply-add at a time (input channel x kernel tap), the running sum rounded to fp16 after each
-    step (a sequential fused multiply-add in fp16, the bias added last). Real fp16-accumulating kernels
-    sum in blocks with wider internal sums, so this bounds them from the pessimistic side.
+    As ``best``, but convolutions, matrix products and average pools accumulate in fp16. A convolution's
+    reduction is split by input channel: each channel's kh x kw taps form one fp32 partial sum, and the
+    partials are added one channel after another with the running sum rounded to fp16 after every addition
+    (the bias added last, also rounded). MatMul and AveragePool round after every single multiply-add.
+    fp16-accumulating GPU kernels sum blocks of the reduction with wider internal sums, so this sequential
+    order is a pessimistic bound: errors grow with the number of rounded additions (C_in per output).
 
 Convolutions, GridSample, Resize and pools run in torch (fp32, CPU); every other op runs in onnx's
 reference implementation (``onnx.reference``), one node at a time, in fp32. Nodes are evaluated in graph
@@ -77,13 +79,13 @@ def _conv(x, w, b, attrs, worst: bool) -> np.ndarray:
         y = F.conv2d(xt, _t(w), None if b is None else _t(b), stride=strides, padding=pad, dilation=dil,
                      groups=groups)
         return y.numpy()
-    h_out = (xt.shape[2] + 2 * pad[0] - dil[0] * (kh - 1) - 1) // strides[0] + 1
-    w_out = (xt.shape[3] + 2 * pad[1] - dil[1] * (kw - 1) - 1) // strides[1] + 1
-    cols = F.unfold(xt, (kh, kw), dilation=dil, padding=pad, stride=strides)  # (N, C*kh*kw, L)
-    acc = _fp16_accumulate(cols, _t(w).reshape(w.shape[0], -1))
+    wt, acc = _t(w), None
+    for c in range(w.shape[1]):  # one input channel's kh x kw taps per fp32 partial, summed across channels in fp16
+        part = F.conv2d(xt[:, c:c + 1], wt[:, c:c + 1], None, stride=strides, padding=pad, dilation=dil)
+        acc = part.half().float() if acc is None else (acc + part).half().float()
     if b is not None:
-        acc = (acc + _t(b)[None, :, None]).half().float()
-    return acc.reshape(xt.shape[0], w.shape[0], h_out, w_out).numpy()
+        acc = (acc + _t(b)[None, :, None, None]).half().float()
+    return acc.numpy()
 
 
 def _average_pool(x, attrs, worst: bool) -> np.ndarray:

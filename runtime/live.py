@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 
 from .cli_common import user_errors  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
-from .names import backend_option, onnx_dir_option, precision_option, providers_option, tensorrt_missing  # noqa: E402
+from .names import backend_option, device_option, onnx_dir_option, precision_option, providers_option, tensorrt_missing  # noqa: E402
 from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
 from .webcam.virtualcam import require_pyvirtualcam  # noqa: E402
@@ -65,6 +65,7 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
                "ONNX Runtime; onnxruntime, tensorrt, or torch (the PyTorch reference, slow).")
 @precision_option(None, help="Override the precision the backend choice implies (fp32, fp16, int8).")
 @providers_option()
+@device_option()
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")
 @click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face.")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
@@ -82,7 +83,7 @@ def choose_backend(requested: str, exported) -> tuple[str, str]:
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
-         providers: tuple[str, ...] | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
+         providers: tuple[str, ...] | None, device: str | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
          mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool, output: Path | None,
          max_frames: int | None, max_seconds: float | None) -> None:
     """Drive a portrait with your face from a webcam, in real time.
@@ -111,7 +112,8 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     exported = load_exported(onnx_dir)
     kind, prec = choose_backend(backend, exported)
     prec = precision or prec
-    animator = open_animator(exported, kind, prec, providers=providers, relative=relative, adapt_scale=adapt_scale)
+    animator = open_animator(exported, kind, prec, providers=providers, device=device, relative=relative,
+                             adapt_scale=adapt_scale)
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"backend: {kind} {prec}, {graphs} ({'chosen automatically' if backend == 'auto' else 'as asked'})",
                err=True)

@@ -211,11 +211,11 @@ def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
 
 def test_fp16_deployment_keeps_the_keypoint_detector_fp32(exported):
     """Policy (export/fp16.py FP32_AT_FP16): with its hourglass in fp16 the worst-case emulation moves the golden
-    keypoints by 13.4 px (budget 2 px); kp_detector.fp16.onnx holds the fp32 graph."""
+    keypoints by 3.2 px (best case 1.2 px, budget 2 px); kp_detector.fp16.onnx holds the fp32 graph."""
     model = onnx.load(str(exported.out_dir / "kp_detector.fp16.onnx"))
     assert fp16_node_types(model)["fp16"] == set()
     kp = exported.manifest.parity["results"]["kp_detector.fp16"]
-    assert kp["kp_max_px"] == 0 and kp["emulated"]["worst"]["kp_max_px"] == 0
+    assert kp["kp_max_px"] == 0 and kp["emulated"]["worst"]["kp_max_px"] < 0.01  # fp32 op implementations differ
 
 
 def test_fp16_numbers_are_measured_and_within_budget(exported):

@@ -176,7 +176,7 @@ class TorchBackend(Backend):
         for n in self.spec.input_names:
             t = torch.from_numpy(np.ascontiguousarray(feed[n]))
             if self.device.startswith("cuda"):
-                t = t.pin_memory().to(self.device, non_blocking=True)
+                t = t.to(self.device)
             if self.channels_last and t.dim() == 4 and n in ("image", "source", "source_features", "source_down"):
                 t = t.contiguous(memory_format=torch.channels_last)
             args.append(t)

@@ -40,7 +40,7 @@ TYPE_AGNOSTIC_OPS = {"Reshape", "Transpose", "Concat", "Slice", "Split", "Identi
                      "Flatten", "Expand", "Gather", "Tile", "Shape", "MaxPool"}
 # Graphs that stay fully fp32 in an fp16 deployment (their ``*.fp16.onnx`` holds the fp32 graph). kp_detector:
 # its temperature-0.1 softmax turns fp16 feature errors into keypoint jumps (worst-case emulation of the
-# golden fixture: 13.4 px with the hourglass in fp16, budget 2 px), and it is 2.6 of the ~110 GFLOP of a
+# golden fixture: 3.2 px with the hourglass in fp16, best case 1.2 px, budget 2 px), and it is 2.6 of the ~110 GFLOP of a
 # vox-256 step, so fp32 costs little.
 FP32_AT_FP16 = ("kp_detector",)
 

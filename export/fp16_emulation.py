@@ -51,18 +51,6 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
 
 
-def _fp16_accumulate(cols: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum_r weight[o, r] * cols[n, r, l] with the running sum rounded to fp16 after every multiply-add.
-
-    cols: (N, R, L); weight: (O, R); returns (N, O, L) float32 holding fp16 values.
-    """
-    n, r, length = cols.shape
-    acc = torch.zeros(n, weight.shape[0], length)
-    for i in range(r):
-        acc = (acc + weight[None, :, i, None] * cols[:, None, i, :]).half().float()
-    return acc
-
-
 def _conv(x, w, b, attrs, worst: bool) -> np.ndarray:
     kh, kw = w.shape[2:]
     pads = attrs.get("pads", [0, 0, 0, 0])
@@ -80,9 +68,16 @@ def _conv(x, w, b, attrs, worst: bool) -> np.ndarray:
                      groups=groups)
         return y.numpy()
     wt, acc = _t(w), None
-    for c in range(w.shape[1]):  # one input channel's kh x kw taps per fp32 partial, summed across channels in fp16
-        part = F.conv2d(xt[:, c:c + 1], wt[:, c:c + 1], None, stride=strides, padding=pad, dilation=dil)
-        acc = part.half().float() if acc is None else (acc + part).half().float()
+    cout, cin = w.shape[:2]
+    # Per-channel partials, several channels per grouped convolution (group g = input channel c0 + g, all outputs)
+    chunk = max(1, min(cin, (1 << 25) // max(1, xt.shape[0] * cout * xt.shape[2] * xt.shape[3])))
+    for c0 in range(0, cin, chunk):
+        c1 = min(cin, c0 + chunk)
+        kernels = wt[:, c0:c1].transpose(0, 1).reshape((c1 - c0) * cout, 1, kh, kw)
+        parts = F.conv2d(xt[:, c0:c1], kernels, None, stride=strides, padding=pad, dilation=dil, groups=c1 - c0)
+        parts = parts.reshape(xt.shape[0], c1 - c0, cout, *parts.shape[2:])
+        for g in range(c1 - c0):  # one input channel's kh x kw taps per fp32 partial, summed across channels in fp16
+            acc = parts[:, g].half().float() if acc is None else (acc + parts[:, g]).half().float()
     if b is not None:
         acc = (acc + _t(b)[None, :, None, None]).half().float()
     return acc.numpy()
@@ -98,12 +93,15 @@ def _average_pool(x, attrs, worst: bool) -> np.ndarray:
     xt = _t(x)
     if not worst:
         return F.avg_pool2d(xt, k, s, (pads[0], pads[1]), count_include_pad=True).numpy()
-    n, c = xt.shape[:2]
-    h_out = (xt.shape[2] + 2 * pads[0] - k[0]) // s[0] + 1
-    w_out = (xt.shape[3] + 2 * pads[1] - k[1]) // s[1] + 1
-    cols = F.unfold(xt.reshape(n * c, 1, *xt.shape[2:]), k, padding=(pads[0], pads[1]), stride=s)
-    acc = _fp16_accumulate(cols, torch.full((1, k[0] * k[1]), 1.0))
-    return (acc / (k[0] * k[1])).half().float().reshape(n, c, h_out, w_out).numpy()
+    xt = F.pad(xt, (pads[1], pads[1], pads[0], pads[0])) if any(pads) else xt
+    h_out = (xt.shape[2] - k[0]) // s[0] + 1
+    w_out = (xt.shape[3] - k[1]) // s[1] + 1
+    acc = None
+    for dy in range(k[0]):  # the window's elements one at a time, the running sum rounded to fp16
+        for dx in range(k[1]):
+            tap = xt[:, :, dy:dy + s[0] * (h_out - 1) + 1:s[0], dx:dx + s[1] * (w_out - 1) + 1:s[1]]
+            acc = tap.half().float() if acc is None else (acc + tap).half().float()
+    return (acc / (k[0] * k[1])).half().float().numpy()
 
 
 def _matmul(a, b, worst: bool) -> np.ndarray:

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= cpu,dev
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean gpu-check
 
 setup: $(STAMP)
 
@@ -41,6 +41,19 @@ demo: setup
 	  --driving "exported/demo-faces/test/id0001#clip0.mp4" --onnx exported/demo \
 	  --out exported/demo-result.mp4 --side-by-side
 	@echo "demo: exported/demo-result.mp4 shows source | driving | result"
+
+# On a GPU machine with PyTorch + CUDA, onnx, onnxruntime and cuda-python (no TensorRT needed): the CUDA layer,
+# TrtBackend over a stand-in, fp16 numerics in real half precision and vox-256 latency, written to
+# benchmarks/results/gpu-<gpu name>.{json,md}; then the gpu-marked torch-backend tests. Installs nothing: runs
+# the machine's python (GPU_PYTHON) on this source checkout; pure-Python extras it may lack (yaml, tqdm, click)
+# are taken from GPU_DEPS when that folder exists.
+GPU_PYTHON ?= python3
+GPU_DEPS ?= .gpu-deps
+gpu-check:
+	PYTHONPATH="$(CURDIR)/$(GPU_DEPS)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) -m fomm_deploy.benchmarks.gpu_check \
+	  --out benchmarks/results; rc=$$?; \
+	PYTHONPATH="$(CURDIR)/$(GPU_DEPS)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) -m pytest -q -p no:cacheprovider \
+	  -m gpu tests/runtime/test_torch_gpu.py || rc=1; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -183,7 +183,7 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
 
 
 def bench_backend(exported, backend: str, precision: str, split: bool, source: np.ndarray, frames: np.ndarray, *,
-                  warmup: int, iters: int, threads: int) -> Entry:
+                  warmup: int, iters: int, threads: int, device: str | None = None) -> Entry:
     from fomm_deploy.runtime.graphs import open_animator
 
     providers = ("cpu",) if backend == "onnxruntime" else None
@@ -193,7 +193,7 @@ def bench_backend(exported, backend: str, precision: str, split: bool, source: n
         torch.set_num_threads(threads)
     _reset_peak_rss()
     animator = open_animator(exported, backend, precision, split=split, providers=providers, relative=True,
-                             adapt_scale=True)
+                             adapt_scale=True, device=device if backend == "torch" else None)
     t0 = time.perf_counter()
     animator.set_source(source)
     once = {"set_source (keypoints" + (" + encoder)" if split else ")"): (time.perf_counter() - t0) * 1000}
@@ -263,7 +263,8 @@ class BenchResult:
 
 def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pairs: list[tuple[str, str]],
               variants: tuple[str, ...] = ("reference", "split"), warmup: int = 2, iters: int = 10,
-              threads: int | None = None, command: str = "", log: Callable[[str], None] = print) -> BenchResult:
+              threads: int | None = None, command: str = "", log: Callable[[str], None] = print,
+              device: str | None = None) -> BenchResult:
     """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant)."""
     from fomm_deploy.export.exporter import run_export
     from fomm_deploy.runtime.graphs import load_exported
@@ -287,7 +288,7 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
         if onnx_dir is None:
             log(f"exporting {cfg.name} (fp32, fp16 and int8, with the per-source split) ...")
             t0 = time.perf_counter()
-            run_export(ckpt, cfg, tmp / "exported", precision="all", budgets=LATENCY_ONLY)
+            run_export(ckpt, cfg, tmp / "exported", precision="all", budgets=LATENCY_ONLY, emulate_fp16=False)
             export_seconds = time.perf_counter() - t0
             onnx_dir = tmp / "exported"
         exported = load_exported(onnx_dir)
@@ -303,7 +304,7 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
                     continue
                 log(f"{backend} {precision} {variant} ...")
                 entry = bench_backend(exported, backend, precision, split, source, frames, warmup=warmup,
-                                      iters=iters, threads=threads)
+                                      iters=iters, threads=threads, device=device)
                 entry.vs_baseline = entry.median_ms / baseline.median_ms
                 results.append(entry)
     return BenchResult(command, cfg.name, weights, machine_info(), warmup, iters, threads, export_seconds, baseline,

@@ -10,6 +10,7 @@ import click
 
 from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.names import device_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -23,6 +24,7 @@ from fomm_deploy.runtime.errors import FommError
                    "(default: everything this machine can run).")
 @click.option("--variants", default="reference,split", show_default=True,
               help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
+@device_option()
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first.")
 @click.option("--iters", default=10, show_default=True, type=click.IntRange(3), help="Timed steps.")
 @click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads (default: all cores).")
@@ -34,7 +36,8 @@ from fomm_deploy.runtime.errors import FommError
               help="Write a PNG chart (stages stacked per backend).")
 @version_option()
 @user_errors
-def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str, warmup: int,
+def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str,
+         device: str | None, warmup: int,
          iters: int, threads: int | None, json_path: Path | None, md_path: Path | None,
          chart_path: Path | None) -> None:
     """Measure one animation step (driving keypoints + generator) for every backend, precision and graph
@@ -46,6 +49,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
     \b
     Example:
       fomm-bench --json bench.json --markdown bench.md --chart bench.png
+      fomm-bench --backends torch:fp32,torch:fp16 --device cuda   (a GPU without TensorRT)
     """
     from fomm_deploy.runtime.config import resolve_config
     from fomm_deploy.runtime.names import parse_backend_pairs
@@ -65,12 +69,19 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         pairs = parse_backend_pairs(backends)
     else:
         pairs = available_backends()
+        if device and device.startswith("cuda"):
+            pairs.append(("torch", "fp16"))
+    from fomm_deploy.runtime.names import check_backend_device
+
+    for backend, precision in pairs:  # torch fp16 on the CPU, --device for ONNX Runtime: say so before exporting
+        if backend == "torch" or device is None:
+            check_backend_device(backend, precision, device if backend == "torch" else None)
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     if not set(chosen) <= {"reference", "split"} or not chosen:
         raise FommError(f"--variants takes reference and/or split, got {variants!r}")
     command = "fomm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_bench(cfg, ckpt=ckpt, onnx_dir=onnx_dir, pairs=pairs, variants=chosen, warmup=warmup, iters=iters,
-                       threads=threads, command=command, log=lambda m: click.echo(m, err=True))
+                       threads=threads, command=command, log=lambda m: click.echo(m, err=True), device=device)
     table = markdown_table(result)
     click.echo(table)
     click.echo(f"fomm-bench finished in {result.seconds:.0f} s"

@@ -40,7 +40,8 @@ from fomm_deploy.training.checkpoint import load_checkpoint
 from fomm_deploy.training.model.wrappers import flat_module
 
 from .checks import check_graph, stamp_io_shapes
-from .fp16 import convert_to_mixed_fp16
+from .fp16 import mixed_fp16_for_graph
+from .fp16_emulation import MODES as EMULATION_MODES, emulate
 from .inputs import calibration_frames, real_feeds, sample_feeds
 from .subpixel import with_subpixel_upsampling
 
@@ -64,6 +65,7 @@ class GraphReport:
     size_bytes: int
     comparison: Comparison  # fp32: against PyTorch; fp16 / int8: against the fp32 graph
     against: str
+    emulated: dict[str, Comparison] = field(default_factory=dict)  # fp16: "best" / "worst" emulated arithmetic
 
     @property
     def summary(self) -> str:
@@ -76,6 +78,7 @@ class ExportResult:
     manifest: Manifest
     graphs: list[GraphReport] = field(default_factory=list)
     pipelines: dict[str, Comparison] = field(default_factory=dict)
+    emulated_pipelines: dict[str, dict[str, Comparison]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -111,7 +114,7 @@ class _Job:
 
 
 def _build_fp16(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, out: Path) -> onnx.ModelProto:
-    return convert_to_mixed_fp16(model)
+    return mixed_fp16_for_graph(name, model)
 
 
 def _build_int8(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, out: Path) -> onnx.ModelProto:
@@ -189,6 +192,40 @@ def measure_split(job: _Job, variant: Variant) -> Comparison:
     ref = job.run(job.staging / graph_file_name("generator", "fp32"), feeds)
     return compare(f"{encoder.name} -> {frame.name} vs generator.onnx", job.run(frame, chained), ref,
                    precision=variant.precision, frame_size=job.cfg.frame_size)
+
+
+def measure_emulated(job: _Job, name: str, path: Path, fp32_path: Path, feeds: list[dict[str, np.ndarray]],
+                     budget: Budget) -> dict[str, Comparison]:
+    """The fp16 graph at ``path`` with fp16 arithmetic emulated (``fp16_emulation``: best and worst case)
+    against the fp32 graph, each judged by ``budget``. ONNX Runtime's CPU numbers only see rounding of
+    weights and region boundaries; these are what a GPU computing in fp16 can give."""
+    ref = job.run(fp32_path, feeds)
+    model = onnx.load(str(path))
+    out = {}
+    for mode in EMULATION_MODES:
+        c = compare(f"{path.name} ({mode}-case fp16 arithmetic) vs {fp32_path.name}", emulate(model, feeds, mode), ref,
+                    precision="fp16", frame_size=job.cfg.frame_size)
+        c.budget_failures(budget)
+        out[mode] = c
+    return out
+
+
+def measure_split_emulated(job: _Job, budget: Budget) -> dict[str, Comparison]:
+    """:func:`measure_split` at fp16 with both graphs' fp16 arithmetic emulated (best and worst case)."""
+    encoder = onnx.load(str(job.staging / graph_file_name("source_encoder", "fp16")))
+    frame = onnx.load(str(job.staging / graph_file_name("generator_frame", "fp16")))
+    feeds = [job.check_feeds["generator"]]
+    kp_names = [n for n in feeds[0] if n.startswith("kp_")]
+    ref = job.run(job.staging / graph_file_name("generator", "fp32"), feeds)
+    out = {}
+    for mode in EMULATION_MODES:
+        chained = [dict(emulate(encoder, [{"source": f["source"]}], mode), **{n: f[n] for n in kp_names})
+                   for f in feeds]
+        c = compare(f"source_encoder.fp16 -> generator_frame.fp16 ({mode}-case fp16 arithmetic) vs generator.onnx",
+                    emulate(frame, chained, mode), ref, precision="fp16", frame_size=job.cfg.frame_size)
+        c.budget_failures(budget)
+        out[mode] = c
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +321,8 @@ def build_engines(out_dir: Path, cfg: FommConfig, precisions: tuple[str, ...], l
 def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "fp32", engine: bool = False,
                force: bool = False, progress: Callable[[str], None] | None = None,
                tolerances: Callable[[str, str], float] = tolerance,
-               budgets: Mapping[str, Budget] | None = None, calibration: Path | None = None) -> ExportResult:
+               budgets: Mapping[str, Budget] | None = None, calibration: Path | None = None,
+               emulate_fp16: bool = True) -> ExportResult:
     """Export ``ckpt`` (trained with ``cfg``) to ``out_dir`` and verify it.
 
     Args:
@@ -294,6 +332,9 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         progress: called with a short description before each step.
         tolerances: (precision, output) -> max abs error allowed against PyTorch (default: the contract's table).
         budgets: per reduced precision, a budget replacing the contract's (``contract.BUDGETS``).
+        emulate_fp16: also measure every fp16 graph, and the fp16 split, with fp16 arithmetic emulated
+            (``fp16_emulation``, best and worst case); the worst case is gated by the fp16 budget. Off: only
+            ONNX Runtime's CPU numbers (which run the fp16 regions in fp32) are recorded.
     Raises:
         ExportError, InputError, CheckpointError, ContractError, ParityError: with nothing written to ``out_dir``.
     """
@@ -349,17 +390,27 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
                                  precision=variant.precision, frame_size=cfg.frame_size)
                 result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
                 record(name, variant.precision, out, result, f"fp32 ({variant.inputs})")
+                if variant.precision == "fp16" and emulate_fp16:
+                    step(f"emulating fp16 arithmetic of {out.name} (best and worst case)")
+                    reports[-1].emulated = measure_emulated(job, name, out, path, feeds, budget["fp16"])
+                    worst = reports[-1].emulated["worst"]
+                    worst.raise_for(hint=BUDGET_HINTS["fp16"])
         pipelines: dict[str, Comparison] = {}
         for variant in chosen if "source_encoder" in specs else ():
             step(f"measuring source_encoder -> generator_frame at {variant.precision} end to end")
             result = measure_split(job, variant)
             result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
             pipelines[f"split.{variant.precision}"] = result
+        emulated_pipelines: dict[str, dict[str, Comparison]] = {}
+        if emulate_fp16 and "fp16" in budget and "source_encoder" in specs:
+            step("emulating fp16 arithmetic of source_encoder -> generator_frame (best and worst case)")
+            emulated_pipelines["split.fp16"] = measure_split_emulated(job, budget["fp16"])
+            emulated_pipelines["split.fp16"]["worst"].raise_for(hint=BUDGET_HINTS["fp16"])
         manifest = Manifest(
             checkpoint=CheckpointInfo(str(ckpt.resolve()), sha256_file(ckpt), loaded.epoch),
             config_name=cfg.name, config=cfg.to_dict(), opset=OPSET, align_corners=cfg.align_corners,
             frame_size=tuple(cfg.frame_size), num_kp=cfg.num_kp, estimate_jacobian=cfg.estimate_jacobian,
-            graphs=entries, parity=_parity_record(reports, pipelines, budget, calibration, job))
+            graphs=entries, parity=_parity_record(reports, pipelines, budget, calibration, job, emulated_pipelines))
         step("publishing")
         manifest.write(staging)
         _publish(staging, out_dir)
@@ -370,11 +421,12 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         step("building TensorRT engines")
         trt_precisions = tuple(p for p in PRECISIONS[precision] if p in ("fp32", "fp16"))
         build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
-    return ExportResult(out_dir, manifest, reports, pipelines, time.perf_counter() - t0)
+    return ExportResult(out_dir, manifest, reports, pipelines, emulated_pipelines, time.perf_counter() - t0)
 
 
 def _parity_record(reports: list[GraphReport], pipelines: dict[str, Comparison], budget: dict[str, Budget],
-                   calibration: Path | None, job: _Job) -> dict[str, Any]:
+                   calibration: Path | None, job: _Job,
+                   emulated_pipelines: dict[str, dict[str, Comparison]] | None = None) -> dict[str, Any]:
     """The manifest's ``parity`` section: what was compared with what, on which inputs, and the numbers."""
     real = job.real.get("evaluation")
     return {
@@ -385,7 +437,16 @@ def _parity_record(reports: list[GraphReport], pipelines: dict[str, Comparison],
         "int8_inputs": (f"real frames: {calibration or 'the bundled portrait under synthetic head motion'}; "
                         f"{len(job.real['calibration']['kp_detector'])} calibration frames, judged on "
                         f"{len(real['kp_detector'])} other frames" if real else None),
-        "results": {r.name: dict(r.comparison.to_dict(), against=r.against) for r in reports},
-        "pipelines": {k: dict(c.to_dict(), against="generator.onnx (fp32), both fed the PyTorch keypoints")
+        "results": {r.name: dict(r.comparison.to_dict(), against=r.against,
+                                 **({"emulated": {m: c.to_dict() for m, c in r.emulated.items()}} if r.emulated else {}))
+                    for r in reports},
+        "pipelines": {k: dict(c.to_dict(), against="generator.onnx (fp32), both fed the PyTorch keypoints",
+                              **({"emulated": {m: e.to_dict() for m, e in emulated_pipelines[k].items()}}
+                                 if emulated_pipelines and k in emulated_pipelines else {}))
                       for k, c in pipelines.items()},
+        "fp16_emulation": ("ONNX Runtime CPU runs fp16 regions in fp32; 'emulated' holds the fp16 graphs run node by "
+                           "node with fp16 rounding (export/fp16_emulation.py): best = fp32 accumulation inside "
+                           "each op, worst = sequential fp16 multiply-add in Conv/MatMul/AveragePool; the worst "
+                           "case is gated by the fp16 budget") if emulated_pipelines or any(r.emulated for r in reports)
+                          else None,
     }

@@ -32,10 +32,63 @@ FP16_SCOPES = (
 FP16_OPS = {"Conv", "BatchNormalization", "Relu", "AveragePool", "Resize", "Concat", "Add", "Mul"}
 # Inputs that must keep their float32 type whatever the node's precision (Resize's roi and scales).
 _KEEP_FP32_INPUTS = {("Resize", 1), ("Resize", 2)}
+# Ops that move or select values without arithmetic: they run in whatever type their data input has. A node
+# of these types outside the scopes is carried into fp16 when all its float data inputs are already fp16, so
+# Cast nodes appear only where the arithmetic changes precision (the subpixel up blocks' interleave, the
+# keypoint-independent reshapes). Shape reads no values: it never needs its input cast.
+TYPE_AGNOSTIC_OPS = {"Reshape", "Transpose", "Concat", "Slice", "Split", "Identity", "Pad", "Squeeze", "Unsqueeze",
+                     "Flatten", "Expand", "Gather", "Tile", "Shape", "MaxPool"}
+# Graphs that stay fully fp32 in an fp16 deployment (their ``*.fp16.onnx`` holds the fp32 graph). kp_detector:
+# its temperature-0.1 softmax turns fp16 feature errors into keypoint jumps (worst-case emulation of the
+# golden fixture: 3.2 px with the hourglass in fp16, best case 1.2 px, budget 2 px), and it is 2.6 of the ~110 GFLOP of a
+# vox-256 step, so fp32 costs little.
+FP32_AT_FP16 = ("kp_detector",)
 
 
 def default_fp16_predicate(node: onnx.NodeProto) -> bool:
     return node.op_type in FP16_OPS and any(scope in node.name for scope in FP16_SCOPES)
+
+
+def mixed_fp16_for_graph(graph: str, model: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp16 deployment's graph ``graph``: :func:`convert_to_mixed_fp16`, or an fp32 copy for
+    :data:`FP32_AT_FP16`."""
+    if graph in FP32_AT_FP16:
+        return onnx.ModelProto.FromString(model.SerializeToString())
+    return convert_to_mixed_fp16(model)
+
+
+def _resolve_identities(graph: onnx.GraphProto) -> None:
+    """Point consumers of ``Identity(initializer)`` at the initializer itself (the TorchScript exporter shares
+    batch-norm parameters that way); the Identity nodes are dropped unless they produce a graph output."""
+    inits = {i.name for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits
+             and n.output[0] not in outputs}
+    if not alias:
+        return
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for i, inp in enumerate(node.input):
+            if inp in alias:
+                node.input[i] = alias[inp]
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def _carry_through_agnostic_ops(graph: onnx.GraphProto, fp16_nodes: set[int], floats: set[str]) -> set[int]:
+    """``fp16_nodes`` plus the type-agnostic nodes whose float data inputs are all fp16 (in graph order)."""
+    half: set[str] = set()
+    inits = {i.name for i in graph.initializer}
+    chosen = set(fp16_nodes)
+    for index, node in enumerate(graph.node):
+        if index not in chosen and node.op_type in TYPE_AGNOSTIC_OPS:
+            data = [inp for i, inp in enumerate(node.input) if inp and inp in floats and inp not in inits
+                    and not (node.op_type == "Pad" and i == 2)]
+            if data and all(inp in half for inp in data):
+                chosen.add(index)
+        if index in chosen:
+            half.update(o for o in node.output if o in floats)
+    return chosen
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -63,12 +116,14 @@ def convert_to_mixed_fp16(model: onnx.ModelProto,
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    _resolve_identities(graph)
     floats = _float_tensors(model)
     initializers = {i.name: i for i in graph.initializer}
     # Node positions (protobuf wrappers are recreated on every access, so id() cannot identify them).
     fp16_nodes = {i for i, n in enumerate(graph.node) if predicate(n)}
     if not fp16_nodes:
         raise ValueError("no node matched the fp16 scopes; the exporter's node naming may have changed")
+    fp16_nodes = _carry_through_agnostic_ops(graph, fp16_nodes, floats)
 
     fp16_tensors: set[str] = set()  # tensors that are fp16 after conversion
     new_inits: list[TensorProto] = []

@@ -11,8 +11,8 @@ import numpy as np
 
 from .cli_common import CONTEXT, user_errors, version_option
 from .errors import FommError, InputError, ParityError
-from .names import (adapt_scale_option, backend_option, ckpt_option, local_file, onnx_dir_option, precision_option,
-                    providers_option, relative_option)
+from .names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, onnx_dir_option,
+                    precision_option, providers_option, relative_option)
 
 
 @click.command(context_settings=CONTEXT)
@@ -28,6 +28,7 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, local_file,
 @backend_option()
 @precision_option()
 @providers_option()
+@device_option()
 @relative_option()
 @adapt_scale_option()
 @click.option("--best-frame", is_flag=True,
@@ -44,8 +45,9 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, local_file,
 @version_option()
 @user_errors
 def animate_main(source: Path, driving: Path, out: Path, force: bool, onnx_dir: Path, backend: str, precision: str,
-                 providers: tuple[str, ...] | None, relative: bool, adapt_scale: bool, best_frame: bool, batch: int,
-                 side_by_side: bool, fit: str, ckpt: Path | None, split: bool | None) -> None:
+                 providers: tuple[str, ...] | None, device: str | None, relative: bool, adapt_scale: bool,
+                 best_frame: bool, batch: int, side_by_side: bool, fit: str, ckpt: Path | None,
+                 split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write an MP4.
 
     The output follows the driving video's timestamps (variable frame rates and a video that starts
@@ -56,6 +58,7 @@ def animate_main(source: Path, driving: Path, out: Path, force: bool, onnx_dir: 
     Example:
       fomm-export --ckpt vox-cpk.pth.tar --out exported
       fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4
+      fomm-animate ... --backend torch --device cuda --precision fp16   (a GPU without TensorRT)
     """
     from tqdm import tqdm
 
@@ -81,7 +84,7 @@ def animate_main(source: Path, driving: Path, out: Path, force: bool, onnx_dir: 
     cap, info = open_video(driving)
     cap.release()
     animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=providers,
-                             relative=relative, adapt_scale=adapt_scale, fit=fit)
+                             device=device, relative=relative, adapt_scale=adapt_scale, fit=fit)
     animator.set_source(source_img)
     _warn_without_face(source_img, source)
     total = info.frame_count or None
@@ -179,7 +182,8 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
 @onnx_dir_option()
 @click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
               help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
-@precision_option(help="Precision of the second backend's graphs (the torch reference is always fp32).")
+@precision_option(help="Precision of the second backend (the first, the reference, always runs fp32); torch runs "
+                       "fp16 on --device cuda only.")
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
               help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64),
@@ -189,10 +193,12 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
               help="Checkpoint for the torch backend (default: the manifest's).")
 @click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
 @providers_option()
+@device_option()
 @version_option()
 @user_errors
 def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, batch: int, seed: int,
-                 ckpt: Path | None, config: str | None, providers: tuple[str, ...] | None) -> None:
+                 ckpt: Path | None, config: str | None, providers: tuple[str, ...] | None,
+                 device: str | None) -> None:
     """Run the same inputs through two backends and report every output's error against the tolerance table.
 
     Exits non-zero when an output is over its tolerance. This is how a TensorRT engine is checked against
@@ -202,6 +208,7 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     Example:
       fomm-compare --onnx exported --backends torch,onnxruntime
       fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
+      fomm-compare --onnx exported --backends onnxruntime,torch --precision fp16 --device cuda
     """
     from .compare import compare
     from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
@@ -209,18 +216,17 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     names = [b.strip() for b in backends.split(",") if b.strip()]
     if len(names) != 2:
         raise InputError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
-    if names[1] == "torch" and precision != "fp32":
-        raise InputError(f"--precision {precision} applies to the second backend, and torch is the fp32 reference; "
-                         "put torch first (--backends torch,onnxruntime) or compare at fp32")
     if names[0] == names[1] and precision == "fp32":
         raise InputError(f"--backends {backends} compares {names[0]} at fp32 with itself; name two backends, or "
                          "compare against another --precision")
     exported = load_exported(onnx_dir)
-    graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if exported.has_split("fp32") and exported.has_split(precision)
-                             else [])
-    # The torch backend is the fp32 reference; the second backend runs --precision (and selects the tolerances).
-    precisions = ["fp32" if name == "torch" else p for name, p in zip(names, ("fp32", precision))]
-    runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers).activate()
+    split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, ("fp32", precision))]
+    graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if all(exported.has_split(p) for p in split_files) else [])
+    # The first backend is the fp32 reference; the second runs --precision (and selects the tolerances).
+    # --device goes to the torch backends (the others refuse it: names.check_backend_device).
+    precisions = ["fp32", precision]
+    runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers,
+                                device=device if name == "torch" else None).activate()
                 for g in graphs} for name, prec in zip(names, precisions)]
     feeds = _compare_feeds(inputs, exported, runners[0], batch, seed)
     click.echo(f"{names[0]} (reference) vs {names[1]} ({precisions[1]}), {inputs} inputs, batch {batch}")

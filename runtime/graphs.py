@@ -17,7 +17,7 @@ from .config import ConfigError, FommConfig, config_from_dict, resolve_config
 from .contract import GraphSpec, graph_specs
 from .errors import CheckpointError, ExportFolderError
 from .manifest import MANIFEST_NAME, Manifest, graph_file_name
-from .names import BACKENDS, check_backend_precision
+from .names import BACKENDS, check_backend_device
 
 BACKEND_CLASSES: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
 if set(BACKEND_CLASSES) != set(BACKENDS):  # the name table and the classes must not drift apart
@@ -74,9 +74,12 @@ def load_exported(onnx_dir: str | Path) -> ExportedModel:
 
 def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str = "fp32", *,
                  ckpt: str | Path | None = None, config: str | Path | None = None,
-                 providers: Sequence[str] | None = None) -> Backend:
-    """A backend of ``kind`` for one graph of an export folder (not yet activated)."""
-    check_backend_precision(kind, precision)
+                 providers: Sequence[str] | None = None, device: str | None = None) -> Backend:
+    """A backend of ``kind`` for one graph of an export folder (not yet activated).
+
+    ``device``: the torch backend's (``cpu`` by default; its fp16 needs ``cuda``); see ``names.check_backend_device``.
+    """
+    device = check_backend_device(kind, precision, device)
     spec = exported.specs[graph]
     if kind == "torch":
         path = Path(ckpt) if ckpt else Path(exported.manifest.checkpoint.path)
@@ -84,7 +87,7 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
             raise CheckpointError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
                             "pass --ckpt PATH")
         cfg = resolve_config(config) if config else exported.config
-        return TorchBackend(spec, path, cfg)
+        return TorchBackend(spec, path, cfg, device=device, precision=precision)
     if kind == "onnxruntime":
         path = exported.dir / graph_file_name(graph, precision)
         if not path.is_file():
@@ -96,25 +99,27 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
 
 def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision: str = "fp32", *,
                   split: bool | None = None, ckpt: str | Path | None = None, config: str | Path | None = None,
-                  providers: Sequence[str] | None = None, **animator_options):
+                  providers: Sequence[str] | None = None, device: str | None = None, **animator_options):
     """An ``Animator`` over activated backends of ``kind``.
 
     Args:
         split: use the per-source split graphs (the source encoding runs once per source). ``None``: when
-            the export has them.
+            the export has them (for torch, the fp32 files decide: it builds the split from the checkpoint).
+        device: the torch backend's device (``cuda`` for its fp16).
         animator_options: ``relative``, ``adapt_scale``, ``fit``.
     """
     from .animator import Animator
 
+    files = "fp32" if kind == "torch" else precision  # torch runs the checkpoint; the files only name the graphs
     if split is None:
-        split = exported.has_split(precision)
-    elif split and not exported.has_split(precision):
+        split = exported.has_split(files)
+    elif split and not exported.has_split(files):
         raise ExportFolderError(f"{exported.dir} has no per-source split graphs at {precision}; export again with this "
                         "version of fomm-export")
 
     def backend(graph: str) -> Backend:
         return make_backend(kind, exported, graph, precision, ckpt=ckpt, config=config,
-                            providers=providers).activate()
+                            providers=providers, device=device).activate()
 
     kp = backend("kp_detector")
     if split:

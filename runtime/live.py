@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 from .cli_common import CONTEXT, user_errors, version_option  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
 from .fileio import check_output_file  # noqa: E402
-from .names import (backend_option, onnx_dir_option, precision_option, providers_option, relative_option,  # noqa: E402
-                    tensorrt_missing)
+from .names import (backend_option, device_option, onnx_dir_option, precision_option, providers_option,  # noqa: E402
+                    relative_option, tensorrt_missing)
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
@@ -87,6 +87,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
                "onnxruntime, tensorrt, or torch (the PyTorch reference, slow).")
 @precision_option(None, help="Override the precision the backend choice implies (fp32, fp16, int8).")
 @providers_option()
+@device_option()
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")
 @click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face (> 0).")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
@@ -107,8 +108,9 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @version_option()
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
-         providers: tuple[str, ...] | None, no_crop: bool, crop_scale: float, smoothing: float, relative: bool, adapt_scale: bool,
-         mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool, output: Path | None, force: bool,
+         providers: tuple[str, ...] | None, device: str | None, no_crop: bool, crop_scale: float, smoothing: float,
+         relative: bool, adapt_scale: bool, mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool,
+         output: Path | None, force: bool,
          max_frames: int | None, max_seconds: float | None) -> None:
     """Drive a portrait with your face from a webcam, in real time.
 
@@ -148,7 +150,8 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     kind, prec, why = choose_backend(backend, exported, providers)
     if precision is not None and precision != prec:
         prec, why = precision, f"{why}; --precision {precision} as asked"
-    animator = open_animator(exported, kind, prec, providers=providers, relative=relative, adapt_scale=adapt_scale)
+    animator = open_animator(exported, kind, prec, providers=providers, device=device, relative=relative,
+                             adapt_scale=adapt_scale)
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"backend: {kind} {prec}, {graphs} ({why})", err=True)
     options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,

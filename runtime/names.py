@@ -14,12 +14,17 @@ import click
 
 from .errors import BackendUnavailableError, InputError
 
-# Backend name -> the precisions it runs. torch is the fp32 reference; int8 graphs are for ONNX Runtime on CPU.
+# Backend name -> the precisions it runs. torch is the fp32 reference, and on a CUDA device also runs the fp16
+# graphs' precision policy (check_backend_device); int8 graphs are for ONNX Runtime on CPU.
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "fp16", "int8"),
     "tensorrt": ("fp32", "fp16"),
-    "torch": ("fp32",),
+    "torch": ("fp32", "fp16"),
 }
+# Devices --device takes (the torch backend's; TensorRT always runs on CUDA, ONNX Runtime picks --providers).
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+# (backend, precision) pairs that need a CUDA device.
+CUDA_ONLY: tuple[tuple[str, str], ...] = (("torch", "fp16"),)
 BACKENDS: tuple[str, ...] = tuple(BACKEND_PRECISIONS)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # Short ONNX Runtime provider names (what --providers takes) -> ONNX Runtime's own names.
@@ -44,6 +49,34 @@ def check_backend_precision(backend: str, precision: str) -> None:
         else:
             why = f"{backend} runs {', '.join(BACKEND_PRECISIONS[backend])}"
         raise InputError(f"{backend} cannot run {precision}: {why}")
+
+
+def check_backend_device(backend: str, precision: str, device: str | None) -> str:
+    """The device ``backend`` runs ``precision`` on (``device``, or the backend's default when ``None``).
+
+    Raises:
+        InputError: an unknown device, torch fp16 on the CPU, ONNX Runtime given --device (it takes
+            --providers), TensorRT given a CPU.
+    """
+    check_backend_precision(backend, precision)
+    if device is not None:
+        base = device.split(":", 1)[0]
+        if base not in DEVICES or (":" in device and not device.split(":", 1)[1].isdigit()):
+            raise InputError(f"unknown device '{device}'; choose from {', '.join(DEVICES)} (or cuda:N)")
+    if backend == "onnxruntime":
+        if device not in (None, "cpu"):
+            raise InputError("--device is for the torch backend; ONNX Runtime chooses its device with --providers "
+                             "(e.g. --providers cuda,cpu)")
+        return "cpu"
+    if backend == "tensorrt":
+        if device is not None and not device.startswith("cuda"):
+            raise InputError("the TensorRT backend runs on a CUDA GPU only; drop --device or pass --device cuda")
+        return device or "cuda"
+    device = device or "cpu"
+    if (backend, precision) in CUDA_ONLY and not device.startswith("cuda"):
+        raise InputError(f"{backend} runs {precision} on a CUDA GPU only (the fp16 policy of the *.fp16.onnx "
+                         "graphs in half precision); pass --device cuda, or use --precision fp32 on the CPU")
+    return device
 
 
 def parse_providers(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -122,6 +155,23 @@ def precision_option(default: str | None = "fp32", *, help: str | None = None) -
                     "(*.int8.onnx, ONNX Runtime on CPU); export them with fomm-export --precision.")
     return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=default,
                         show_default=default is not None, help=text)
+
+
+def device_option(default: str | None = None, *, help: str | None = None) -> Decorator:
+    text = help or ("Device of the torch backend: cpu or cuda (cuda:N); --precision fp16 needs cuda. TensorRT "
+                    "always runs on CUDA; ONNX Runtime chooses with --providers. Default: the backend's own.")
+    return click.option("--device", default=default, metavar="DEVICE", callback=_device_callback,
+                        show_default=default is not None, help=text)
+
+
+def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    base, _, index = value.partition(":")
+    if base not in DEVICES or (index and not index.isdigit()) or (index and base != "cuda"):
+        raise click.BadParameter(f"unknown device '{value}'; choose from {', '.join(DEVICES)} (or cuda:N)")
+    return value
 
 
 def providers_option() -> Decorator:

@@ -1,4 +1,11 @@
-"""The PyTorch model as a backend: the reference for parity and the upstream-style baseline.
+"""The PyTorch model as a backend: the reference for parity, the upstream-style baseline, and a GPU backend
+that needs no TensorRT.
+
+On the CPU it is the fp32 reference. On a CUDA device it can also run the fp16 graphs' precision policy in
+half precision (no autocast: the blocks that ``export/fp16.py`` puts in fp16, ``FP16_SCOPES``, are converted to
+half and get their inputs cast at their borders; keypoint heads, heatmaps, motions, the 2x2 inverse and grid
+sampling stay fp32; the keypoint detector stays fully fp32, ``FP32_AT_FP16``), with channels-last memory and the
+per-frame step replayed as a CUDA graph (static input and output tensors per batch size).
 
 The only runtime module that touches torch, and only inside ``activate()``.
 """
@@ -6,44 +13,187 @@ The only runtime module that touches torch, and only inside ``activate()``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..config import FommConfig
 from ..contract import GraphSpec
+from ..errors import BackendUnavailableError, InputError
 from .base import Backend
 
 
+def module_scope_path(name: str) -> str:
+    """A torch module path in the ONNX node-name form the fp16 scopes use: ``generator.up_blocks.0.conv`` ->
+    ``/generator/up_blocks.0/conv/`` (list indices stay attached with a dot, as the TorchScript exporter writes)."""
+    parts: list[str] = []
+    for part in name.split(".") if name else []:
+        if part.isdigit() and parts:
+            parts[-1] += "." + part
+        else:
+            parts.append(part)
+    return "/" + "/".join(parts) + "/" if parts else "/"
+
+
+def fp16_blocks(module: Any, graph: str) -> list[str]:
+    """Names of the outermost submodules of ``module`` (a ``flat_module`` of ``graph``) that the fp16 policy
+    runs in half precision: those whose scope path matches ``export/fp16.py``'s ``FP16_SCOPES``; none for the
+    graphs in ``FP32_AT_FP16``."""
+    from fomm_deploy.export.fp16 import FP16_SCOPES, FP32_AT_FP16
+
+    if graph in FP32_AT_FP16:
+        return []
+    chosen: list[str] = []
+    for name, _ in module.named_modules():
+        if not name or any(name.startswith(c + ".") for c in chosen):
+            continue
+        if any(scope in module_scope_path(name) for scope in FP16_SCOPES):
+            chosen.append(name)
+    return chosen
+
+
+def apply_fp16_policy(module: Any, graph: str) -> list[str]:
+    """Convert the :func:`fp16_blocks` of ``module`` to half, in place; each converted block casts its float
+    inputs to half on entry and its outputs back to float32 on exit. Returns the converted block names."""
+    import torch
+
+    def to_half(_mod, args):
+        return tuple(a.half() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    def to_float(_mod, _args, out):
+        if isinstance(out, torch.Tensor):
+            return out.float()
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.float() if isinstance(o, torch.Tensor) and o.is_floating_point() else o for o in out)
+        return out
+
+    names = fp16_blocks(module, graph)
+    for name in names:
+        block = module.get_submodule(name)
+        if getattr(block, "_fomm_fp16", False):  # the graph wrappers share one generator: convert once
+            continue
+        block._fomm_fp16 = True
+        block.half()
+        block.register_forward_pre_hook(to_half)
+        block.register_forward_hook(to_float)
+    return names
+
+
+class _CudaGraphStep:
+    """One captured CUDA graph per input shape: copy the feed into static inputs, replay, read static outputs."""
+
+    def __init__(self, module: Any, device: Any, memory_format: Any) -> None:
+        self.module, self.device, self.memory_format = module, device, memory_format
+        self.graphs: dict[tuple, tuple[Any, list[Any], tuple[Any, ...]]] = {}
+
+    def _capture(self, args: list[Any]):
+        import torch
+
+        static = [a.clone() for a in args]
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(2):  # warm-up outside the graph (cuDNN picks its algorithms here)
+                self.module(*static)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            out = self.module(*static)
+        return graph, static, out if isinstance(out, tuple) else (out,)
+
+    def __call__(self, args: list[Any]) -> tuple[Any, ...]:
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(args)
+        graph, static, out = self.graphs[key]
+        for s, a in zip(static, args):
+            s.copy_(a, non_blocking=True)
+        graph.replay()
+        return out
+
+
 class TorchBackend(Backend):
-    """Runs ``kp_detector`` or ``generator`` of a checkpoint in eager PyTorch (fp32, no_grad)."""
+    """Runs one graph of a checkpoint in eager PyTorch (no_grad): fp32 on the CPU or CUDA, or the fp16 policy
+    on CUDA, with channels-last and CUDA-graph replay on CUDA.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32``, or ``fp16`` (CUDA only).
+        channels_last / cuda_graph: default on for CUDA devices, off on the CPU (CUDA graphs need CUDA).
+        tf32: allow TF32 convolutions and matrix products in fp32 on CUDA (default off: fp32 means fp32).
+    """
 
     kind = "torch"
 
     def __init__(self, spec: GraphSpec, checkpoint: str | Path, config: FommConfig, *, device: str = "cpu",
-                 name: str | None = None) -> None:
+                 precision: str = "fp32", channels_last: bool | None = None, cuda_graph: bool | None = None,
+                 tf32: bool = False, name: str | None = None) -> None:
         super().__init__(spec, name=name)
+        if precision not in ("fp32", "fp16"):
+            raise InputError(f"the torch backend runs fp32 or fp16, not {precision}")
+        on_cuda = device.startswith("cuda")
+        if precision == "fp16" and not on_cuda:
+            raise InputError("the torch backend runs fp16 on a CUDA GPU only; pass --device cuda, or use fp32")
+        if cuda_graph and not on_cuda:
+            raise InputError("CUDA-graph replay needs a CUDA device")
         self.checkpoint = Path(checkpoint)
         self.config = config
         self.device = device
+        self.precision = precision
+        self.channels_last = on_cuda if channels_last is None else channels_last
+        self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
+        self.tf32 = tf32
         self.module = None
+        self.half_blocks: list[str] = []
+        self._step = None
 
     def _activate(self) -> None:
-        import torch  # noqa: F401 - deliberately lazy
+        import torch
 
         from fomm_deploy.training.checkpoint import load_checkpoint
         from fomm_deploy.training.model.wrappers import flat_module
 
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise BackendUnavailableError(f"the torch backend was asked for {self.device}, but this torch "
+                                              f"({torch.__version__}) sees no CUDA GPU; use --device cpu")
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = True
         models = load_checkpoint(self.checkpoint, self.config, device=self.device).models
-        self.module = flat_module(self.spec.name, models, self.config.estimate_jacobian)
+        module = flat_module(self.spec.name, models, self.config.estimate_jacobian).eval()
+        if self.precision == "fp16":
+            self.half_blocks = apply_fp16_policy(module, self.spec.name)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        self._step = _CudaGraphStep(module, torch.device(self.device), torch.channels_last) if self.cuda_graph else None
+
+    def _inputs(self, feed: dict[str, np.ndarray]) -> list[Any]:
+        import torch
+
+        args = []
+        for n in self.spec.input_names:
+            t = torch.from_numpy(np.ascontiguousarray(feed[n]))
+            if self.device.startswith("cuda"):
+                t = t.to(self.device)
+            if self.channels_last and t.dim() == 4 and n in ("image", "source", "source_features", "source_down"):
+                t = t.contiguous(memory_format=torch.channels_last)
+            args.append(t)
+        return args
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.no_grad():
-            args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in self.spec.input_names]
-            out = self.module(*args)
+        args = self._inputs(feed)
+        if self._step is not None:
+            out = self._step(args)
+        else:
+            with torch.no_grad():
+                out = self.module(*args)
         out = out if isinstance(out, tuple) else (out,)
-        return {n: o.cpu().numpy() for n, o in zip(self.spec.output_names, out)}
+        return {n: o.float().contiguous().cpu().numpy() for n, o in zip(self.spec.output_names, out)}
 
     def _deactivate(self) -> None:
         self.module = None
+        self._step = None

@@ -199,7 +199,7 @@ def test_dynamic_batch_gives_the_same_per_item_results(exported, golden_inputs, 
 
 
 def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
-    for graph in ("kp_detector", "generator"):
+    for graph in ("generator", "generator_frame"):
         model = onnx.load(str(exported.out_dir / f"{graph}.fp16.onnx"))
         types = fp16_node_types(model)
         assert "Conv" in types["fp16"]
@@ -209,14 +209,39 @@ def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
             0.7 * (exported.out_dir / f"{graph}.onnx").stat().st_size
 
 
+def test_fp16_deployment_keeps_the_keypoint_detector_fp32(exported):
+    """Policy (export/fp16.py FP32_AT_FP16): with its hourglass in fp16 the worst-case emulation moves the golden
+    keypoints by 3.2 px (best case 1.2 px, budget 2 px); kp_detector.fp16.onnx holds the fp32 graph."""
+    model = onnx.load(str(exported.out_dir / "kp_detector.fp16.onnx"))
+    assert fp16_node_types(model)["fp16"] == set()
+    kp = exported.manifest.parity["results"]["kp_detector.fp16"]
+    assert kp["kp_max_px"] == 0 and kp["emulated"]["worst"]["kp_max_px"] < 0.01  # fp32 op implementations differ
+
+
 def test_fp16_numbers_are_measured_and_within_budget(exported):
     results = exported.manifest.parity["results"]
-    kp = results["kp_detector.fp16"]
-    assert 0 < kp["kp_max_px"] <= FP16_BUDGET.kp_max_px and kp["passed"]
     for graph in ("generator.fp16", "generator_frame.fp16"):
         assert FP16_BUDGET.prediction_min_psnr_db <= results[graph]["prediction_psnr_db"] < 200
     assert 0 < results["source_encoder.fp16"]["outputs"]["source_features"]["max_abs"] < 0.1
     assert exported.manifest.parity["budgets"]["fp16"] == FP16_BUDGET.to_dict()
+
+
+def test_fp16_arithmetic_is_emulated_and_the_worst_case_fits_the_budget(exported):
+    """Every fp16 graph and the deployed fp16 split carry best- and worst-case emulated numbers; the worst
+    case (fp16 accumulation) is within the fp16 budget on the golden fixture, and no better than the best case,
+    which in turn is no better than ONNX Runtime's CPU number (fp32 arithmetic inside the fp16 regions)."""
+    parity = exported.manifest.parity
+    assert parity["fp16_emulation"]
+    entries = {g: parity["results"][g] for g in ("generator.fp16", "generator_frame.fp16")}
+    entries["split.fp16"] = parity["pipelines"]["split.fp16"]
+    for name, entry in entries.items():
+        best, worst = entry["emulated"]["best"], entry["emulated"]["worst"]
+        assert best["passed"] and worst["passed"], name
+        assert worst["budget"] == FP16_BUDGET.to_dict()
+        assert FP16_BUDGET.prediction_min_psnr_db <= worst["prediction_psnr_db"] <= best["prediction_psnr_db"], name
+        assert best["prediction_psnr_db"] <= entry["prediction_psnr_db"] + 0.5, name
+    enc = parity["results"]["source_encoder.fp16"]["emulated"]
+    assert enc["worst"]["outputs"]["source_features"]["max_abs"] >= enc["best"]["outputs"]["source_features"]["max_abs"]
 
 
 def test_the_deployed_split_is_measured_end_to_end(exported, golden_inputs, golden_expected):
@@ -375,7 +400,8 @@ def test_full_size_vox_256_export(tmp_path):
     torch.manual_seed(0)
     models = build_models(resolve_config("vox-256"))
     ckpt = save_checkpoint(tmp_path / "vox.pth.tar", generator=models.generator, kp_detector=models.kp_detector)
-    result = run_export(ckpt, resolve_config("vox-256"), tmp_path / "out", precision="all")
+    # emulate_fp16 off: the worst-case emulation of vox-256 takes far longer than the export itself
+    result = run_export(ckpt, resolve_config("vox-256"), tmp_path / "out", precision="all", emulate_fp16=False)
     assert (tmp_path / "out" / "generator.fp16.onnx").exists()
     assert result.manifest.graphs["generator"].spec.inputs[0].shape == ("B", 3, 256, 256)
 

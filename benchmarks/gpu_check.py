@@ -52,13 +52,21 @@ MB = 1 << 20
 # ---------------------------------------------------------------------------------------------------------
 
 
-class HostCudaStandIn:
+def _host_stand_in_class():
+    from fomm_deploy.runtime.backends.cuda import CudaApi
+
+    return CudaApi
+
+
+class HostCudaStandIn(_host_stand_in_class()):
     """``CudaApi`` over host memory: pointers index bytearrays; work captured between begin/end_capture is
-    recorded and replayed by launch_graph, so the capture logic is exercised too."""
+    recorded and replayed by launch_graph, so the capture logic is exercised too. It implements the whole
+    ``CudaApi`` interface (context per thread included), so the TensorRT backend's lifecycle runs on it."""
 
     name = "host-stand-in"
 
     def __init__(self) -> None:
+        super().__init__()
         self.mem: dict[int, bytearray] = {}
         self._next = 0x1000
         self._capturing: list[Callable[[], None]] | None = None
@@ -89,8 +97,17 @@ class HostCudaStandIn:
     def pinned_empty(self, shape, dtype) -> np.ndarray:
         return np.empty(shape, dtype)
 
+    def free_host(self, array: np.ndarray) -> None:
+        self.freed += 1
+
     def stream(self) -> int:
         return 1
+
+    def destroy_stream(self, stream: int) -> None:
+        pass
+
+    def _enter_thread(self) -> None:
+        pass
 
     def htod_async(self, dst: int, src: np.ndarray, stream: int) -> None:
         data = src  # the copy reads the host buffer when it runs (as the GPU would)
@@ -130,11 +147,17 @@ class HostCudaStandIn:
 
     def end_capture(self, stream: int):
         ops, self._capturing = self._capturing, None
-        return ops
+        return ops, ops  # (graph, graph_exec), as the CUDA layer returns them
+
+    def abort_capture(self, stream: int) -> None:
+        self._capturing = None
 
     def launch_graph(self, graph_exec, stream: int) -> None:
         for op in graph_exec:
             op()
+
+    def destroy_graph(self, graph, graph_exec) -> None:
+        pass
 
 
 def _cuda_python_extras(api) -> None:
@@ -279,8 +302,16 @@ def tensorrt_stand_in(api, spec) -> types.ModuleType:
             self.launches = 0
 
         def set_input_shape(self, name, shape):
+            if not 1 <= shape[0] <= 8:  # the profile: batch 1..8
+                return False
             self.shapes[name] = tuple(shape)
             return True
+
+        def get_tensor_shape(self, name):
+            if name in self.shapes:
+                return self.shapes[name]
+            batch = self.shapes[spec.inputs[0].name][0]
+            return next(t for t in spec.outputs if t.name == name).concrete_shape(batch)
 
         def set_tensor_address(self, name, ptr):
             self.addresses[name] = int(ptr)
@@ -299,11 +330,30 @@ def tensorrt_stand_in(api, spec) -> types.ModuleType:
             self.launches += 1
             return True
 
+    class TensorIOMode:
+        INPUT, OUTPUT = 1, 2
+
+    class DataType:
+        FLOAT = "float32"
+
+    def nptype(dtype):
+        return np.dtype(dtype).type
+
     class Engine:
         num_io_tensors = len(names)
 
         def get_tensor_name(self, i):
             return names[i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name in spec.input_names else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return DataType.FLOAT
+
+        def get_tensor_profile_shape(self, name, profile):
+            t = next(x for x in spec.inputs if x.name == name)
+            return [t.concrete_shape(1), t.concrete_shape(1), t.concrete_shape(8)]
 
         def create_execution_context(self):
             trt.last_context = Context()
@@ -316,7 +366,7 @@ def tensorrt_stand_in(api, spec) -> types.ModuleType:
         def deserialize_cuda_engine(self, blob):
             return Engine() if blob.startswith(b"stand-in engine") else None
 
-    trt.Logger, trt.Runtime = Logger, Runtime
+    trt.Logger, trt.Runtime, trt.TensorIOMode, trt.DataType, trt.nptype = Logger, Runtime, TensorIOMode, DataType, nptype
     return trt
 
 

@@ -194,9 +194,9 @@ class Manifest:
 
 def _exports_hint(folder: Path) -> str:
     """``"; exports found: a, b: pass --onnx a"`` for export folders inside ``folder`` (or beside it), else ``""``."""
-    places = [folder] if folder.is_dir() else []
-    if folder.parent.is_dir() and folder.parent != folder:
-        places.append(folder.parent)
+    # An existing folder: the exports inside it (``exported`` after ``make demo`` holds ``exported/demo``);
+    # a missing one: its siblings.
+    places = [folder] if folder.is_dir() else ([folder.parent] if folder.parent.is_dir() else [])
     found: list[str] = []
     for place in places:
         try:

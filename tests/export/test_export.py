@@ -314,8 +314,14 @@ def test_existing_output_needs_force(tmp_path, golden_ckpt):
     with pytest.raises(ExportError, match="already exists and is not empty; pass --force"):
         run_export(golden_ckpt, resolve_config("tiny-test"), out)
     assert (out / "old.txt").exists()
+    with pytest.raises(ExportError, match="holds other files"):  # --force never removes the user's files
+        run_export(golden_ckpt, resolve_config("tiny-test"), out, force=True)
+    assert (out / "old.txt").read_text() == "keep me"
+    (out / "old.txt").unlink()
+    (out / "manifest.json").write_text("{}")  # what an earlier export left
+    (out / "generator.onnx").write_bytes(b"old graph")
     run_export(golden_ckpt, resolve_config("tiny-test"), out, force=True)
-    assert not (out / "old.txt").exists() and (out / "manifest.json").exists()
+    assert (out / "generator.onnx").read_bytes() != b"old graph" and (out / "manifest.json").stat().st_size > 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -166,8 +166,13 @@ def test_infer_needs_activate(golden_export):
 def test_export_folder_errors(tmp_path, golden_export):
     with pytest.raises(FommError, match="no export folder"):
         load_exported(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FommError, match="has no manifest.json"):
-        load_exported(tmp_path)
+        load_exported(tmp_path / "empty")
+    (tmp_path / "empty" / "vox").mkdir()
+    (tmp_path / "empty" / "vox" / "manifest.json").write_text("{}")
+    with pytest.raises(FommError, match=r"exports found: .*vox: pass --onnx .*vox"):  # after make demo: exported/demo
+        load_exported(tmp_path / "empty")
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(FommError, match="damaged"):
         load_exported(tmp_path)

@@ -244,15 +244,16 @@ def check_cuda_layer(smoke: bool) -> dict[str, Any]:
     api.htod_async(a, host, stream)
     api.dtod_async(b, a, n * 4, stream)
     api.dtoh_async(back, b, stream)
-    graph = api.end_capture(stream)
+    graph, graph_exec = api.end_capture(stream)
     for i in range(3):
         host[:] = i + np.arange(n)
         back[:] = -1
-        api.launch_graph(graph, stream)
+        api.launch_graph(graph_exec, stream)
         api.synchronize(stream)
         if not np.array_equal(back, host):
             raise AssertionError(f"CUDA-graph replay {i} did not reproduce the captured copies")
-    out["cuda_graph"] = "captured h2d + d2d + d2h, 3 replays with new host data: ok"
+    api.destroy_graph(graph, graph_exec)
+    out["cuda_graph"] = "captured h2d + d2d + d2h, 3 replays with new host data, destroyed: ok"
     api.free(a)
     api.free(b)
     # a second thread: its own layer object (cudaSetDevice is per thread), a round trip there

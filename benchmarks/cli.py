@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 
 from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.errors import FommError
+from fomm_deploy.runtime.errors import FommError, InputError
 from fomm_deploy.runtime.names import device_option
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--config", default="vox-256", show_default=True, help="Bundled config name or YAML path.")
+@click.option("--config", default=None, metavar="NAME|PATH",
+              help="Bundled config name or YAML path (default: vox-256, or the config of --onnx DIR).")
 @click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint to benchmark (default: random weights; latency does not depend on the weights).")
 @click.option("--onnx", "onnx_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -64,7 +65,16 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
                                  (chart_path, "--chart", ".png")):
         if path is not None:
             check_output_file(path, force=True, option=option, suffixes=(suffix,))
-    cfg = resolve_config(config)
+    if onnx_dir is not None:
+        from fomm_deploy.runtime.graphs import load_exported
+
+        recorded = load_exported(onnx_dir).config
+        if config is not None and resolve_config(config).model_params != recorded.model_params:
+            raise InputError(f"--onnx {onnx_dir} was exported with config '{recorded.name}', not '{config}'; drop "
+                             f"--config (the export's is used) or pass --config {recorded.name}")
+        cfg = recorded
+    else:
+        cfg = resolve_config(config)
     if backends:
         pairs = parse_backend_pairs(backends)
     else:

@@ -44,3 +44,22 @@ def test_bench_rejects_a_bad_backend_list(tmp_path):
         res = _bench("--config", "tiny-test", "--backends", bad, cwd=tmp_path)
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert why in res.stderr, res.stderr
+
+
+def test_bench_checks_its_outputs_and_the_export_before_any_work(tmp_path, golden_dir):
+    import time
+
+    start = time.monotonic()
+    for args, message in ((("--json", "/proc/nope/x.json"), "cannot write --json"),
+                          (("--chart", str(tmp_path / "chart")), "--chart must end in .png")):
+        res = _bench("--config", "tiny-test", *args, cwd=tmp_path)
+        assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert time.monotonic() - start < 60  # refused before exporting or timing anything
+    from fomm_deploy.export.exporter import run_export
+    from fomm_deploy.runtime.config import resolve_config
+
+    out = tmp_path / "tiny export"
+    run_export(golden_dir / "checkpoint.pth.tar", resolve_config("tiny-test"), out, emulate_fp16=False)
+    res = _bench("--onnx", str(out), "--config", "vox-256", cwd=tmp_path)
+    assert res.returncode == 1 and "exported with config 'tiny-test', not 'vox-256'" in res.stderr
+    assert "random.pth.tar" not in res.stderr

@@ -286,3 +286,24 @@ def test_extra_and_missing_keys_are_named(tmp_path, change, message):
     torch.save({"kp_detector": kp, "generator": models.generator.state_dict()}, tmp_path / "cpk.pth.tar")
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "cpk.pth.tar", cfg)
+
+
+def test_mismatch_message_shows_three_problems_and_counts_the_rest(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    models = build_models(cfg)
+    kp = dict(models.kp_detector.state_dict())
+    for key in ("kp.weight", "kp.bias", "jacobian.weight", "jacobian.bias", "down.weight"):
+        del kp[key]
+    torch.save({"kp_detector": kp, "generator": models.generator.state_dict()}, tmp_path / "cpk.pth.tar")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "cpk.pth.tar", cfg)
+    assert str(info.value).count("required by the config but missing") == 3
+    assert "(and 2 more)" in str(info.value)
+
+
+def test_an_epoch_that_is_not_an_int_is_dropped(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    models = build_models(cfg)
+    torch.save({"kp_detector": models.kp_detector.state_dict(), "generator": models.generator.state_dict(),
+                "epoch": torch.tensor(3)}, tmp_path / "cpk.pth.tar")
+    assert load_checkpoint(tmp_path / "cpk.pth.tar", cfg).epoch is None

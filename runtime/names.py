@@ -43,7 +43,7 @@ def check_backend_precision(backend: str, precision: str) -> None:
         raise InputError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     if precision not in BACKEND_PRECISIONS[backend]:
         if backend == "torch":
-            why = "the torch backend is the fp32 reference; use --precision fp32 with it"
+            why = "the torch backend runs fp32 (the reference), or fp16 with --device cuda"
         elif precision == "int8":
             why = "the int8 graphs are for ONNX Runtime on CPU; TensorRT runs fp32 or fp16"
         else:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import FommConfig
 from ..contract import GraphSpec
-from ..errors import BackendUnavailableError, InputError
+from ..errors import CheckpointError, BackendUnavailableError, InputError
 from .base import Backend
 
 
@@ -160,7 +160,15 @@ class TorchBackend(Backend):
             torch.backends.cudnn.allow_tf32 = self.tf32
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.benchmark = True
-        models = load_checkpoint(self.checkpoint, self.config, device=self.device).models
+        try:
+            models = load_checkpoint(self.checkpoint, self.config, device=self.device).models
+        except CheckpointError as exc:
+            if "does not fit config" not in str(exc):
+                raise
+            # The config here is the export's: say so, in terms of the command the user is running.
+            raise CheckpointError(f"--ckpt {self.checkpoint} does not fit this export's config "
+                                  f"'{self.config.name}' ({str(exc).split(': ', 1)[-1][:300]}); pass the checkpoint "
+                                  "the export was made from, or export this one") from None
         module = flat_module(self.spec.name, models, self.config.estimate_jacobian).eval()
         if self.precision == "fp16":
             self.half_blocks = apply_fp16_policy(module, self.spec.name)

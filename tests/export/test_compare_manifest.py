@@ -11,7 +11,7 @@ import pytest
 
 from fomm_deploy.runtime.compare import compare, kp_pixel_error, psnr
 from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.contract import FP16_BUDGET, INT8_BUDGET, budget, graph_specs
+from fomm_deploy.runtime.contract import FP16_BUDGET, INT8_BUDGET, Budget, budget, graph_specs
 from fomm_deploy.runtime.errors import ExportFolderError, InputError, ParityError
 from fomm_deploy.runtime.feeds import generator_feed, source_inputs
 from fomm_deploy.runtime.fileio import sha256_file
@@ -139,3 +139,57 @@ def test_damaged_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("[1, 2]")
     with pytest.raises(ExportFolderError, match="has no format field"):
         Manifest.read(tmp_path)
+
+
+def test_mean_and_max_errors_and_output_selection():
+    ref = {"a": np.zeros(4, np.float32), "b": np.zeros(2, np.float32)}
+    result = compare("g", {"a": np.array([0, 0, 0, 0.004], np.float32)}, ref, outputs=["a"])
+    assert list(result.outputs) == ["a"]  # "b" neither compared nor required
+    assert result["a"].max_abs == pytest.approx(0.004) and result["a"].mean_abs == pytest.approx(0.001)
+
+
+def test_keypoint_budget_and_summaries():
+    ref = {"kp_value": np.zeros((1, 10, 2), np.float32)}
+    ours = {"kp_value": ref["kp_value"] + 0.25}  # 0.25 * 64 / 2 = 8 px
+    result = compare("kp", ours, ref, precision="int8", frame_size=(64, 64))
+    assert result.summary() == "8.00 px max"
+    assert result.budget_failures(Budget(kp_max_px=5.0, prediction_min_psnr_db=20.0)) == [
+        "keypoint error 8 px > budget 5.0 px"]
+    assert compare("kp", ours, ref, frame_size=(64, 64)).budget_failures(
+        Budget(kp_max_px=9.0, prediction_min_psnr_db=20.0)) == []
+
+
+def test_fp32_summary_names_the_worst_output_relative_to_its_tolerance():
+    ref = {"a": np.zeros(3, np.float32), "b": np.zeros(3, np.float32)}
+    result = compare("g", {"a": np.full(3, 0.5, np.float32), "b": np.full(3, 1e-5, np.float32)}, ref)
+    assert result.summary() == "max abs 0.5 (a)"  # not judged yet: the largest error
+    result.tolerance_failures(lambda precision, name: {"a": 1.0, "b": 1e-6}[name])
+    assert result.summary() == "max abs 1e-05 (b)"  # 10x its tolerance, against a's 0.5x
+
+
+def test_feed_holds_the_keypoints_it_was_given():
+    rng = np.random.default_rng(0)
+    kp_s = KP(rng.uniform(-1, 1, (1, 4, 2)).astype(np.float32), rng.normal(size=(1, 4, 2, 2)).astype(np.float32))
+    kp_d = KP(rng.uniform(-1, 1, (3, 4, 2)), rng.normal(size=(3, 4, 2, 2)))
+    source = rng.uniform(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    feed = generator_feed({"source": source}, kp_s, kp_d)
+    for row in range(3):
+        np.testing.assert_array_equal(feed["source"][row], source[0])
+        np.testing.assert_array_equal(feed["kp_source_value"][row], kp_s.value[0])
+        np.testing.assert_array_equal(feed["kp_source_jacobian"][row], kp_s.jacobian[0])
+    np.testing.assert_array_equal(feed["kp_driving_value"], kp_d.value.astype(np.float32))
+    np.testing.assert_array_equal(feed["kp_driving_jacobian"], kp_d.jacobian.astype(np.float32))
+    per_frame = KP(rng.uniform(-1, 1, (3, 4, 2)).astype(np.float32))  # already one row per frame: kept
+    np.testing.assert_array_equal(source_inputs({"source": source}, per_frame, 3)["kp_source_value"],
+                                  per_frame.value)
+
+
+def test_kp_from_outputs_copies_reused_buffers():
+    from fomm_deploy.runtime.feeds import kp_from_outputs
+
+    buffers = {"kp_value": np.ones((1, 2, 2), np.float32), "kp_jacobian": np.ones((1, 2, 2, 2), np.float32)}
+    kp = kp_from_outputs(buffers)
+    buffers["kp_value"][:] = 0
+    buffers["kp_jacobian"][:] = 0
+    assert (kp.value == 1).all() and (kp.jacobian == 1).all()
+    assert kp_from_outputs({"kp_value": buffers["kp_value"]}).jacobian is None

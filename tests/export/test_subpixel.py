@@ -57,3 +57,35 @@ def test_whole_generator_unchanged_and_original_untouched():
         expected = generator(source, kp_source=kp, kp_driving=kp)["prediction"]
         got = rewritten(source, kp_source=kp, kp_driving=kp)["prediction"]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_block_without_conv_bias():
+    torch.manual_seed(3)
+    block = UpBlock2d(6, 4)
+    _randomise_norms(block, 4)
+    biased = block.conv
+    block.conv = torch.nn.Conv2d(6, 4, 3, padding=1, bias=False)
+    with torch.no_grad():
+        block.conv.weight.copy_(biased.weight)
+    block.eval()
+    x = torch.randn(1, 6, 5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(SubpixelUpBlock(block)(x), block(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [torch.nn.Conv2d(4, 4, 3, padding=1, stride=2),
+                                  torch.nn.Conv2d(4, 4, 3, padding=1, groups=2)], ids=["stride", "groups"])
+def test_rejects_strided_and_grouped_convs(conv):
+    block = UpBlock2d(4, 4)
+    block.conv = conv
+    with pytest.raises(ValueError, match="3x3"):
+        SubpixelUpBlock(block)
+
+
+def test_rewritten_copy_is_in_eval_mode():
+    torch.manual_seed(0)
+    generator = build_models(resolve_config("tiny-test")).generator.train()
+    rewritten = with_subpixel_upsampling(generator)
+    norms = [m for m in rewritten.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms)  # running statistics, not the batch's
+    assert generator.training  # the caller's module keeps its mode

@@ -71,3 +71,40 @@ def test_bad_shape_is_named():
     good = KP(np.zeros((1, 10, 2), np.float32))
     with pytest.raises(KeypointError, match=r"kp_driving.value: got shape \(1, 10, 3\), expected \(B, K, 2\)"):
         normalize_kp(good, KP(np.zeros((1, 10, 3), np.float32)), good, use_relative_movement=True)
+
+
+def test_degenerate_source_is_a_clear_error():
+    reference = KP(np.random.default_rng(1).uniform(-1, 1, (1, 10, 2)).astype(np.float32))
+    coincident = KP(np.zeros((1, 10, 2), np.float32))
+    with pytest.raises(KeypointError, match="source are collinear"):
+        movement_scale(coincident, reference)
+
+
+def test_movement_scale_is_the_ratio_of_hull_sizes():
+    square = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [0.1, 0.2]], np.float32)
+    small = KP(square[None] * 0.5)
+    large = KP(square[None])
+    assert movement_scale(small, large) == pytest.approx(0.5)
+    assert movement_scale(large, small) == pytest.approx(2.0)
+
+
+def test_missing_batch_axis_is_named():
+    good = KP(np.zeros((1, 10, 2), np.float32))
+    with pytest.raises(KeypointError, match=r"kp_source.value: got shape \(10, 2\), expected \(B, K, 2\)"):
+        normalize_kp(KP(np.zeros((10, 2), np.float32)), good, good, use_relative_movement=True)
+
+
+def test_relative_jacobian_without_jacobians_gives_none():
+    rng = np.random.default_rng(2)
+    source, initial = (KP(rng.uniform(-1, 1, (1, 10, 2)).astype(np.float32)) for _ in range(2))
+    driving = KP(rng.uniform(-1, 1, (3, 10, 2)).astype(np.float32))
+    out = normalize_kp(source, driving, initial, use_relative_movement=True, use_relative_jacobian=True)
+    assert out.jacobian is None
+    np.testing.assert_allclose(out.value, driving.value - initial.value + source.value, atol=1e-6)
+
+
+def test_float64_keypoints_come_back_float32(golden_kp):
+    source, driving, initial = (KP(kp.value.astype(np.float64), kp.jacobian.astype(np.float64)) for kp in golden_kp)
+    out = normalize_kp(source, driving, initial, adapt_movement_scale=True, use_relative_movement=True,
+                       use_relative_jacobian=True)
+    assert out.value.dtype == np.float32 and out.jacobian.dtype == np.float32

@@ -19,9 +19,17 @@ def test_pairs_accept_what_the_benchmark_measures():
         ("onnxruntime", "int8"), ("onnxruntime", "fp16"), ("torch", "fp32")]
 
 
-@pytest.mark.parametrize("bad", ["torch:int8", "tensorrt:int8", "onnxruntime:int4", "cuda:fp32", "torch,torch", ""])
-def test_pairs_refuse_what_no_backend_runs(bad):
-    with pytest.raises(InputError):
+@pytest.mark.parametrize("bad, why", [
+    ("torch:int8", r"'torch:int8': torch cannot run int8"),
+    ("tensorrt:int8", r"'tensorrt:int8': tensorrt cannot run int8: the int8 graphs are for ONNX Runtime on CPU"),
+    ("onnxruntime:int4", r"'onnxruntime:int4': unknown precision 'int4'"),
+    ("cuda:fp32", r"'cuda:fp32': unknown backend 'cuda'"),
+    ("torch,torch", r"names 'torch' twice"),
+    ("", r"--backends is empty"),
+    (" , ", r"--backends is empty"),
+])
+def test_pairs_refuse_what_no_backend_runs(bad, why):
+    with pytest.raises(InputError, match=why):
         parse_backend_pairs(bad)
 
 
@@ -53,5 +61,29 @@ def test_device_rules():
 def test_providers():
     assert parse_providers(" CUDA, cpu ") == ("cuda", "cpu")
     assert parse_providers(None) is None and parse_providers("") is None
-    with pytest.raises(InputError):
-        parse_providers("gpu")
+    assert parse_providers(["tensorrt", " Cuda", "", "cpu"]) == ("tensorrt", "cuda", "cpu")
+    assert parse_providers([]) is None
+    with pytest.raises(InputError, match="unknown ONNX Runtime provider 'gpu'; choose from cpu, cuda, tensorrt"):
+        parse_providers("cpu,gpu")
+
+
+def test_local_file_refuses_urls():
+    import click
+
+    from fomm_deploy.runtime.names import local_file
+
+    assert str(local_file(None, None, "clips/a.mp4")) == "clips/a.mp4"
+    assert local_file(None, None, None) is None
+    with pytest.raises(click.BadParameter, match="URLs are not supported"):
+        local_file(None, None, "https://example.com/a.mp4")
+
+
+def test_require_tensorrt_names_what_is_missing(monkeypatch):
+    from fomm_deploy.runtime import names
+    from fomm_deploy.runtime.errors import BackendUnavailableError
+
+    monkeypatch.setattr(names, "tensorrt_missing", lambda: ["A", "B"])
+    with pytest.raises(BackendUnavailableError, match="needs A and B; or use --backend onnxruntime"):
+        names.require_tensorrt()
+    monkeypatch.setattr(names, "tensorrt_missing", lambda: [])
+    names.require_tensorrt()

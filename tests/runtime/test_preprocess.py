@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fomm_deploy.runtime.errors import ImageError
-from fomm_deploy.runtime.preprocess import fit_square, load_image, prepare_frame, to_uint8_hwc
+from fomm_deploy.runtime.preprocess import (fit_square, load_image, prepare_frame, to_rgb_float, to_uint8,
+                                            to_uint8_hwc)
 from fomm_deploy.runtime.samples import head_motion, sample_face
 
 
@@ -87,3 +88,106 @@ def test_head_motion_starts_unmoved(face):
     assert frames.shape == (6, 256, 256, 3)
     np.testing.assert_allclose(frames[0], face, atol=1e-5)
     assert np.abs(frames[5] - face).mean() > 0.01
+
+
+def _ramp(h, w):
+    """(h, w, 3) float32 whose pixel (y, x) holds (x, y, 0) / 1000: every position tells where it came from."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.dstack([x, y, np.zeros_like(x)]) / 1000
+
+
+def test_crop_keeps_the_centre():
+    np.testing.assert_array_equal(fit_square(_ramp(100, 300), "crop"), _ramp(100, 300)[:, 100:200])
+    np.testing.assert_array_equal(fit_square(_ramp(301, 100), "crop"), _ramp(301, 100)[100:200])
+
+
+def test_pad_centres_the_image_on_white():
+    padded = fit_square(_ramp(100, 300), "pad")
+    np.testing.assert_array_equal(padded[100:200], _ramp(100, 300))
+    assert (padded[:100] == 1).all() and (padded[200:] == 1).all()
+
+
+def test_prepare_frame_size_is_height_width():
+    out = prepare_frame(np.zeros((64, 64, 3), np.float32), (48, 80), fit="stretch")
+    assert out.shape == (48, 80, 3) and out.dtype == np.float32 and out.flags.c_contiguous
+
+
+def test_prepare_frame_bgr_input_becomes_rgb():
+    blue_bgr = np.zeros((40, 40, 3), np.uint8)
+    blue_bgr[..., 0] = 255
+    out = prepare_frame(blue_bgr, (40, 40), bgr=True)
+    np.testing.assert_array_equal(out[0, 0], [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(prepare_frame(blue_bgr, (40, 40))[0, 0], [1.0, 0.0, 0.0])
+
+
+def test_shrinking_averages_and_enlarging_interpolates():
+    checker = (np.indices((128, 128)).sum(0) % 2).astype(np.float32)
+    shrunk = prepare_frame(checker, (40, 40))
+    np.testing.assert_allclose(shrunk, 0.5, atol=0.05)  # area averaging, no aliasing (linear: 0.5 +- 0.32)
+    halves = np.zeros((32, 32), np.float32)
+    halves[:, 16:] = 1
+    enlarged = prepare_frame(halves, (64, 64))
+    assert ((enlarged > 0.05) & (enlarged < 0.95)).any()  # linear, not nearest neighbour
+    np.testing.assert_allclose(enlarged[:, :28], 0, atol=1e-6)
+    np.testing.assert_allclose(enlarged[:, 36:], 1, atol=1e-6)
+
+
+def test_to_uint8_rounds_and_clips():
+    values = np.array([-0.5, 0.0, 0.3 / 255, 0.7 / 255, 0.5, 254.6 / 255, 1.0, 1.5], np.float32)
+    np.testing.assert_array_equal(to_uint8(values), [0, 0, 0, 1, 128, 255, 255, 255])
+
+
+def test_to_uint8_hwc_layout():
+    batch = np.random.default_rng(0).uniform(0, 1, (2, 3, 5, 7)).astype(np.float32)
+    out = to_uint8_hwc(batch)
+    assert out.shape == (2, 5, 7, 3)
+    np.testing.assert_array_equal(out[1, 4, 6], np.rint(batch[1, :, 4, 6] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(out[0, 2, 5], np.rint(batch[0, :, 2, 5] * 255).astype(np.uint8))
+
+
+def test_to_rgb_float_clips_and_refuses_what_it_cannot_read():
+    np.testing.assert_array_equal(to_rgb_float(np.array([[[-0.5, 0.5, 1.5]]], np.float32)), [[[0.0, 0.5, 1.0]]])
+    with pytest.raises(ImageError, match="unsupported image dtype int32"):
+        to_rgb_float(np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(ImageError, match=r"unsupported image shape \(4, 4, 2\)"):
+        to_rgb_float(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_one_short_side_is_too_small(tmp_path):
+    cv2.imwrite(str(tmp_path / "strip.png"), np.zeros((20, 400, 3), np.uint8))
+    with pytest.raises(ImageError, match="400x20 px, too small"):
+        load_image(tmp_path / "strip.png")
+
+
+def test_a_folder_is_named_as_such(tmp_path):
+    with pytest.raises(ImageError, match=r"image not found: .* \(it is a folder\)"):
+        load_image(tmp_path)
+
+
+def test_large_jpeg_is_decoded_reduced(tmp_path):
+    big = np.full((768, 1024, 3), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / "big.jpg"), big)
+    assert load_image(tmp_path / "big.jpg").shape == (768, 1024, 3)
+    # 1/8 would give a 96 px short side (< 100); 1/4 is the smallest that keeps at least 100
+    assert load_image(tmp_path / "big.jpg", max_side=100).shape == (192, 256, 3)
+    assert load_image(tmp_path / "big.jpg", max_side=700).shape == (768, 1024, 3)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01"  # big-endian header, IFD0 at 8, one entry
+            + b"\x01\x12\x00\x03\x00\x00\x00\x01" + orientation.to_bytes(2, "big") + b"\x00\x00"  # Orientation
+            + b"\x00\x00\x00\x00")  # no next IFD
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    img = np.zeros((40, 64, 3), np.uint8)
+    img[:20] = 255  # white top half
+    ok, jpeg = cv2.imencode(".jpg", img)
+    assert ok
+    (tmp_path / "phone.jpg").write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6: rotate 90 clockwise
+    upright = load_image(tmp_path / "phone.jpg")
+    assert upright.shape == (64, 40, 3)
+    assert upright[:, 30:].mean() > 0.9 and upright[:, :10].mean() < 0.1  # the top went to the right

@@ -255,3 +255,55 @@ def test_inspect_cli_user_errors_are_one_line(golden_dir, args, message):
     assert "Traceback" not in res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.stderr
+
+
+def test_nested_module_prefixes_are_stripped(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    source = _perturbed(build_models(cfg, discriminator=True))
+    path = upstream_style_file(tmp_path / "cpk.pth.tar", source, prefix="module.module.")
+    _assert_same_weights(source, load_checkpoint(path, cfg).models)
+
+
+def test_resuming_adversarial_training_needs_a_discriminator(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    path = upstream_style_file(tmp_path / "cpk.pth.tar", build_models(cfg), discriminator=False)
+    with pytest.raises(CheckpointError, match="has no 'discriminator' entry; it cannot resume adversarial"):
+        load_checkpoint(path, cfg, discriminator=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("extra", r"kp_detector\.extra\.weight: in the checkpoint but not in the model built from the config"),
+    ("missing", r"kp_detector\.kp\.bias: required by the config but missing from the checkpoint"),
+])
+def test_extra_and_missing_keys_are_named(tmp_path, change, message):
+    cfg = shrink(resolve_config("tiny-test"))
+    models = build_models(cfg)
+    kp = dict(models.kp_detector.state_dict())
+    if change == "extra":
+        kp["extra.weight"] = torch.zeros(3)
+    else:
+        del kp["kp.bias"]
+    torch.save({"kp_detector": kp, "generator": models.generator.state_dict()}, tmp_path / "cpk.pth.tar")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "cpk.pth.tar", cfg)
+
+
+def test_mismatch_message_shows_three_problems_and_counts_the_rest(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    models = build_models(cfg)
+    kp = dict(models.kp_detector.state_dict())
+    for key in ("kp.weight", "kp.bias", "jacobian.weight", "jacobian.bias", "down.weight"):
+        del kp[key]
+    torch.save({"kp_detector": kp, "generator": models.generator.state_dict()}, tmp_path / "cpk.pth.tar")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "cpk.pth.tar", cfg)
+    assert str(info.value).count("required by the config but missing") == 3
+    assert "(and 2 more)" in str(info.value)
+
+
+def test_an_epoch_that_is_not_an_int_is_dropped(tmp_path):
+    cfg = shrink(resolve_config("tiny-test"))
+    models = build_models(cfg)
+    torch.save({"kp_detector": models.kp_detector.state_dict(), "generator": models.generator.state_dict(),
+                "epoch": torch.tensor(3)}, tmp_path / "cpk.pth.tar")
+    assert load_checkpoint(tmp_path / "cpk.pth.tar", cfg).epoch is None

@@ -36,7 +36,7 @@ def test_pairs_refuse_what_no_backend_runs(bad, why):
 def test_precision_rules():
     check_backend_precision("onnxruntime", "int8")
     check_backend_precision("tensorrt", "fp16")
-    with pytest.raises(InputError, match="fp32 reference"):
+    with pytest.raises(InputError, match="runs fp32 \(the reference\), or fp16 with --device cuda"):
         check_backend_precision("torch", "int8")
 
 

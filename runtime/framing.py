@@ -196,7 +196,7 @@ def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
     """(side, side) float32 weights: 1 in the middle, falling smoothly to 0 at the edges over ``feather``
     of the side (a raised cosine), so a pasted crop has no seam."""
     ramp = max(1.0, feather * side)
-    d = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32) + 0.5
+    d = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32)  # 0 on the outermost pixels
     edge = np.clip(d / ramp, 0.0, 1.0)
     edge = 0.5 - 0.5 * np.cos(np.pi * edge)
     return np.outer(edge, edge).astype(np.float32)

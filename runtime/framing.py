@@ -115,6 +115,25 @@ def fill_gaps(faces: Sequence[Face | None]) -> list[Face | None]:
     return [(float(a), float(b), float(c)) for a, b, c in zip(*cols)]
 
 
+def reject_outliers(faces: Sequence[Face | None], *, window: int = 2, jump: float = 0.5,
+                    resize: float = 0.35) -> list[Face | None]:
+    """Drop detections that disagree with their neighbours in time (a false hit in the background, a box
+    on the wrong part of a tilted head): a face whose centre is more than ``jump`` x its neighbours' median
+    side from their median centre, or whose side differs from that median by more than ``resize``, becomes
+    None. Neighbours: the ``window`` detections before and after it (needs at least two)."""
+    known = [i for i, f in enumerate(faces) if f is not None]
+    out = list(faces)
+    for k, i in enumerate(known):
+        near = [faces[j] for j in known[max(0, k - window):k] + known[k + 1:k + 1 + window]]
+        if len(near) < 2:
+            continue
+        med = np.median(np.asarray(near, dtype=np.float64), axis=0)
+        cx, cy, side = faces[i]
+        if np.hypot(cx - med[0], cy - med[1]) > jump * med[2] or abs(side / med[2] - 1) > resize:
+            out[i] = None
+    return out
+
+
 def head_box(face: Face, *, scale: float = HEAD_SCALE, raise_by: float = HEAD_RAISE) -> tuple[float, float, float, float]:
     """A face square -> the head's (left, top, right, bottom), floats."""
     cx, cy, side = face
@@ -155,8 +174,9 @@ def source_box(face: Face, frame_size: tuple[int, int], *, increase: float = INC
 
 def clip_box(faces: Sequence[Face | None], frame_size: tuple[int, int], *, increase: float = INCREASE) -> CropBox | None:
     """ONE crop box for a whole clip: the union of the head's positions (a face tube), with the margin.
-    None when no frame has a face."""
-    heads = [head_box(f) for f in faces if f is not None]
+    Detections that disagree with their neighbours are left out first (:func:`reject_outliers`). None when
+    no frame has a face."""
+    heads = [head_box(f) for f in reject_outliers(faces) if f is not None]
     if not heads:
         return None
     return square_with_margin(union(heads), increase=increase, frame_size=frame_size)
@@ -164,9 +184,9 @@ def clip_box(faces: Sequence[Face | None], frame_size: tuple[int, int], *, incre
 
 def follow_boxes(faces: Sequence[Face | None], frame_size: tuple[int, int], *, increase: float = INCREASE,
                  window: float = 7.0) -> list[CropBox] | None:
-    """A crop box per frame that follows the face smoothly: gaps filled, then centre and size smoothed by
+    """A crop box per frame that follows the face smoothly: outliers dropped, gaps filled, then centre and size smoothed by
     a centred Gaussian of ``window`` frames' sigma (offline: no lag), with the margin. None: no face."""
-    filled = fill_gaps(faces)
+    filled = fill_gaps(reject_outliers(faces))
     if not filled or filled[0] is None:
         return None
     a = np.array(filled, dtype=np.float64)

@@ -166,6 +166,14 @@ def test_fill_gaps_interpolates_and_holds_the_ends():
     assert fill_gaps([None, None]) == [None, None]
 
 
+def test_a_false_hit_does_not_grow_the_clip_box():
+    faces = [(100.0 + i, 100.0, 40.0) for i in range(9)]
+    clean = clip_box(faces, (640, 360))
+    faces[4] = (500.0, 300.0, 40.0)  # one detection in the background
+    assert framing.reject_outliers(faces)[4] is None and framing.reject_outliers(faces)[3] == faces[3]
+    assert clip_box(faces, (640, 360)) == clean
+
+
 def test_follow_boxes_are_smooth_and_follow():
     rng = np.random.default_rng(0)
     faces = [(100.0 + 2 * i + rng.normal(0, 3), 100.0 + rng.normal(0, 3), 50.0 + rng.normal(0, 2)) for i in range(60)]
@@ -212,16 +220,17 @@ def test_upright_astronaut_is_found(detector):
 
 
 def test_detector_holds_tilted_turned_and_occluded_faces(detector):
-    """Thresholds from the measured rates (runtime/FRAMING.md), with some slack: 60 frames of the set."""
+    """Thresholds from the measured rates (runtime/FRAMING.md: 79 % of all, 80 % of |angle| > 20 deg on 80 frames,
+    against 46 % / 10 % for the plain frontal cascade), with some slack: the first 60 frames of the set."""
     stills = list(still_set(60))
     ok = [_hit(detector.detect(frame), truth) for _, _, frame, truth in stills]
     tilted = [o for (angle, _, _, _), o in zip(stills, ok) if abs(angle) > 20]
-    assert np.mean(ok) >= 0.85, np.mean(ok)
-    assert np.mean(tilted) >= 0.7, np.mean(tilted)
+    assert np.mean(ok) >= 0.7, np.mean(ok)
+    assert np.mean(tilted) >= 0.65, np.mean(tilted)
     # The plain frontal cascade (the webcam's) misses most of the tilted faces: this is what the rest adds.
     plain = FaceDetector(angles=(), profile=False)
     plain_tilted = [_hit(plain.detect(frame), truth) for angle, _, frame, truth in stills if abs(angle) > 20]
-    assert np.mean(plain_tilted) < np.mean(tilted) - 0.2
+    assert np.mean(plain_tilted) < np.mean(tilted) - 0.4, (np.mean(plain_tilted), np.mean(tilted))
 
 
 def test_clip_box_holds_the_moving_face(detector):

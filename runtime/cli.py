@@ -274,15 +274,16 @@ class _DrivingClip:
                              f"{self.end if self.end is not None else 'its end'}")
 
     def _detect(self, detector) -> None:
-        from .framing import clip_box, follow_boxes
+        from .framing import ClipTracker, clip_box, follow_boxes
 
         stride = max(1, int(round(self.info.fps / 10)))
+        tracker = ClipTracker(detector)
         faces, looks, i = [], 0, 0
         for i, frame, _ in self.frames():
-            faces.append(detector.detect(frame) if i % stride == 0 else None)
+            faces.append(tracker.update(frame) if i % stride == 0 else None)
             looks += i % stride == 0
         if i % stride:  # the last frame too, so the interpolation does not hold an old position
-            faces[-1] = detector.detect(frame)
+            faces[-1] = tracker.update(frame)
             looks += 1
         found = sum(f is not None for f in faces)
         size = (self.info.width, self.info.height)

@@ -60,17 +60,19 @@ class FaceDetector:
                                           "opencv-python<5 (5.0 removed them), or use --crop centre")
 
     @staticmethod
-    def _largest(cascade, grey: np.ndarray, min_side: int) -> tuple[float, float, float] | None:
+    def _candidates(cascade, grey: np.ndarray, min_side: int) -> list[tuple[float, float, float, int]]:
+        """Every face the cascade finds: (cx, cy, side, votes), most votes (the surest) first."""
         faces, votes = cascade.detectMultiScale2(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        if len(faces) == 0:
-            return None
-        # The most neighbours (the surest face), not the largest box: a large false hit in the background
-        # loses to the real face.
-        x, y, w, h = faces[int(np.argmax(votes))]
-        return x + w / 2, y + h / 2, float(max(w, h))
+        found = [(x + w / 2, y + h / 2, float(max(w, h)), int(v)) for (x, y, w, h), v in zip(faces, votes)]
+        return sorted(found, key=lambda c: -c[3])
 
-    def detect(self, frame: np.ndarray) -> Face | None:
-        """The surest face in an RGB (or BGR, or grey) uint8 frame as (cx, cy, side) in its pixels, or None."""
+    def detect(self, frame: np.ndarray, near: Face | None = None) -> Face | None:
+        """The surest face in an RGB (or BGR, or grey) uint8 frame as (cx, cy, side) in its pixels, or None.
+
+        ``near``: where the face was a moment ago (a clip): only a face within half its side of there (and
+        of a similar size) counts, so a face-like pattern elsewhere (a badge, a poster) is not taken when the
+        real head tilts out of the frontal cascade's reach; the other tries then run.
+        """
         import cv2
 
         h, w = frame.shape[:2]
@@ -80,27 +82,54 @@ class FaceDetector:
         grey = cv2.equalizeHist(grey)
         gh, gw = grey.shape
         min_side = max(20, int(0.06 * min(gh, gw)))
-        found = self._largest(self._frontal, grey, min_side)
+        prior = None if near is None else (near[0] * f, near[1] * f, near[2] * f)
+
+        def pick(cands):
+            for c in cands:
+                if prior is None or (np.hypot(c[0] - prior[0], c[1] - prior[1]) < 0.5 * prior[2]
+                                     and abs(c[2] / prior[2] - 1) < 0.4):
+                    return c[:3]
+            return None
+
+        found = pick(self._candidates(self._frontal, grey, min_side))
         if found is None and self._profile is not None:
-            found = self._largest(self._profile, grey, min_side)
+            found = pick(self._candidates(self._profile, grey, min_side))
             if found is None:
-                mirrored = self._largest(self._profile, grey[:, ::-1].copy(), min_side)
-                if mirrored is not None:
-                    found = (gw - mirrored[0], mirrored[1], mirrored[2])
+                found = pick([(gw - c[0],) + c[1:] for c in self._candidates(self._profile, grey[:, ::-1].copy(), min_side)])
         if found is None:
             centre = (gw / 2, gh / 2)
             for angle in self.angles:
                 m = cv2.getRotationMatrix2D(centre, angle, 1.0)
                 rotated = cv2.warpAffine(grey, m, (gw, gh), borderMode=cv2.BORDER_REPLICATE)
-                hit = self._largest(self._frontal, rotated, min_side)
-                if hit is not None:
-                    back = cv2.invertAffineTransform(m)
-                    cx, cy = back @ np.array([hit[0], hit[1], 1.0])
-                    found = (float(cx), float(cy), hit[2])
+                back = cv2.invertAffineTransform(m)
+                cands = [tuple(back @ np.array([c[0], c[1], 1.0])) + c[2:] for c in
+                         self._candidates(self._frontal, rotated, min_side)]
+                found = pick(cands)
+                if found is not None:
                     break
         if found is None:
             return None
-        return found[0] / f, found[1] / f, found[2] / f
+        return float(found[0] / f), float(found[1] / f), float(found[2] / f)
+
+
+class ClipTracker:
+    """Detection along a clip: each frame's face is looked for near the last one found (``FaceDetector.detect``'s
+    ``near``); after ``patience`` misses in a row the whole frame is searched again (the head really moved)."""
+
+    def __init__(self, detector: FaceDetector, *, patience: int = 4) -> None:
+        self.detector, self.patience = detector, patience
+        self.last: Face | None = None
+        self.misses = 0
+
+    def update(self, frame: np.ndarray) -> Face | None:
+        face = self.detector.detect(frame, near=self.last)
+        if face is None:
+            self.misses += 1
+            if self.misses >= self.patience:
+                self.last, self.misses = None, 0
+        else:
+            self.last, self.misses = face, 0
+        return face
 
 
 def fill_gaps(faces: Sequence[Face | None]) -> list[Face | None]:

@@ -135,7 +135,8 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
         if best_frame:
             clip.use_best_frame(animator)
         elif reference_frame is not None:
-            reference_kp = reference_kp or clip.reference_keypoints(animator, reference_frame)
+            if reference_kp is None:  # the same driving frame for every portrait: read it once
+                reference_kp = clip.reference_keypoints(animator, reference_frame)
             animator.set_reference_keypoints(reference_kp)
         _write_one(animator, clip, portrait, box, target, paste_back=paste_back, side=side,
                    side_by_side=side_by_side, audio=not no_audio, backend=backend, precision=precision)

@@ -311,6 +311,11 @@ def test_each_format_plays_back(tmp_path, media, golden_export, name, audio):
     else:
         frames = list(iter_frames(out))
         assert has_audio(out) == audio
+        probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+        if name.endswith(".webm"):
+            assert "Video: vp9" in probe and "Audio: opus" in probe, probe
+        else:
+            assert "Video: gif" in probe and b"NETSCAPE2.0" in out.read_bytes()  # the loop-for-ever extension
     assert len(frames) == N_FRAMES and frames[0].shape == (96, 96, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name.rstrip("/")]
 

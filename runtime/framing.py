@@ -80,9 +80,17 @@ class FaceDetector:
         small = cv2.resize(frame, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1 else frame
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
         grey = cv2.equalizeHist(grey)
-        gh, gw = grey.shape
-        min_side = max(20, int(0.06 * min(gh, gw)))
+        min_side = max(20, int(0.06 * min(grey.shape)))
         prior = None if near is None else (near[0] * f, near[1] * f, near[2] * f)
+        ox = oy = 0
+        if prior is not None:  # look only around the last face (3 of its sides wide): much less to search
+            r = 1.5 * prior[2]
+            ox, oy = max(0, int(prior[0] - r)), max(0, int(prior[1] - r))
+            grey = grey[oy:int(prior[1] + r) + 1, ox:int(prior[0] + r) + 1]
+            prior = (prior[0] - ox, prior[1] - oy, prior[2])
+        gh, gw = grey.shape
+        if min(gh, gw) < min_side:
+            return None
 
         def pick(cands):
             for c in cands:
@@ -109,7 +117,7 @@ class FaceDetector:
                     break
         if found is None:
             return None
-        return float(found[0] / f), float(found[1] / f), float(found[2] / f)
+        return float((found[0] + ox) / f), float((found[1] + oy) / f), float(found[2] / f)
 
 
 class ClipTracker:

@@ -1,4 +1,5 @@
-"""Video in (OpenCV) and out (H.264 MP4 through the ffmpeg binary that imageio-ffmpeg ships).
+"""Video in (OpenCV) and out (H.264 MP4, VP9 WebM, GIF or PNG frames through the ffmpeg binary that
+imageio-ffmpeg ships).
 
 The writer pipes raw RGB frames to ffmpeg, muxes the driving video's audio when asked, and writes to a
 temporary name that is renamed only when the video is complete.
@@ -219,57 +220,99 @@ def has_audio(path: str | Path) -> bool:
     return _probe(path).audio
 
 
+# Output containers: what ``--out``'s name selects. "frames" is a folder of PNG images (frame_000000.png, ...).
+CONTAINERS = ("mp4", "webm", "gif", "frames")
+CONTAINER_SUFFIXES = {".mp4": "mp4", ".webm": "webm", ".gif": "gif"}
+
+
+def container_for(path: str | Path) -> str | None:
+    """The container an output path asks for: by suffix (.mp4, .webm, .gif), or ``frames`` for a path that
+    ends in a slash or is an existing folder; None for anything else."""
+    text = str(path)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return "frames"
+    return CONTAINER_SUFFIXES.get(Path(text).suffix.lower())
+
+
 class VideoWriter:
-    """H.264 (yuv420p) MP4 writer; ``close()`` publishes the file, ``abort()`` (or an exception) removes it.
+    """Video writer: H.264 MP4 (default), VP9 WebM, looping palette GIF, or a folder of PNG frames.
+
+    ``close()`` publishes the output, ``abort()`` (or an exception) removes it: a file is written under a
+    temporary name and renamed, a frame folder is filled as a hidden staging folder and renamed (an existing
+    empty folder of that name is replaced).
 
     Frames go either one after another (``write(frame)``: one frame each ``1/fps``) or at their own times
     (``write(frame, t)``, ``t`` in seconds from the start of the output): the file then has a constant
     ``fps``, each frame held until the next one's time (repeated, or dropped when two fall in one frame
     period), so it lasts as long as the frames' times say, and ``close(end=T)`` holds the last frame until
     ``T`` (a live recording lasts as long as the session; without ``end`` it is shown as long as the frame
-before it). ``frames`` counts the frames in the file.
+    before it). ``frames`` counts the frames in the file.
 
-    Audio (``audio_from``): the first audio stream of that file, from ``audio_start`` seconds on (AAC),
-    padded with silence or cut so that it ends with the video.
+    Audio (``audio_from``): the first audio stream of that file, from ``audio_start`` seconds on (AAC in MP4,
+    Opus in WebM; GIF and frame folders have none), padded with silence or cut so that it ends with the video.
 
     ffmpeg runs in its own session, so a Ctrl-C to the terminal's process group reaches only this process,
     which then finishes (or aborts) the file itself.
 
     Args:
-        path: output ``.mp4``.
+        path: the output (``.mp4``, ``.webm``, ``.gif`` or a folder).
         fps: frame rate of the file.
-        size: (width, height); both must be even for yuv420p.
+        size: (width, height); both must be even for MP4 and WebM (yuv420p).
+        container: one of :data:`CONTAINERS`; default: from ``path`` (:func:`container_for`), else ``mp4``.
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, audio_from: str | Path | None = None,
-                 audio_start: float = 0.0, crf: int = 18) -> None:
+                 audio_start: float = 0.0, crf: int = 18, container: str | None = None) -> None:
+        from .fileio import make_staging_dir
+
         self.path = Path(path)
+        self.container = container or container_for(path) or "mp4"
+        if self.container not in CONTAINERS:
+            raise VideoError(f"unknown container '{self.container}'; choose from {', '.join(CONTAINERS)}")
         self.size = size
         self.fps = float(fps)
         if not self.fps > 0:
             raise VideoError(f"frame rate must be positive, got {fps}")
         w, h = size
-        if w % 2 or h % 2:
-            raise VideoError(f"H.264 needs even frame sizes, got {w}x{h}")
-        if self.path.is_dir():
+        if self.container in ("mp4", "webm") and (w % 2 or h % 2):
+            raise VideoError(f"{self.container.upper()} (yuv420p) needs even frame sizes, got {w}x{h}")
+        if self.container == "frames":
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise VideoError(f"output folder {self.path} exists and is not an empty folder")
+        elif self.path.is_dir():
             raise VideoError(f"output path {self.path} is a folder; give a file name such as result.mp4")
-        self.with_audio = audio_from is not None and has_audio(audio_from)
+        self.with_audio = (audio_from is not None and self.container in ("mp4", "webm") and has_audio(audio_from))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
-            os.close(fd)
+            if self.container == "frames":
+                self._tmp = make_staging_dir(self.path)
+                target = str(self._tmp / "frame_%06d.png")
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial.{self.container}",
+                                           dir=self.path.parent)
+                os.close(fd)
+                self._tmp = Path(tmp)
+                target = str(self._tmp)
         except OSError as exc:
             raise VideoError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._tmp = Path(tmp)
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:.6f}", "-i", "-"]
-        if self.with_audio:
-            if audio_start > 0:
-                cmd += ["-ss", f"{audio_start:.6f}"]
-            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-af", "apad", "-c:a", "aac",
-                    "-b:a", "160k", "-shortest"]
-        cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",
-                "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
+        # Audio is muxed in at close(), once the video's exact length is known: cut or padded to it there.
+        # (A single pass with apad + -shortest overshoots by a variable amount, up to ~0.2 s measured.)
+        self._audio = (Path(audio_from), float(audio_start)) if self.with_audio else None
+        if self.container == "mp4":
+            cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",
+                    "-movflags", "+faststart", "-f", "mp4", target]
+        elif self.container == "webm":
+            # crf 18 on H.264's scale is about 28 on VP9's (0-63); constant quality needs -b:v 0.
+            cmd += ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", str(min(63, crf + 10)), "-b:v", "0",
+                    "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-f", "webm", target]
+        elif self.container == "gif":
+            # One palette for the whole clip (from every frame), then dithered; loops for ever.
+            cmd += ["-filter_complex", "[0:v]split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a",
+                    "-loop", "0", "-f", "gif", target]
+        else:
+            cmd += ["-c:v", "png", "-start_number", "0", "-f", "image2", target]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.frames = 0  # frames in the file so far
         self.received = 0  # frames given to write()
@@ -334,12 +377,56 @@ before it). ``frames`` counts the frames in the file.
         code = self._proc.wait()
         self._proc = None
         if code != 0 or self.frames == 0:
-            self._tmp.unlink(missing_ok=True)
+            self._remove_tmp()
             reason = "no frames were written" if self.frames == 0 else f"ffmpeg failed: {err[-300:]}"
             raise VideoError(f"could not write {self.path}: {reason}")
-        os.chmod(self._tmp, 0o666 & ~current_umask())
-        os.replace(self._tmp, self.path)
+        if self._audio is not None:
+            self._mux_audio()
+        try:
+            if self.container == "frames":
+                if self.path.is_dir():
+                    self.path.rmdir()  # checked empty when the writer opened; fails if something came since
+                os.replace(self._tmp, self.path)
+            else:
+                os.chmod(self._tmp, 0o666 & ~current_umask())
+                os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._remove_tmp()
+            raise VideoError(f"could not publish {self.path}: {exc.strerror or exc}") from None
         return self.path
+
+    def _mux_audio(self) -> None:
+        """Add the audio to the finished video-only temporary file: from ``audio_start``, padded with
+        silence or cut so that it lasts exactly as long as the video; the video stream is copied."""
+        source, start = self._audio
+        fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial.{self.container}",
+                                     dir=self.path.parent)
+        os.close(fd)
+        audio = (["-c:a", "aac", "-b:a", "160k"] if self.container == "mp4"
+                 else ["-c:a", "libopus", "-b:a", "128k", "-ar", "48000"])
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(self._tmp),
+               *(["-ss", f"{start:.6f}"] if start > 0 else []), "-i", str(source),
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", *audio,
+               "-t", f"{self.frames / self.fps:.6f}",
+               *(["-movflags", "+faststart"] if self.container == "mp4" else []), "-f", self.container, muxed]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
+        except BaseException:  # Ctrl-C / SIGTERM while muxing: leave nothing behind
+            Path(muxed).unlink(missing_ok=True)
+            raise
+        if res.returncode != 0:
+            Path(muxed).unlink(missing_ok=True)
+            self._remove_tmp()
+            raise VideoError(f"could not add the audio of {source} to {self.path}: {res.stderr.strip()[-300:]}")
+        os.replace(muxed, self._tmp)
+
+    def _remove_tmp(self) -> None:
+        if self.container == "frames":
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the temporary file: nothing is published."""
@@ -348,7 +435,7 @@ before it). ``frames`` counts the frames in the file.
             self._proc.kill()
             self._proc.wait()
             self._proc = None
-        self._tmp.unlink(missing_ok=True)
+        self._remove_tmp()
 
     @property
     def duration(self) -> float:

@@ -58,7 +58,7 @@ def test_driving_fixture_has_audio(media):
 def test_animate_writes_playable_mp4_with_audio(tmp_path, media, golden_export, extra, width):
     out = tmp_path / "result.mp4"
     res = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", out,
-                   "--onnx", golden_export, *extra, cwd=tmp_path)
+                   "--onnx", golden_export, "--crop", "centre", *extra, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"{N_FRAMES} frames ({N_FRAMES / FPS:.2f} s at {FPS:.2f} fps)" in res.stdout and "with audio" in res.stdout
     cap, info = open_video(out)
@@ -119,7 +119,7 @@ def test_best_frame_on_a_known_clip(tmp_path, media, golden_export):
     src = tmp_path / "face.png"
     cv2.imwrite(str(src), np.rint(face[..., ::-1] * 255).astype(np.uint8))
     res = _animate("--source", src, "--driving", clip, "--out", tmp_path / "o.mp4", "--onnx", golden_export,
-                   "--best-frame", "--batch", "3", cwd=tmp_path)
+                   "--best-frame", "--batch", "3", "--crop", "centre", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "best frame: 6" in res.stderr
 
@@ -214,3 +214,135 @@ def test_source_may_be_a_video(tmp_path, media, golden_export):
                    "--onnx", golden_export, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert len(list(iter_frames(tmp_path / "v.mp4"))) == 4
+
+
+# ---- framing, paste-back, formats, many portraits (issue #15) ---------------------------------------------
+
+CLIP_FPS, CLIP_FRAMES, CLIP_SIZE = 10, 12, (320, 180)
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    """An off-centre astronaut face swaying and drifting in a 16:9 clip with audio, the true faces, and the
+    portrait (astronaut.png shrunk to 256x256)."""
+    from tests.runtime.test_framing import astronaut, moving_clip
+
+    root = tmp_path_factory.mktemp("face_clip")
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"sine=frequency=330:duration={CLIP_FRAMES / CLIP_FPS}", str(root / "tone.wav")], check=True)
+    frames = list(moving_clip(CLIP_FRAMES, size=CLIP_SIZE, scale=0.45, max_angle=15))
+    with VideoWriter(root / "driving.mp4", CLIP_FPS, CLIP_SIZE, audio_from=root / "tone.wav", crf=12) as w:
+        for frame, _ in frames:
+            w.write(frame)
+    cv2.imwrite(str(root / "portrait.png"), cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)[..., ::-1])
+    return root, [t for _, t in frames]
+
+
+def _box(stderr: str, what: str) -> tuple[int, int, int]:
+    m = re.search(rf"{what}.*?: x=(-?\d+) y=(-?\d+) side=(\d+)", stderr)
+    assert m, stderr
+    return tuple(int(v) for v in m.groups())
+
+
+def _holds(box, face) -> bool:
+    x, y, s = box
+    cx, cy, side = face
+    return x <= cx - side / 2 and y <= cy - side / 2 and cx + side / 2 <= x + s and cy + side / 2 <= y + s
+
+
+def test_auto_crop_is_where_the_face_is(tmp_path, face_clip, golden_export):
+    root, faces = face_clip
+    out = tmp_path / "r.mp4"
+    res = _animate("--source", root / "portrait.png", "--driving", root / "driving.mp4", "--out", out,
+                   "--onnx", golden_export, "--batch", "4", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    box = _box(res.stderr, "driving crop")
+    assert all(_holds(box, f) for f in faces)  # one box holds the face in every frame ...
+    x, y, s = box
+    assert x + s / 2 > CLIP_SIZE[0] / 2 + 40 and s < CLIP_SIZE[1]  # ... off centre, smaller than the centre square
+    assert "around the face's positions" in res.stderr
+    # The portrait's face (astronaut.png's face scaled by 0.5) is in the source crop.
+    assert _holds(_box(res.stderr, "source crop"), (112.4, 56.4, 48.8))
+    assert len(list(iter_frames(out))) == CLIP_FRAMES and has_audio(out)
+
+
+def test_follow_crop_and_no_face_fallback(tmp_path, face_clip, golden_export):
+    root, faces = face_clip
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8))
+    res = _animate("--source", noise, "--driving", root / "driving.mp4", "--out", tmp_path / "f.mp4",
+                   "--onnx", golden_export, "--crop", "follow", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "it follows the face" in res.stderr
+    assert res.stderr.count("no face found") == 1 and _box(res.stderr, "source crop") == (32, 0, 96)
+    assert _holds(_box(res.stderr, "driving crop"), faces[0])
+
+
+def test_paste_back_has_the_source_size_and_keeps_it_outside_the_head(tmp_path, face_clip, golden_export):
+    root, _ = face_clip
+    out = tmp_path / "frames"
+    res = _animate("--source", root / "portrait.png", "--driving", root / "driving.mp4", "--out", f"{out}/",
+                   "--onnx", golden_export, "--paste-back", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    x, y, s = _box(res.stderr, "source crop")
+    source = cv2.imread(str(root / "portrait.png"))
+    frames = sorted(out.iterdir())
+    assert len(frames) == CLIP_FRAMES and "256x256" in res.stdout
+    outside = np.ones((256, 256), bool)
+    outside[max(0, y):y + s, max(0, x):x + s] = False
+    assert outside.sum() > 256 * 256 / 3  # the head region is a part of the portrait, not all of it
+    for path in frames:
+        frame = cv2.imread(str(path))
+        assert frame.shape == source.shape
+        np.testing.assert_array_equal(frame[outside], source[outside])
+        assert np.abs(frame[y + s // 2, x + s // 4: x + 3 * s // 4].astype(int) - source[y + s // 2, x + s // 4: x + 3 * s // 4]).mean() > 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # the staging folder is gone
+
+
+@pytest.mark.parametrize("name, audio", [("r.webm", True), ("r.gif", False), ("frames/", False)])
+def test_each_format_plays_back(tmp_path, media, golden_export, name, audio):
+    res = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", f"{tmp_path}/{name}",
+                   "--onnx", golden_export, "--crop", "centre", "--size", "96", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / name
+    if name.endswith("/"):
+        frames = [cv2.imread(str(p)) for p in sorted(out.iterdir())]
+        assert all(p.suffix == ".png" for p in out.iterdir())
+    else:
+        frames = list(iter_frames(out))
+        assert has_audio(out) == audio
+        probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+        if name.endswith(".webm"):
+            assert "Video: vp9" in probe and "Audio: opus" in probe, probe
+        else:
+            assert "Video: gif" in probe and b"NETSCAPE2.0" in out.read_bytes()  # the loop-for-ever extension
+    assert len(frames) == N_FRAMES and frames[0].shape == (96, 96, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name.rstrip("/")]
+
+
+def test_window_reference_frame_and_no_audio(tmp_path, media, golden_export):
+    out = tmp_path / "w.mp4"
+    res = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", out,
+                   "--onnx", golden_export, "--start", "0.1", "--end", "0.4", "--reference-frame", "2",
+                   "--no-audio", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "reference frame: 2" in res.stderr and "no audio" in res.stdout
+    assert len(list(iter_frames(out))) == 6 and not has_audio(out)  # 0.1 <= t < 0.4 at 20 fps
+    bad = _animate("--source", media / "source.png", "--driving", media / "driving.mp4", "--out", tmp_path / "b.mp4",
+                   "--onnx", golden_export, "--reference-frame", "50", cwd=tmp_path)
+    assert bad.returncode == 1 and "only 12 frames" in bad.stderr and not (tmp_path / "b.mp4").exists()
+
+
+def test_source_folder_gives_one_output_per_portrait(tmp_path, face_clip, media, golden_export):
+    root, _ = face_clip
+    portraits = tmp_path / "portraits"
+    portraits.mkdir()
+    (portraits / "astro.png").write_bytes((root / "portrait.png").read_bytes())
+    (portraits / "sample.png").write_bytes((media / "source.png").read_bytes())
+    (portraits / "notes.txt").write_text("not a portrait")
+    res = _animate("--source", portraits, "--driving", root / "driving.mp4", "--out", tmp_path / "results",
+                   "--onnx", golden_export, "--format", "gif", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["astro.gif", "sample.gif"]
+    assert res.stdout.count("wrote ") == 2 and res.stderr.count("driving crop") == 1  # detected once
+    assert all(len(list(iter_frames(p))) == CLIP_FRAMES for p in (tmp_path / "results").iterdir())

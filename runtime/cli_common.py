@@ -54,6 +54,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(128 + int(signal.Signals[name]))
         finally:
             for sig, handler in (previous or {}).items():
-                signal.signal(sig, handler)
+                if signal.getsignal(sig) is _raise_stopped:  # a command that chose to ignore late signals keeps that
+                    signal.signal(sig, handler)
 
     return wrapper

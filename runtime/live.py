@@ -157,7 +157,8 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,
                           mirror=mirror, window=not no_window, overlay=not no_overlay, virtual_cam=virtual_cam,
                           output=output, max_frames=max_frames, max_seconds=max_seconds)
-    session = LiveSession(animator, portraits, options, log=lambda m: click.echo(m, err=True))
+    session = LiveSession(animator, portraits, options, log=lambda m: click.echo(m, err=True),
+                          hold_signals_after_stop=True)
     report = session.run()
     lat = np.array(report.latencies_ms) if report.latencies_ms else np.zeros(1)
     stages = ", ".join(f"{k} {v:.1f} ms" for k, v in report.stage_ms.items())

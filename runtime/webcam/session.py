@@ -84,7 +84,11 @@ class LiveSession:
     """
 
     def __init__(self, animator, portraits: list[Path], options: LiveOptions, *,
-                 camera_opener: Callable | None = None, log: Callable[[str], None] = print) -> None:
+                 camera_opener: Callable | None = None, log: Callable[[str], None] = print,
+                 hold_signals_after_stop: bool = False) -> None:
+        # hold_signals_after_stop (the CLI): after a signal ended the session, keep swallowing SIGINT / SIGTERM
+        # until the process exits, so that a repeated Ctrl-C cannot turn a finished session into an interrupt.
+        self.hold_signals_after_stop = hold_signals_after_stop
         self.animator = animator
         self.options = options
         self.log = log
@@ -314,7 +318,13 @@ class LiveSession:
                 if opts.window:
                     cv2.destroyAllWindows()
             finally:
-                self._restore_signals(previous)
+                if self.hold_signals_after_stop and self._signal is not None and previous is not None:
+                    # Ignored at the OS level: Python resets its own handlers to the default (death by the
+                    # signal) while the interpreter shuts down, and a late Ctrl-C would land there.
+                    for sig in previous:
+                        signal.signal(sig, signal.SIG_IGN)
+                else:
+                    self._restore_signals(previous)
         if self._errors:
             raise self._errors[0]
         r = self.report

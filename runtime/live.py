@@ -66,6 +66,22 @@ def choose_backend(requested: str, exported, providers: tuple[str, ...] | None =
     return "onnxruntime", "fp32", f"chosen automatically: {no_trt}, no int8 graphs in the export"
 
 
+def _warn_without_face(portraits: list[Path]) -> None:
+    """Say which portraits show no face: FOMM animates a face centred in the frame with some margin."""
+    from .errors import BackendUnavailableError
+    from .framing import FaceDetector
+    from .preprocess import load_source, to_uint8
+
+    try:
+        detector = FaceDetector()
+    except BackendUnavailableError:
+        return
+    for path in portraits:
+        if detector.detect(to_uint8(load_source(path, max_side=512))) is None:
+            click.echo(f"warning: no face found in {path}; the portrait should show a face centred in the frame "
+                       "with some margin, or the background will move", err=True)
+
+
 def check_output(output: Path, camera: str, force: bool) -> None:
     """Refuse an ``--out`` that cannot or must not be written (the --camera video included), before the
     camera opens (``fileio.check_output_file``)."""
@@ -146,6 +162,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     if not source.exists():
         raise ImageError(f"portrait not found: {source}")
     portraits = list_portraits(source)
+    _warn_without_face(portraits)
     exported = load_exported(onnx_dir)
     kind, prec, why = choose_backend(backend, exported, providers)
     if precision is not None and precision != prec:

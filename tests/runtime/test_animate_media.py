@@ -107,6 +107,9 @@ def test_inputs_are_never_overwritten(phone, golden_export, tmp_path):
     (("--backend", "torch", "--providers", "cpu"), "--backend torch does not use them"),
     (("--best-frame", "--absolute"), "with --absolute there is no reference"),
     (("--driving", "https://example.com/talk.mp4"), "URLs are not supported"),
+    # advice in this command's terms: fomm-animate has no --config to suggest
+    (("--backend", "torch", "--ckpt", str(Path(__file__).resolve().parents[2] / "checkpoints" / "synthetic-faces.pth.tar")),
+     "does not fit this export's config 'tiny-test'"),
 ])
 def test_contradictions_and_urls_are_one_line_errors(phone, golden_export, tmp_path, args, message):
     base = {"--source": phone["portrait"], "--driving": phone["short_audio"], "--out": tmp_path / "o.mp4",
@@ -118,6 +121,7 @@ def test_contradictions_and_urls_are_one_line_errors(phone, golden_export, tmp_p
     res = _animate(*[x for kv in base.items() for x in kv], *extra, cwd=tmp_path)
     assert res.returncode in (1, 2) and "Traceback" not in res.stderr  # 2: click's usage errors
     assert message in res.stderr, res.stderr
+    assert "Use --config" not in res.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -474,6 +474,18 @@ def test_cli_source_video_and_force_replaces_an_old_recording(golden_export, cli
     assert len(list(iter_frames(out))) >= 5
 
 
+def test_cli_warns_about_a_portrait_without_a_face(golden_export, clip, tmp_path):
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((200, 200, 3), 90, np.uint8))
+    res = _live("--source", wall, "--onnx", golden_export, "--camera", clip[0], "--no-window", "--max-frames", "2",
+                "--out", tmp_path / "o.mp4")
+    assert res.returncode == 0, res.stderr
+    assert f"warning: no face found in {wall}" in res.stderr
+    res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], "--no-window",
+                "--max-frames", "2", "--out", tmp_path / "p.mp4")
+    assert res.returncode == 0 and "no face found" not in res.stderr, res.stderr
+
+
 def test_cli_without_display_asks_for_no_window(golden_export, clip):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     res = _live("--source", sample_face_path(), "--onnx", golden_export, "--camera", clip[0], env=env)

@@ -97,13 +97,7 @@ class FaceFramer:
     @staticmethod
     def cut(frame: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
         """The square crop (side x side, same dtype and channel order as ``frame``); parts outside the frame
-        repeat its border pixels."""
-        import cv2
+        repeat its border pixels (``runtime.framing.cut``, shared with fomm-animate)."""
+        from ..framing import cut
 
-        x, y, s = box
-        h, w = frame.shape[:2]
-        pad = max(0, -x, -y, x + s - w, y + s - h)
-        if pad:
-            frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            x, y = x + pad, y + pad
-        return frame[y:y + s, x:x + s]
+        return cut(frame, box)

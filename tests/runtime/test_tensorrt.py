@@ -254,22 +254,33 @@ def test_deactivate_frees_everything(standin, exported, golden_inputs, tmp_path)
     assert c["enter"] == c["exit"] == 2  # the context went back each time
 
 
-def test_the_context_is_current_in_the_thread_that_runs_inference(standin, exported, golden_inputs, tmp_path):
-    cuda = standin.standin.cuda
-    backend = _trt(exported, tmp_path)
-    errors, results = [], {}
+def _run_in_thread(fn) -> threading.Thread:
+    """Run ``fn`` in a thread named "inference" (as fomm-live does), wait, and fail with its error if any."""
+    errors = []
 
-    def worker():  # what fomm-live's inference thread does
+    def target():
         try:
-            with backend:
-                results["out"] = backend.infer({"image": _frames(golden_inputs, 1)})["kp_value"].copy()
+            fn()
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    t = threading.Thread(target=worker, name="inference")
+    t = threading.Thread(target=target, name="inference")
     t.start()
     t.join()
     assert not errors, errors
+    return t
+
+
+def test_the_context_is_current_in_the_thread_that_runs_inference(standin, exported, golden_inputs, tmp_path):
+    cuda = standin.standin.cuda
+    backend = _trt(exported, tmp_path)
+    results = {}
+
+    def worker():  # what fomm-live's inference thread does
+        with backend:
+            results["out"] = backend.infer({"image": _frames(golden_inputs, 1)})["kp_value"].copy()
+
+    t = _run_in_thread(worker)
     assert cuda.enter_threads == [t.ident]  # made current there (not in the thread that built the backend)
     assert cuda.counts["enter"] == cuda.counts["exit"] == 1 and cuda.outstanding()["device"] == 0
 
@@ -278,18 +289,8 @@ def test_inference_in_another_thread_than_activate_makes_the_context_current_the
                                                                                     golden_inputs, tmp_path):
     # fomm-live activates its backends in the main thread and runs them in its inference thread.
     cuda = standin.standin.cuda
-    errors = []
     with _trt(exported, tmp_path) as backend:
-        def worker():
-            try:
-                backend.infer({"image": _frames(golden_inputs, 1)})
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        t = threading.Thread(target=worker, name="inference")
-        t.start()
-        t.join()
-        assert not errors, errors
+        t = _run_in_thread(lambda: backend.infer({"image": _frames(golden_inputs, 1)}))
         assert cuda.enter_threads == [threading.get_ident(), t.ident]
         assert cuda.counts["exit"] == 1  # the inference thread gave it back after its step: none held at exit
     assert cuda.outstanding()["device"] == 0 and cuda.counts["enter"] == cuda.counts["exit"] == 2

@@ -29,6 +29,8 @@ from fomm_deploy.runtime.config import FommConfig
 from fomm_deploy.runtime.contract import Budget
 from fomm_deploy.runtime.keypoints import normalize_kp
 
+from .roofline import Peaks, Work, graph_work, measure_peaks
+
 
 # Latency does not depend on the weights (the default is random weights), so the benchmark's own export
 # does not judge fp16 / int8 quality: fomm-export does that, with the contract's budgets. fp32 graphs are
@@ -49,6 +51,12 @@ class Entry:
     stages_ms: dict[str, float] = field(default_factory=dict)  # medians per stage
     once_per_source_ms: dict[str, float] = field(default_factory=dict)
     vs_baseline: float = 0.0  # median_ms / baseline median
+    # Convolution work of the step's graphs at batch 1 (roofline.graph_work) and, with measured peaks, the
+    # floor (roofline.Peaks.floor_ms) and median / floor.
+    int8_gop: float = 0.0
+    float_gflop: float = 0.0
+    floor_ms: float | None = None
+    x_floor: float | None = None
 
 
 def _summary(times_s: list[float], stages: dict[str, list[float]], warmup: int
@@ -250,6 +258,7 @@ class BenchResult:
     baseline: Entry
     results: list[Entry]
     seconds: float
+    peaks: dict | None = None  # roofline.Peaks.to_json(), with --peak
 
     def to_json(self) -> dict:
         return {
@@ -257,15 +266,19 @@ class BenchResult:
             "warmup": self.warmup, "iters": self.iters, "threads": self.threads,
             "export_seconds": self.export_seconds, "baseline_median_ms": self.baseline.median_ms,
             "baseline": asdict(self.baseline), "results": [asdict(r) for r in self.results],
-            "seconds": self.seconds,
+            "seconds": self.seconds, "peaks": self.peaks,
         }
 
 
 def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pairs: list[tuple[str, str]],
               variants: tuple[str, ...] = ("reference", "split"), warmup: int = 2, iters: int = 10,
               threads: int | None = None, command: str = "", log: Callable[[str], None] = print,
-              device: str | None = None) -> BenchResult:
-    """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant)."""
+              device: str | None = None, peak: bool = False) -> BenchResult:
+    """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant).
+
+    Every entry gets the convolution work of its graphs; with ``peak``, the machine's peaks are measured
+    (``roofline.measure_peaks``) and every entry gets its floor and ``x floor``.
+    """
     from fomm_deploy.export.exporter import run_export
     from fomm_deploy.runtime.graphs import load_exported
 
@@ -307,27 +320,67 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
                                       iters=iters, threads=threads, device=device)
                 entry.vs_baseline = entry.median_ms / baseline.median_ms
                 results.append(entry)
+        peaks = None
+        if peak:
+            log(f"peaks: fp32 and int8 3x3 convolution, {threads} threads ...")
+            peaks = measure_peaks(threads)
+        add_work([baseline] + results, exported, peaks)
     return BenchResult(command, cfg.name, weights, machine_info(), warmup, iters, threads, export_seconds, baseline,
-                       results, time.perf_counter() - start)
+                       results, time.perf_counter() - start, peaks.to_json() if peaks else None)
+
+
+def add_work(entries: list[Entry], exported, peaks: "Peaks | None") -> None:
+    """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
+    and the baseline) and, given ``peaks``, its floor and ``x floor``."""
+    from fomm_deploy.runtime.manifest import graph_file_name
+
+    counted: dict[str, Work] = {}
+
+    def work(graph: str, precision: str) -> Work:
+        name = graph_file_name(graph, precision)
+        if name not in counted:
+            counted[name] = graph_work(exported.dir / name)
+        return counted[name]
+
+    for e in entries:
+        precision = e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32"
+        total = work("kp_detector", precision) + work("generator_frame" if e.variant == "split" else "generator",
+                                                      precision)
+        e.int8_gop, e.float_gflop = total.int8_gop, total.float_gflop
+        if peaks is not None:
+            e.floor_ms = peaks.floor_ms(total)
+            e.x_floor = e.median_ms / e.floor_ms
 
 
 # -- reports -----------------------------------------------------------------------------------------------
 
 
 def markdown_table(result: BenchResult) -> str:
+    peaks = result.peaks
     lines = [
         f"Config `{result.config}`, weights: {result.weights}; {result.iters} steps after {result.warmup} warm-up; "
         f"{result.threads} threads; CPU: {result.machine.get('cpu', '?')} ({result.machine.get('cores')} cores); "
         f"GPU: {result.machine.get('gpu')}.",
         "",
-        "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | peak RSS MB | stages (median ms) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    if peaks:
+        lines += [f"Measured peaks (ONNX Runtime, 3x3 256->256 conv at 64x64, {peaks['threads']} threads): fp32 "
+                  f"{peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s. floor = int8 GOP / int8 "
+                  "peak + float GFLOP / fp32 peak (benchmarks/roofline.py).", ""]
+    floor_cols = " floor ms | x floor |" if peaks else ""
+    lines += [
+        "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | conv work (int8 GOP + "
+        f"float GFLOP) |{floor_cols} peak RSS MB | stages (median ms) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if peaks else "")
+        + " ---: | --- |",
     ]
     for e in [result.baseline] + result.results:
         ratio = 1.0 if e is result.baseline else e.vs_baseline
         stages = ", ".join(f"{k} {v:.1f}" for k, v in e.stages_ms.items())
+        floor = f" {e.floor_ms:.1f} | {e.x_floor:.2f}x |" if peaks and e.floor_ms else (" | |" if peaks else "")
         lines.append(f"| {e.backend} | {e.precision} | {e.variant} | {e.median_ms:.1f} | {e.p90_ms:.1f} | "
-                     f"{e.p99_ms:.1f} | {e.fps:.2f} | {ratio:.2f}x | {e.peak_mb:.0f} | {stages} |")
+                     f"{e.p99_ms:.1f} | {e.fps:.2f} | {ratio:.2f}x | {e.int8_gop:.1f} + {e.float_gflop:.1f} |{floor} "
+                     f"{e.peak_mb:.0f} | {stages} |")
     return "\n".join(lines) + "\n"
 
 

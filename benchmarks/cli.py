@@ -29,6 +29,9 @@ from fomm_deploy.runtime.names import device_option
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first.")
 @click.option("--iters", default=10, show_default=True, type=click.IntRange(3), help="Timed steps.")
 @click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads (default: all cores).")
+@click.option("--peak", is_flag=True,
+              help="Also measure this CPU's fp32 and int8 convolution peaks (a few seconds) and report each path's "
+                   "floor and how far above it it runs (x floor).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results as JSON (baseline_median_ms, results[...]).")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -39,17 +42,19 @@ from fomm_deploy.runtime.names import device_option
 @user_errors
 def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str,
          device: str | None, warmup: int,
-         iters: int, threads: int | None, json_path: Path | None, md_path: Path | None,
+         iters: int, threads: int | None, peak: bool, json_path: Path | None, md_path: Path | None,
          chart_path: Path | None) -> None:
     """Measure one animation step (driving keypoints + generator) for every backend, precision and graph
     variant available here, next to upstream's eager PyTorch demo loop (fp32, batch 1) in the same run.
 
-    Reports median / p90 / p99 latency, fps, peak resident memory and per-stage times; the ratio to the
-    upstream baseline of the same run is the number that carries over between machines.
+    Reports median / p90 / p99 latency, fps, peak resident memory, per-stage times and the convolution work
+    of each path's graphs; the ratio to the upstream baseline of the same run is the number that carries
+    over between machines. With --peak, also this CPU's convolution peaks and each path's floor.
 
     \b
     Example:
       fomm-bench --json bench.json --markdown bench.md --chart bench.png
+      fomm-bench --peak --backends onnxruntime:int8 --variants split
       fomm-bench --backends torch:fp32,torch:fp16 --device cuda   (a GPU without TensorRT)
     """
     from fomm_deploy.runtime.config import resolve_config
@@ -91,7 +96,8 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         raise FommError(f"--variants takes reference and/or split, got {variants!r}")
     command = "fomm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_bench(cfg, ckpt=ckpt, onnx_dir=onnx_dir, pairs=pairs, variants=chosen, warmup=warmup, iters=iters,
-                       threads=threads, command=command, log=lambda m: click.echo(m, err=True), device=device)
+                       threads=threads, command=command, log=lambda m: click.echo(m, err=True), device=device,
+                       peak=peak)
     table = markdown_table(result)
     click.echo(table)
     click.echo(f"fomm-bench finished in {result.seconds:.0f} s"

@@ -1,10 +1,11 @@
 """int8 graphs for ONNX Runtime on CPU: static QDQ quantisation of the convolutional blocks.
 
 Only ``Conv`` nodes inside the heavy scopes (the same ones that run in fp16, see ``fp16.py``) are
-quantised, minus the source encoder (once per source, see ``_encodes_the_source``) and the head convolutions that feed a softmax, sigmoid or exp; the keypoint heads,
-heatmaps, softmax, the 2x2 inverse, grid coordinates and GridSample stay float32. Activations are
-calibrated on real frames (the caller passes them), weights are per-channel int8, activations
-uint8. Inputs and outputs stay float32, so the graph contract is unchanged.
+quantised, minus the source encoder (once per source, see ``_encodes_the_source``) and the head
+convolutions that feed a softmax, sigmoid or exp (directly, or through the row sums of
+``narrow_heads.py``); the keypoint heads, heatmaps, softmax, the 2x2 inverse, grid coordinates and
+GridSample stay float32. Activations are calibrated on real frames (the caller passes them), weights
+are per-channel int8, activations uint8. Inputs and outputs stay float32, so the graph contract is unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import onnx
 
 from .fp16 import FP16_SCOPES
+from .narrow_heads import ROW_CONV_SCOPE
 
 
 # A quantised Conv also gets its output quantised (so ONNX Runtime can fuse it into QLinearConv); the head
@@ -43,7 +45,7 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
             consumers.setdefault(i, []).append(n.op_type)
     return [n.name for n in model.graph.node
             if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
-            and not any(c in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
+            and ROW_CONV_SCOPE not in n.name and not any(c in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
 
 
 def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[str, np.ndarray]]) -> Path:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 
 
 def _bench(*args, cwd):
@@ -17,7 +18,7 @@ def _bench(*args, cwd):
 
 def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
     res = _bench("--config", "tiny-test", "--ckpt", golden_dir / "checkpoint.pth.tar", "--warmup", "1", "--iters",
-                 "3", "--backends", "onnxruntime:fp32,torch:fp32", "--json", tmp_path / "b.json", "--markdown",
+                 "3", "--backends", "onnxruntime:fp32,torch:fp32", "--peak", "--json", tmp_path / "b.json", "--markdown",
                  tmp_path / "b.md", "--chart", tmp_path / "b.png", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
@@ -30,9 +31,17 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
         assert r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0 and r["peak_mb"] > 0
         assert r["vs_baseline"] == r["median_ms"] / data["baseline_median_ms"]
         assert "kp_detector" in r["stages_ms"]
+        # work counted from the graphs it ran (int8 none here), floor from the measured peaks
+        assert r["int8_gop"] == 0 and r["float_gflop"] > 0
+        assert r["floor_ms"] == pytest.approx(1000 * r["float_gflop"] / data["peaks"]["fp32_gflops"])
+        assert r["x_floor"] == pytest.approx(r["median_ms"] / r["floor_ms"])
+    by_variant = {r["variant"]: r["float_gflop"] for r in data["results"] if r["backend"] == "onnxruntime"}
+    assert by_variant["split"] < by_variant["reference"]  # the source encoder runs once per source, not per step
+    assert data["peaks"]["fp32_gflops"] > 0 and data["peaks"]["int8_gops"] > 0
     assert {"cpu", "cores", "gpu", "torch", "onnxruntime"} <= set(data["machine"])
     md = (tmp_path / "b.md").read_text()
     assert md.startswith("Command: `fomm-bench --config tiny-test") and "| upstream-eager | fp32 | baseline |" in md
+    assert "Measured peaks" in md and "| x floor |" in md
     chart = cv2.imread(str(tmp_path / "b.png"))
     assert chart is not None and chart.shape[1] == 1100
     assert "vs upstream eager" in res.stdout

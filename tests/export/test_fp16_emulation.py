@@ -82,9 +82,8 @@ def test_casts_only_at_region_borders(tmp_path, golden_dir, monkeypatch):
     """fp16 is carried through the up blocks' interleave (Slice / Unsqueeze / Concat / Reshape) and BN
     parameters behind Identity, so generator_frame.fp16 has far fewer Casts than when only the arithmetic ops
     in the scopes are converted (measured on tiny-test: 33 -> 9)."""
-    from fomm_deploy.export.exporter import export_graph
+    from fomm_deploy.export.exporter import export_form, export_graph
     from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.export.subpixel import with_subpixel_upsampling
     from fomm_deploy.runtime.config import resolve_config
     from fomm_deploy.runtime.contract import graph_specs
     from fomm_deploy.training.checkpoint import load_checkpoint
@@ -94,7 +93,7 @@ def test_casts_only_at_region_borders(tmp_path, golden_dir, monkeypatch):
     loaded = load_checkpoint(golden_dir / "checkpoint.pth.tar", cfg)
     spec = graph_specs(cfg)["generator_frame"]
     feeds = sample_feeds(loaded.models, cfg, 1, 0)
-    module = with_subpixel_upsampling(flat_module("generator_frame", loaded.models, cfg.estimate_jacobian))
+    module = export_form(flat_module("generator_frame", loaded.models, cfg.estimate_jacobian))
     model = export_graph(module, spec, feeds["generator_frame"], tmp_path / "gf.onnx")
     after = convert_to_mixed_fp16(model)
     monkeypatch.setattr(fp16_module, "TYPE_AGNOSTIC_OPS", set())

@@ -1,0 +1,63 @@
+"""The convolution work counted from graphs, and the peak microbenchmark (what it computes, not how fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+from fomm_deploy.benchmarks.roofline import Peaks, Work, graph_work, measure_peaks
+
+
+def _save(tmp_path, nodes, inits, name="g.onnx", shape=(None, 4, 10, 12)):
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, list(shape))],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    path = tmp_path / name
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 16)]), str(path))
+    return path
+
+
+def test_counts_float_and_quantised_convolutions(tmp_path):
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    w2 = rng.integers(-127, 127, (5, 3, 1, 5)).astype(np.int8)  # grouped (2 groups of 3 channels), 1x5
+    nodes = [h.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),  # 6 x 10 x 12
+             h.make_node("Relu", ["a"], ["r"]),
+             h.make_node("DequantizeLinear", ["w2q", "s"], ["w2"]),
+             h.make_node("Slice", ["r", "st", "en", "ax"], ["rs"]),  # 6 channels, 10 x 12
+             h.make_node("Conv", ["rs", "w2"], ["y"], group=1, strides=[2, 1])]
+    inits = [nh.from_array(w1, "w1"), nh.from_array(w2, "w2q"), nh.from_array(np.float32(0.1), "s"),
+             nh.from_array(np.array([0], np.int64), "st"), nh.from_array(np.array([3], np.int64), "en"),
+             nh.from_array(np.array([1], np.int64), "ax")]
+    work = graph_work(_save(tmp_path, nodes, inits))
+    assert work.float_gflop == pytest.approx(2 * 6 * 10 * 12 * 4 * 9 / 1e9)
+    # 3 channels in, 5 out, 1x5 kernel, stride 2 in rows: output 5 x 5 x 8
+    assert work.int8_gop == pytest.approx(2 * 5 * 5 * 8 * 3 * 5 / 1e9)
+
+
+def test_quantising_moves_work_from_float_to_int8(tmp_path):
+    """The same graph, float and int8 (as fomm-export writes it): the same total, split differently."""
+    from fomm_deploy.export.quantize import quantize_int8
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.1
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="/bottleneck/r0/conv1/Conv"),
+             h.make_node("Relu", ["c"], ["y"])]
+    fp32 = _save(tmp_path, nodes, [nh.from_array(w, "w")], "fp32.onnx", shape=(1, 4, 10, 12))
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx",
+                         [{"x": rng.standard_normal((1, 4, 10, 12)).astype(np.float32)} for _ in range(2)])
+    a, b = graph_work(fp32), graph_work(int8)
+    assert a.int8_gop == 0 and b.float_gflop == 0
+    assert b.int8_gop == pytest.approx(a.float_gflop) == pytest.approx(2 * 8 * 120 * 36 / 1e9)
+
+
+def test_floor_adds_both_kinds_of_work():
+    peaks = Peaks(fp32_gflops=200.0, int8_gops=800.0, threads=2, seconds=1.0)
+    assert peaks.floor_ms(Work(int8_gop=80.0, float_gflop=4.0)) == pytest.approx(100 + 20)
+    assert (Work(1, 2) + Work(3, 4)) == Work(4, 6)
+
+
+def test_peak_microbenchmark_runs_both_precisions():
+    peaks = measure_peaks(1, seconds=0.05, channels=32, size=16)
+    assert peaks.fp32_gflops > 0 and peaks.int8_gops > 0 and peaks.threads == 1

@@ -38,14 +38,25 @@ def _encodes_the_source(name: str) -> bool:
 
 
 def int8_node_names(model: onnx.ModelProto) -> list[str]:
-    """The Conv nodes to quantise: convolutional feature extraction, not the heads."""
-    consumers: dict[str, list[str]] = {}
+    """The nodes to quantise: the Conv nodes of the convolutional feature extraction (not the heads), and
+    each ReLU that is the only reader of such a Conv's output.
+
+    A listed ReLU is removed by the quantiser (``QDQRemovableActivation``, with asymmetric activations): its
+    Conv's output is quantised once with the ReLU's range, whose zero point is 0, so ``QuantizeLinear``'s
+    saturation is the ReLU, and ONNX Runtime runs Conv -> Conv as QLinearConv -> QLinearConv. Left in
+    float, the ReLU cost a dequantise, a float ReLU and a quantise of the full tensor, and a second rounding.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
-            consumers.setdefault(i, []).append(n.op_type)
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
-            and ROW_CONV_SCOPE not in n.name and not any(c in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
+            consumers.setdefault(i, []).append(n)
+    convs = [n for n in model.graph.node
+             if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
+             and ROW_CONV_SCOPE not in n.name
+             and not any(c.op_type in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
+    relus = [readers[0] for readers in (consumers.get(c.output[0], []) for c in convs)
+             if len(readers) == 1 and readers[0].op_type == "Relu"]
+    return [n.name for n in convs + relus]
 
 
 def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[str, np.ndarray]]) -> Path:

@@ -56,12 +56,16 @@ class SubpixelUpBlock(nn.Module):
         self.register_buffer("bias", bias.repeat(4).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, padding=1)
-        c, h, w = self.out_features, x.shape[2], x.shape[3]
-        p00, p01 = y[:, :c, :h, :w], y[:, c:2 * c, :h, 1:]
-        p10, p11 = y[:, 2 * c:3 * c, 1:, :w], y[:, 3 * c:, 1:, 1:]
+        y = F.conv2d(x, self.weight, self.bias, padding=1)  # (N, 4C, H + 1, W + 1)
+        # Windows by negative ends and the output shape read from ``out``: nothing reads the shape of ``x``.
+        # (In the int8 graph ``x`` is a dequantised tensor; every extra reader of it made ONNX Runtime
+        # dequantise it once more, three full copies per block.)
+        c = self.out_features
+        p00, p01 = y[:, :c, :-1, :-1], y[:, c:2 * c, :-1, 1:]
+        p10, p11 = y[:, 2 * c:3 * c, 1:, :-1], y[:, 3 * c:, 1:, 1:]
         out = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=-3)
-        return F.relu(out.reshape(x.shape[0], c, 2 * h, 2 * w))  # (N, C, H, 2, W, 2) -> (N, C, 2H, 2W)
+        n, _, h, _, w, _ = out.shape
+        return F.relu(out.reshape(n, c, 2 * h, 2 * w))  # (N, C, H, 2, W, 2) -> (N, C, 2H, 2W)
 
 
 def with_subpixel_upsampling(module: nn.Module) -> nn.Module:

@@ -89,6 +89,8 @@ class LiveSession:
     is reached or the user quits (q, Esc, closing the window, or Ctrl-C / SIGTERM when ``run`` is called in
     the main thread: the signal ends the session like q, and the recording is finished, not thrown away).
     The first frame with a steady face (``calibrate_frames`` in a row) becomes the reference pose.
+    Keys come from the window (``cv2.waitKey``) and from ``options.keys`` (a script of presses at given
+    shown frames, ``--keys``); both go through :meth:`handle_key`.
     ``camera_opener`` replaces ``cv2.VideoCapture``; ``log`` receives messages for the user.
     """
 

@@ -138,15 +138,16 @@ class Animator:
         return self.animate_batch([frame], bgr=bgr)[0]
 
 
-def find_best_frame(kp_source: KP, kp_frames: np.ndarray) -> int:
-    """Index of the driving frame whose pose is closest to the source's.
+def pose_distances(kp: KP, candidates: np.ndarray) -> np.ndarray:
+    """How far each candidate pose is from ``kp``'s: (N,) float64, 0 for the same pose.
 
     Each keypoint set is centred and divided by the square root of its convex-hull area, then compared by
-    the sum of squared differences (upstream's criterion, with our own keypoints instead of face landmarks).
+    the sum of squared differences (upstream's criterion for its best frame, with our own keypoints instead
+    of face landmarks), so where the face is in the frame and how large it is do not count.
 
     Args:
-        kp_source: source keypoints (1, K, 2).
-        kp_frames: keypoint values of every driving frame, (N, K, 2).
+        kp: the keypoints to match (1, K, 2).
+        candidates: keypoint values of every candidate, (N, K, 2).
     """
     from .keypoints import convex_hull_area
 
@@ -155,6 +156,15 @@ def find_best_frame(kp_source: KP, kp_frames: np.ndarray) -> int:
         area = convex_hull_area(points)
         return centred / np.sqrt(area) if area > 0 else centred
 
-    src = normalise(kp_source.value[0].astype(np.float64))
-    dists = [float(((normalise(f.astype(np.float64)) - src) ** 2).sum()) for f in kp_frames]
-    return int(np.argmin(dists))
+    ref = normalise(kp.value[0].astype(np.float64))
+    return np.array([float(((normalise(c.astype(np.float64)) - ref) ** 2).sum()) for c in candidates])
+
+
+def find_best_frame(kp_source: KP, kp_frames: np.ndarray) -> int:
+    """Index of the driving frame whose pose is closest to the source's (:func:`pose_distances`).
+
+    Args:
+        kp_source: source keypoints (1, K, 2).
+        kp_frames: keypoint values of every driving frame, (N, K, 2).
+    """
+    return int(np.argmin(pose_distances(kp_source, kp_frames)))

@@ -40,17 +40,20 @@ class FaceDetector:
 
     Tries, in order, until one answers: the frontal cascade; the profile cascade on the frame and on its
     mirror image (heads turned either way); the frontal cascade on copies rotated by ``angles`` degrees
-    (tilted heads; the found square is rotated back). Each frame is shrunk to ``detect_width`` first.
+    (tilted heads; the found square is rotated back). Each frame is shrunk to ``detect_width`` first, and
+    its histogram equalised when ``equalize`` (fomm-animate's clips; live mode passes False: on a frame that
+    is mostly one flat colour, equalising leaves the face too little contrast for the cascades).
 
     Raises:
         BackendUnavailableError: the cascades are missing (opencv-python 5 removed them).
     """
 
     def __init__(self, *, detect_width: int = 640, angles: Sequence[float] = (-20.0, 20.0, -35.0, 35.0),
-                 profile: bool = True) -> None:
+                 profile: bool = True, equalize: bool = True) -> None:
         import cv2
 
         self.detect_width = detect_width
+        self.equalize = equalize
         self.angles = tuple(angles)
         root = getattr(getattr(cv2, "data", None), "haarcascades", "")
         self._frontal = cv2.CascadeClassifier(os.path.join(root, "haarcascade_frontalface_default.xml"))
@@ -79,7 +82,8 @@ class FaceDetector:
         f = min(1.0, self.detect_width / w)
         small = cv2.resize(frame, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1 else frame
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
-        grey = cv2.equalizeHist(grey)
+        if self.equalize:
+            grey = cv2.equalizeHist(grey)
         min_side = max(20, int(0.06 * min(grey.shape)))
         prior = None if near is None else (near[0] * f, near[1] * f, near[2] * f)
         ox = oy = 0

@@ -36,7 +36,9 @@ from .fileio import check_output_file  # noqa: E402
 from .names import (backend_option, device_option, onnx_dir_option, precision_option, providers_option,  # noqa: E402
                     relative_option, tensorrt_missing)
 from .webcam.capture import parse_camera  # noqa: E402
+from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402
 from .webcam.portraits import list_portraits  # noqa: E402
+from .webcam.preview import parse_output_size  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
 from .webcam.virtualcam import require_pyvirtualcam  # noqa: E402
 
@@ -93,7 +95,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
               help="Portrait to animate (an image, or a video: its first frame), or a folder of portraits "
-              "(n/p switch between them).")
+              "(1-9 pick one, n/p switch, f finds the one whose pose matches yours).")
 @onnx_dir_option()
 @click.option("--camera", default="0", show_default=True,
               help="Camera index (0, 1, ...), device (/dev/video0), stream URL, or a video file standing in for a camera.")
@@ -114,10 +116,23 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @click.option("--mirror", is_flag=True, help="Mirror the camera (selfie view).")
 @click.option("--no-window", is_flag=True, help="Headless: no preview window (use with --out or --virtual-cam).")
 @click.option("--no-overlay", is_flag=True, help="Start without the fps/latency overlay (o toggles it).")
-@click.option("--virtual-cam", is_flag=True, help="Send the portrait to a virtual camera (pyvirtualcam).")
+@click.option("--ghost", is_flag=True, help="Start with the ghost shown: the portrait blended over the camera crop, "
+              "to line your face up with it (g toggles it; off by default, see the keys below).")
+@click.option("--virtual-cam", is_flag=True, help="Send the portrait to a virtual camera (pyvirtualcam), at "
+              "--output-size.")
 @click.option("--out", "--output", "output", type=click.Path(path_type=Path), default=None,
-              help="Record the preview (camera | portrait) to this .mp4, in real time (a frame lasts as long as "
-              "it was on screen). Finished on q, Ctrl-C or SIGTERM.")
+              help="Record to this .mp4 (the preview, camera | portrait, or the portrait alone: --output-size), "
+              "in real time (a frame lasts as long as it was on screen). Finished on q, Ctrl-C or SIGTERM.")
+@click.option("--output-size", "--out-size", "output_size", default="preview", show_default=True,
+              metavar="preview|portrait|WxH",
+              help="What --out records and --virtual-cam sends. preview: --out records the preview (camera | "
+              "portrait, with the overlay) and the virtual camera gets the portrait at the model's size; "
+              "portrait: both get the portrait alone at the model's size; WxH (e.g. 1280x720, even numbers): "
+              "both get the portrait alone, scaled to fit and letterboxed (black bars) to that size.")
+@click.option("--keys", "key_script", default=None, metavar="FRAME:KEYS,...",
+              help="Press keys at given frames, as if typed (headless runs, demos, tests): e.g. 20:g,40:ww,60:2 "
+              "presses g at the 20th frame shown, w twice at the 40th, 2 at the 60th; esc for Esc. Real keys "
+              "in the window still work.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file (never the --camera video).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many output frames.")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (> 0).")
@@ -125,8 +140,8 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
          providers: tuple[str, ...] | None, device: str | None, no_crop: bool, crop_scale: float, smoothing: float,
-         relative: bool, adapt_scale: bool, mirror: bool, no_window: bool, no_overlay: bool, virtual_cam: bool,
-         output: Path | None, force: bool,
+         relative: bool, adapt_scale: bool, mirror: bool, no_window: bool, no_overlay: bool, ghost: bool,
+         virtual_cam: bool, output: Path | None, output_size: str, key_script: str | None, force: bool,
          max_frames: int | None, max_seconds: float | None) -> None:
     """Drive a portrait with your face from a webcam, in real time.
 
@@ -138,11 +153,20 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     (while the model loads) exits 128 + its number (130, 143) with nothing written. Errors exit 1 (2 for
     malformed options).
 
+    The ghost (g) blends the portrait over the camera crop: line your face up with it (move your head, or
+    zoom and move the crop with w/s and i/j/k/l), then press r to take the reference pose there. It is off
+    by default because calibration is automatic: it would only cover your face.
+
+    \b
+    Keys (in the window, or scripted with --keys):
+    KEYS_TABLE
+
     \b
     Examples:
       fomm-live --source avatar.jpg
-      fomm-live --source portraits/ --camera 1 --virtual-cam
+      fomm-live --source portraits/ --camera 1 --virtual-cam --output-size 1280x720
       fomm-live --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
+      fomm-live --source portraits/ --camera clip.mp4 --no-window --out-size portrait --out p.mp4 --keys 30:f
     """
     from .graphs import load_exported, open_animator
 
@@ -152,6 +176,10 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
         raise InputError(f"--max-seconds must be greater than 0, got {max_seconds}")
     if no_window and output is None and not virtual_cam:
         raise InputError("--no-window alone shows and records nothing; add --out FILE.mp4 or --virtual-cam")
+    size = parse_output_size(output_size)
+    if size != "preview" and output is None and not virtual_cam:
+        raise InputError(f"--output-size {output_size} is for --out and --virtual-cam; add one of them")
+    keys = parse_key_script(key_script) if key_script is not None else ()
     if output is not None:
         check_output(output, camera, force)
     if not no_window and not has_display():
@@ -172,8 +200,9 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"backend: {kind} {prec}, {graphs} ({why})", err=True)
     options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,
-                          mirror=mirror, window=not no_window, overlay=not no_overlay, virtual_cam=virtual_cam,
-                          output=output, max_frames=max_frames, max_seconds=max_seconds)
+                          mirror=mirror, window=not no_window, overlay=not no_overlay, ghost=ghost,
+                          virtual_cam=virtual_cam, output=output, output_size=size, keys=keys,
+                          max_frames=max_frames, max_seconds=max_seconds)
     session = LiveSession(animator, portraits, options, log=lambda m: click.echo(m, err=True),
                           hold_signals_after_stop=True)
     report = session.run()
@@ -183,8 +212,12 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
                f"dropped), {report.fps:.1f} fps; capture-to-display latency median {np.median(lat):.0f} ms, "
                f"p90 {np.percentile(lat, 90):.0f} ms; {stages}; ended: {report.reason or report.camera_status}")
     if report.output is not None:
-        click.echo(f"recorded {report.output}: {report.recorded_seconds:.1f} s ({report.recorded_frames} frames) of a "
-                   f"{report.seconds:.1f} s session")
+        w, h = report.recorded_size
+        click.echo(f"recorded {report.output}: {w}x{h}, {report.recorded_seconds:.1f} s ({report.recorded_frames} "
+                   f"frames) of a {report.seconds:.1f} s session")
+
+
+main.help = main.help.replace("    KEYS_TABLE", keys_help_text("      "))
 
 
 if __name__ == "__main__":

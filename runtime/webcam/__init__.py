@@ -9,9 +9,11 @@ Pipeline (each stage its own thread, joined by newest-wins slots, so lag never a
 * ``slots.py``: ``LatestSlot``, the one-item newest-wins mailbox between two stages.
 * ``timing.py``: ``StageTimer``, moving averages of stage times and of the output rate.
 * ``capture.py``: opening a camera, device, URL or video file; ``CaptureThread`` with reconnection.
-* ``framing.py``: ``FaceFramer``, the smoothed square crop around the face.
-* ``keys.py``: the key table (``KEYS_HELP``) and what each key means.
-* ``preview.py``: drawing the preview (camera | portrait) and its overlay text.
+* ``framing.py``: ``FaceFramer``, the smoothed square crop around the face (``runtime/framing.py``'s
+  ``FaceDetector``), and ``CropAdjust``, the zoom and move keys' change to it.
+* ``keys.py``: the key table (``KEYS_HELP``), what each key means, and ``--keys`` scripts.
+* ``preview.py``: drawing the preview (camera with the ghost | portrait) and its overlay text; the
+  letterboxed portrait-alone frame (``--output-size``).
 * ``virtualcam.py``: sending the portrait to a virtual camera (pyvirtualcam).
 * ``portraits.py``: the portraits a session can switch between.
 * ``session.py``: ``LiveOptions``, ``LiveReport`` and ``LiveSession``, which runs it all.

@@ -48,9 +48,13 @@ class Result:
         portrait: (H, W, 3) uint8 **RGB** at the model's frame size (the still source until calibrated).
         t_done: ``time.perf_counter()`` when inference finished.
         calibrated: whether a reference pose existed, i.e. the portrait moves.
+        portrait_index: which of the session's portraits it was animated from (0 for the first).
+        still: that portrait as the model sees it, unmoved, (H, W, 3) uint8 RGB (the ghost overlay's image).
     """
 
     framed: Framed
     portrait: np.ndarray
     t_done: float
     calibrated: bool
+    portrait_index: int = 0
+    still: np.ndarray | None = None

@@ -21,8 +21,8 @@ from ..preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
 from .framing import FaceFramer
-from .keys import ANIMATOR_ACTIONS, KEYS_HELP, key_action
-from .preview import compose_preview, draw_lines
+from .keys import ANIMATOR_ACTIONS, KEYS_HELP, MOVES, key_action, keys_help_text, portrait_number
+from .preview import compose_preview, draw_lines, letterbox
 from .slots import LatestSlot
 from .timing import StageTimer
 from .virtualcam import open_virtual_cam
@@ -42,8 +42,14 @@ class LiveOptions:
     window: bool = True  # show the preview window
     overlay: bool = True
     show_box: bool = True
+    ghost: bool = False  # the portrait blended over the camera crop, to line the face up (key g)
     virtual_cam: bool = False
-    output: Path | None = None  # record the preview to this .mp4
+    output: Path | None = None  # record to this .mp4 (what: output_size)
+    # What --out records and --virtual-cam sends: "preview" (the recording is the preview, camera | portrait;
+    # the virtual camera gets the portrait at the model's size), "portrait" (both: the portrait alone at the
+    # model's size) or (width, height) (both: the portrait alone, letterboxed to that size).
+    output_size: str | tuple[int, int] = "preview"
+    keys: tuple[tuple[int, int], ...] = ()  # scripted key presses: (shown frame from 1, key code), keys.parse_key_script
     max_frames: int | None = None
     max_seconds: float | None = None
     preview_height: int = 360
@@ -70,6 +76,9 @@ class LiveReport:
     seconds: float = 0.0  # wall time from the session's start to its end (what a recording lasts)
     recorded_frames: int = 0  # frames in the recording (constant rate: repeated while a frame was on screen)
     recorded_seconds: float = 0.0  # the recording's length
+    recorded_size: tuple[int, int] | None = None  # the recording's (width, height)
+    portraits_shown: list[int] = field(default_factory=list)  # per shown result: which portrait it animated
+    best_matches: list[int] = field(default_factory=list)  # the portraits the best-match key picked
 
 
 class LiveSession:
@@ -80,6 +89,8 @@ class LiveSession:
     is reached or the user quits (q, Esc, closing the window, or Ctrl-C / SIGTERM when ``run`` is called in
     the main thread: the signal ends the session like q, and the recording is finished, not thrown away).
     The first frame with a steady face (``calibrate_frames`` in a row) becomes the reference pose.
+    Keys come from the window (``cv2.waitKey``) and from ``options.keys`` (a script of presses at given
+    shown frames, ``--keys``); both go through :meth:`handle_key`.
     ``camera_opener`` replaces ``cv2.VideoCapture``; ``log`` receives messages for the user.
     """
 
@@ -97,6 +108,10 @@ class LiveSession:
         # Read every portrait before the camera opens: a bad file is an error now, not mid-session.
         self._images = [load_source(p) for p in portraits]
         self.animator.set_source(self._images[0])
+        self._still = self.animator.source_uint8()  # the current portrait unmoved (the ghost's image)
+        self._portrait_kps: np.ndarray | None = None  # every portrait's keypoints, for the best-match key
+        self._last_crop: np.ndarray | None = None  # the newest model frame inference saw (best match)
+        self._keys = deque(options.keys)  # scripted key presses still to come
         self.framer = FaceFramer(crop=options.crop, scale=options.crop_scale, smoothing=options.smoothing)
         self.timer = StageTimer()
         self.report = LiveReport()
@@ -154,6 +169,7 @@ class LiveSession:
         # Calibrated = the animator has a reference pose; only this thread sets or resets it.
         for item in self._items(self.framed_slot, between=self.apply_commands):
             t0 = time.perf_counter()
+            self._last_crop = item.crop
             if (not self.animator.has_reference and item.face_found
                     and item.stable_frames >= self.options.calibrate_frames):
                 self.animator.set_reference(item.crop, prepared=True)
@@ -166,31 +182,65 @@ class LiveSession:
             t1 = time.perf_counter()
             self.timer.add("inference", (t1 - t0) * 1000)
             self.report.processed += 1
-            self.result_slot.put(Result(item, portrait, t1, calibrated))
+            self.result_slot.put(Result(item, portrait, t1, calibrated, self.portrait_index, self._still))
         self.result_slot.close()
 
     def apply_commands(self) -> None:
         """Carry out the animator commands that keys queued (the inference thread calls this between frames)."""
         while self._commands:
-            command = self._commands.popleft()
+            command, number = self._commands.popleft()
             if command == "reset":
                 self.animator.reset_reference()
                 self._reset_framer.set()
                 self.log("reference reset: look straight ahead")
             elif command in ("next", "prev") and len(self._images) > 1:
                 step = 1 if command == "next" else -1
-                self.portrait_index = (self.portrait_index + step) % len(self._images)
-                self.animator.set_source(self._images[self.portrait_index])
-                self.log(f"portrait: {self.portraits[self.portrait_index].name}")
+                self.pick_portrait((self.portrait_index + step) % len(self._images))
+            elif command == "pick":
+                if number < len(self._images):
+                    self.pick_portrait(number)
+                else:
+                    self.log(f"no portrait {number + 1}: --source has {len(self._images)}")
+            elif command == "best":
+                self.pick_best_match()
             elif command == "relative":
                 self.animator.relative = not self.animator.relative
                 self.log("motion: " + ("relative" if self.animator.relative else "absolute"))
 
+    def pick_portrait(self, index: int, why: str = "") -> None:
+        """Animate portrait ``index`` from now on (the inference thread calls this; it owns the animator)."""
+        self.portrait_index = index
+        self.animator.set_source(self._images[index])
+        self._still = self.animator.source_uint8()
+        self.log(f"portrait {index + 1} of {len(self._images)}: {self.portraits[index].name}{why}")
+
+    def pick_best_match(self) -> None:
+        """Pick the portrait whose pose is closest to the face in the newest camera crop: the keypoints of
+        each, centred and scaled alike, compared by ``animator.pose_distances`` (the inference thread calls
+        this). Says which it picked, and how close it and the runner-up were."""
+        from ..animator import pose_distances
+
+        if self._last_crop is None:
+            self.log("best match: no camera frame yet")
+            return
+        if self._portrait_kps is None:  # once, on first use: one keypoint inference per portrait
+            self._portrait_kps = np.stack([self.animator.keypoints(self.animator.prepare(img)[None]).value[0]
+                                           for img in self._images])
+        distances = pose_distances(self.animator.keypoints(self._last_crop[None]), self._portrait_kps)
+        order = np.argsort(distances, kind="stable")
+        best = int(order[0])
+        self.report.best_matches.append(best)
+        runner_up = (f"; next closest: {self.portraits[order[1]].name}, {distances[order[1]]:.3f}"
+                     if len(order) > 1 else "")
+        self.pick_portrait(best, f" (best match for your pose: distance {distances[best]:.3f}{runner_up})")
+
     # -- presentation ----------------------------------------------------------------------------
 
     def compose(self, result: Result) -> np.ndarray:
-        """Preview: camera frame with the crop box | portrait, both at ``preview_height``; BGR uint8."""
-        canvas = compose_preview(result, self.options.preview_height, show_box=self.options.show_box)
+        """Preview: camera frame with the crop box (and the ghost) | portrait, both at ``preview_height``;
+        BGR uint8."""
+        canvas = compose_preview(result, self.options.preview_height, show_box=self.options.show_box,
+                                 ghost=self.options.ghost)
         if self.options.overlay:
             draw_lines(canvas, self.overlay_lines(result))
         return canvas
@@ -206,6 +256,11 @@ class LiveSession:
             lines.append(f"CAMERA LOST - reconnecting ({self.capture.reconnects})")
         if not result.calibrated:
             lines.append("look straight ahead: calibrating...")
+        if len(self.portraits) > 1:
+            lines.append(f"portrait {result.portrait_index + 1}/{len(self.portraits)}: "
+                         f"{self.portraits[result.portrait_index].name}")
+        if not self.framer.adjust.is_identity:
+            lines.append(f"crop {self.framer.adjust.describe()}; c: undo")
         if self._show_help:
             lines += [f"{k}: {v}" for k, v in KEYS_HELP]
         else:
@@ -218,7 +273,18 @@ class LiveSession:
         if action == "quit":
             return False
         if action in ANIMATOR_ACTIONS:
-            self._commands.append(action)
+            self._commands.append((action, portrait_number(key)))
+        elif action in ("zoom-in", "zoom-out"):
+            self.framer.adjust.zoom_by(1 if action == "zoom-in" else -1)
+            self.log(f"crop: {self.framer.adjust.describe()}")
+        elif action in MOVES:
+            self.framer.adjust.move(*MOVES[action])
+            self.log(f"crop: {self.framer.adjust.describe()}")
+        elif action == "crop-reset":
+            self.framer.adjust.reset()
+            self.log("crop: automatic")
+        elif action == "ghost":
+            self.options.ghost = not self.options.ghost
         elif action == "box":
             self.options.show_box = not self.options.show_box
         elif action == "overlay":
@@ -227,8 +293,29 @@ class LiveSession:
             self._mirror = not self._mirror
         elif action == "help":
             self._show_help = not self._show_help
-            for k, v in KEYS_HELP:
-                self.log(f"  {k:<8} {v}")
+            self.log(keys_help_text())
+        return True
+
+    def portrait_size(self) -> tuple[int, int]:
+        """(width, height) of the portrait-alone frames: ``output_size``'s, or the model's frame size."""
+        size = self.options.output_size
+        if isinstance(size, tuple):
+            return size
+        h, w = self.animator.frame_size
+        return w, h
+
+    def portrait_frame(self, result: Result) -> np.ndarray:
+        """The portrait alone at :meth:`portrait_size`, letterboxed; RGB uint8 (what the virtual camera gets,
+        and the recording unless it records the preview)."""
+        w, h = self.portrait_size()
+        return result.portrait if result.portrait.shape[:2] == (h, w) else letterbox(result.portrait, (w, h))
+
+    def _press_scripted_keys(self) -> bool:
+        """Press the ``keys`` script's keys that are due at this shown frame; False means quit."""
+        while self._keys and self._keys[0][0] <= self.report.shown:
+            if not self.handle_key(self._keys.popleft()[1]):
+                self.report.reason = "quit"
+                return False
         return True
 
     # -- main loop -------------------------------------------------------------------------------
@@ -252,7 +339,7 @@ class LiveSession:
         started = ended = time.perf_counter()
         try:
             if opts.virtual_cam:
-                vcam = open_virtual_cam(*self.animator.frame_size[::-1], self.capture.fps)
+                vcam = open_virtual_cam(*self.portrait_size(), self.capture.fps)
             self.capture.start()
             for t in threads:
                 t.start()
@@ -275,16 +362,22 @@ class LiveSession:
                 self.timer.output(now)
                 self.report.latencies_ms.append((now - result.framed.captured.t_capture) * 1000)
                 self.report.shown += 1
+                self.report.portraits_shown.append(result.portrait_index)
+                if not self._press_scripted_keys():
+                    break
                 frame = self.compose(result)
                 if opts.output is not None:
+                    recorded = (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if opts.output_size == "preview"
+                                else self.portrait_frame(result))
                     if writer is None:
-                        writer = VideoWriter(opts.output, self.capture.fps, (frame.shape[1], frame.shape[0]))
+                        writer = VideoWriter(opts.output, self.capture.fps, (recorded.shape[1], recorded.shape[0]))
+                        self.report.recorded_size = writer.size
                     # Timed: each frame is held in the file for as long as it is on screen, so a session that
                     # drops frames is recorded at its real pace, not as a time-lapse. The first frame also
                     # covers the start-up before it: the file lasts as long as the session.
-                    writer.write(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), now - started)
+                    writer.write(recorded, now - started)
                 if vcam is not None:
-                    vcam.send(result.portrait)
+                    vcam.send(self.portrait_frame(result))
                 if opts.window:
                     cv2.imshow(window, frame)
                     if not self._pump(window):

@@ -90,7 +90,7 @@ def _hit(found, truth) -> bool:
 
 
 DETECTORS = {
-    "haar frontal (webcam FaceFramer's)": dict(angles=(), profile=False),
+    "haar frontal only": dict(angles=(), profile=False),
     "+ profile cascades": dict(angles=(), profile=True),
     "+ rotated copies ±20°, ±35° (default)": {},
 }

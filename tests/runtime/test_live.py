@@ -372,12 +372,14 @@ def test_cli_options_reach_the_animator_and_the_session(golden_export, monkeypat
     live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--camera", "clip.mp4",
                     "--absolute", "--no-adapt-scale", "--no-crop", "--crop-scale", "1.5", "--smoothing", "0.2",
                     "--mirror", "--loop", "--no-window", "--no-overlay", "--max-frames", "4", "--max-seconds", "2",
-                    "--output", str(tmp_path / "o.mp4")], standalone_mode=False)
+                    "--output", str(tmp_path / "o.mp4"), "--ghost", "--output-size", "320x240", "--keys", "3:g,5:1"],
+                   standalone_mode=False)
     assert seen["animator"]["relative"] is False and seen["animator"]["adapt_scale"] is False
     assert seen["portraits"] == [sample_face_path()]
     assert seen["options"] == LiveOptions(camera="clip.mp4", loop=True, crop=False, crop_scale=1.5, smoothing=0.2,
                                           mirror=True, window=False, overlay=False, output=tmp_path / "o.mp4",
-                                          max_frames=4, max_seconds=2.0)
+                                          max_frames=4, max_seconds=2.0, ghost=True, output_size=(320, 240),
+                                          keys=((3, ord("g")), (5, ord("1"))))
     (tmp_path / "o.mp4").write_bytes(b"an earlier recording")
     live.main.main(["--source", str(sample_face_path()), "--onnx", str(golden_export), "--no-window",
                     "--output", str(tmp_path / "o.mp4"), "--force"], standalone_mode=False)

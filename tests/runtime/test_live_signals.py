@@ -28,10 +28,11 @@ def camera_clip(tmp_path_factory):
     return write_sample_driving_video(tmp_path_factory.mktemp("signals") / "camera.mp4", frames=25, fps=FPS)
 
 
-def _start(golden_export, camera: Path, out: Path) -> subprocess.Popen:
+def _start(golden_export, camera: Path, out: Path, *extra: str) -> subprocess.Popen:
     script = Path(sys.executable).parent / "fomm-live"
     return subprocess.Popen([str(script), "--source", str(sample_face_path()), "--onnx", str(golden_export),
-                             "--camera", str(camera), "--loop", "--no-crop", "--no-window", "--output", str(out)],
+                             "--camera", str(camera), "--loop", "--no-crop", "--no-window", "--output", str(out),
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -49,15 +50,16 @@ def _wait_until_recording(proc: subprocess.Popen, out: Path, timeout: float = 12
 
 
 @pytest.mark.parametrize("how", ["SIGINT to the process", "SIGINT to the process group", "SIGTERM",
-                                 "SIGINT again and again"])
+                                 "SIGINT again and again", "SIGTERM, the portrait alone at 320x240"])
 def test_a_signal_ends_the_session_and_finishes_the_recording(golden_export, camera_clip, tmp_path, how):
     out = tmp_path / "out.mp4"
-    proc = _start(golden_export, camera_clip, out)
+    portrait_alone = how.endswith("320x240")
+    proc = _start(golden_export, camera_clip, out, *(("--output-size", "320x240") if portrait_alone else ()))
     try:
         _wait_until_recording(proc, out)
         if how == "SIGINT to the process group":
             os.killpg(proc.pid, signal.SIGINT)
-        elif how == "SIGTERM":
+        elif how.startswith("SIGTERM"):
             os.kill(proc.pid, signal.SIGTERM)
         elif how == "SIGINT to the process":
             os.kill(proc.pid, signal.SIGINT)
@@ -70,7 +72,7 @@ def test_a_signal_ends_the_session_and_finishes_the_recording(golden_export, cam
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    name = "SIGTERM" if how == "SIGTERM" else "SIGINT"
+    name = "SIGTERM" if how.startswith("SIGTERM") else "SIGINT"
     assert proc.returncode == 0, stderr  # a user-ended session that saved its recording
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
     assert f"ended: stopped by {name}" in stdout, stdout
@@ -79,4 +81,7 @@ def test_a_signal_ends_the_session_and_finishes_the_recording(golden_export, cam
     assert not list(tmp_path.glob("*partial*")), list(tmp_path.iterdir())
     frames = list(iter_frames(out))  # playable: it decodes from start to end
     assert len(frames) >= FPS, len(frames)  # at least the 1.5 s recorded before the signal
-    assert frames[0].shape[0] == 360
+    if portrait_alone:
+        assert frames[0].shape == (240, 320, 3)
+    else:
+        assert frames[0].shape[0] == 360  # the preview

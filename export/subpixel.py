@@ -56,7 +56,9 @@ class SubpixelUpBlock(nn.Module):
         self.register_buffer("bias", bias.repeat(4).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, padding=1)  # (N, 4C, H + 1, W + 1)
+        # The ReLU commutes with the interleave; applied to the convolution's output, the int8 quantiser
+        # folds it into the convolution (quantize.int8_node_names).
+        y = F.relu(F.conv2d(x, self.weight, self.bias, padding=1))  # (N, 4C, H + 1, W + 1)
         # Windows by negative ends and the output shape read from ``out``: nothing reads the shape of ``x``.
         # (In the int8 graph ``x`` is a dequantised tensor; every extra reader of it made ONNX Runtime
         # dequantise it once more, three full copies per block.)
@@ -65,7 +67,7 @@ class SubpixelUpBlock(nn.Module):
         p10, p11 = y[:, 2 * c:3 * c, 1:, :-1], y[:, 3 * c:, 1:, 1:]
         out = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=-3)
         n, _, h, _, w, _ = out.shape
-        return F.relu(out.reshape(n, c, 2 * h, 2 * w))  # (N, C, H, 2, W, 2) -> (N, C, 2H, 2W)
+        return out.reshape(n, c, 2 * h, 2 * w)  # (N, C, H, 2, W, 2) -> (N, C, 2H, 2W)
 
 
 def with_subpixel_upsampling(module: nn.Module) -> nn.Module:

@@ -82,19 +82,9 @@ def test_casts_only_at_region_borders(tmp_path, golden_dir, monkeypatch):
     """fp16 is carried through the up blocks' interleave (Slice / Unsqueeze / Concat / Reshape) and BN
     parameters behind Identity, so generator_frame.fp16 has far fewer Casts than when only the arithmetic ops
     in the scopes are converted (measured on tiny-test: 33 -> 9)."""
-    from fomm_deploy.export.exporter import export_form, export_graph
-    from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.contract import graph_specs
-    from fomm_deploy.training.checkpoint import load_checkpoint
-    from fomm_deploy.training.model.wrappers import flat_module
+    from .golden_graph import traced_golden_graph
 
-    cfg = resolve_config("tiny-test")
-    loaded = load_checkpoint(golden_dir / "checkpoint.pth.tar", cfg)
-    spec = graph_specs(cfg)["generator_frame"]
-    feeds = sample_feeds(loaded.models, cfg, 1, 0)
-    module = export_form(flat_module("generator_frame", loaded.models, cfg.estimate_jacobian))
-    model = export_graph(module, spec, feeds["generator_frame"], tmp_path / "gf.onnx")
+    model, feed = traced_golden_graph(golden_dir, tmp_path)
     after = convert_to_mixed_fp16(model)
     monkeypatch.setattr(fp16_module, "TYPE_AGNOSTIC_OPS", set())
     monkeypatch.setattr(fp16_module, "_resolve_identities", lambda graph: None)
@@ -111,7 +101,7 @@ def test_casts_only_at_region_borders(tmp_path, golden_dir, monkeypatch):
         if node.attribute[0].i == TensorProto.FLOAT:
             assert src.op_type not in fp16_module.TYPE_AGNOSTIC_OPS, src.name
     # the converted graph still computes the same function within fp16 rounding
-    ref, out = _ort(model, feeds["generator_frame"]), _ort(after, feeds["generator_frame"])
+    ref, out = _ort(model, feed), _ort(after, feed)
     assert float(np.abs(ref - out).max()) < 0.05
 
 

@@ -62,19 +62,11 @@ def test_whole_models_unchanged_and_originals_untouched():
 def test_traced_heads_are_row_convs_and_int8_keeps_them_float(tmp_path, golden_dir):
     """In the exported generator_frame the final conv is a 1 x 7 conv named .../rows/Conv, and the int8
     quantiser leaves it (and the dense-motion heads) in float."""
-    from fomm_deploy.export.exporter import export_form, export_graph
-    from fomm_deploy.export.inputs import sample_feeds
     from fomm_deploy.export.quantize import int8_node_names
-    from fomm_deploy.training.checkpoint import load_checkpoint
-    from fomm_deploy.runtime.contract import graph_specs
-    from fomm_deploy.training.model.wrappers import flat_module
 
-    cfg = resolve_config("tiny-test")
-    loaded = load_checkpoint(golden_dir / "checkpoint.pth.tar", cfg)
-    spec = graph_specs(cfg)["generator_frame"]
-    feeds = sample_feeds(loaded.models, cfg, 1, 0)
-    module = export_form(flat_module("generator_frame", loaded.models, cfg.estimate_jacobian))
-    model = export_graph(module, spec, feeds["generator_frame"], tmp_path / "gf.onnx")
+    from .golden_graph import traced_golden_graph
+
+    model, _ = traced_golden_graph(golden_dir, tmp_path)
     inits = {i.name: i for i in model.graph.initializer}
     row_convs = [n for n in model.graph.node if n.op_type == "Conv" and "/rows/" in n.name]
     assert any("/final/" in n.name for n in row_convs) and any("/mask/" in n.name for n in row_convs)

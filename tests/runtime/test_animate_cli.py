@@ -346,3 +346,35 @@ def test_source_folder_gives_one_output_per_portrait(tmp_path, face_clip, media,
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["astro.gif", "sample.gif"]
     assert res.stdout.count("wrote ") == 2 and res.stderr.count("driving crop") == 1  # detected once
     assert all(len(list(iter_frames(p))) == CLIP_FRAMES for p in (tmp_path / "results").iterdir())
+
+
+# ---- fomm-animate as a function (runtime/animate.py): what other front-ends call ---------------------------
+
+
+def test_animate_function_writes_and_reports_like_the_command(tmp_path, media, golden_export, capsys):
+    from fomm_deploy.runtime.animate import AnimateOptions, animate
+
+    logged, announced = [], []
+    options = AnimateOptions(onnx_dir=golden_export, crop="centre", batch=5)
+    written = animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4", options, log=logged.append,
+                      on_output=announced.append)
+    assert announced == written and len(written) == 1
+    (result,) = written
+    assert (result.path, result.frames, result.driving_frames, result.size) == (str(tmp_path / "f.mp4"), N_FRAMES,
+                                                                               N_FRAMES, (128, 128))
+    assert result.sound == "with audio" and result.duration == pytest.approx(N_FRAMES / FPS)
+    assert result.summary().startswith(f"wrote {tmp_path / 'f.mp4'}: {N_FRAMES} frames ({N_FRAMES / FPS:.2f} s at "
+                                       f"{FPS:.2f} fps) from {N_FRAMES} driving frames, 128x128, with audio; ")
+    assert len(list(iter_frames(tmp_path / "f.mp4"))) == N_FRAMES and has_audio(tmp_path / "f.mp4")
+    assert [m.split(":")[0] for m in logged] == ["driving crop", "source crop source.png"]
+    assert capsys.readouterr() == ("", "")  # it prints nothing itself: its messages go to log
+
+
+def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
+    from fomm_deploy.runtime.animate import AnimateOptions, animate
+    from fomm_deploy.runtime.errors import InputError
+
+    with pytest.raises(InputError, match="--end 0.2 must be after --start 0.5"):
+        animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
+                AnimateOptions(onnx_dir=golden_export, start=0.5, end=0.2))
+    assert list(tmp_path.iterdir()) == []

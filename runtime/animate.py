@@ -168,14 +168,11 @@ def crop_and_fit(crop: str | None, fit: str | None) -> tuple[str, str]:
 def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None, force: bool) -> list[tuple[Path, str]]:
     """(portrait, output path) pairs, every output checked before any work. A frame folder's path ends in /."""
     from .fileio import check_output_file
-    from .preprocess import IMAGE_SUFFIXES
+    from .preprocess import list_portraits
     from .video import container_for
 
     if source.is_dir():
-        portraits = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                           and not p.name.startswith("."))
-        if not portraits:
-            raise InputError(f"--source folder {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        portraits = list_portraits(source)
         folder = Path(out)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"--out {out} is a file; with a --source folder, --out is the folder the outputs go into")

@@ -15,7 +15,8 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, device_opti
 @click.command(context_settings=CONTEXT)
 @click.option("--source", required=True, metavar="FILE|FOLDER", callback=local_file,
               help="Still image to animate (any size; PNG, JPEG with its EXIF rotation, ...), a video whose "
-                   "first frame is used, or a folder of portraits (one output each, into --out as a folder).")
+                   "first frame is used, or a folder of portraits (its images and videos, by name; one output "
+                   "each, into --out as a folder).")
 @click.option("--driving", required=True, metavar="FILE", callback=local_file,
               help="Driving video (its motion is transferred to the source; its timing and audio are kept).")
 @click.option("--out", "out", required=True, metavar="PATH",

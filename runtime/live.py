@@ -35,9 +35,9 @@ from .errors import ImageError, InputError  # noqa: E402
 from .fileio import check_output_file  # noqa: E402
 from .names import (backend_option, device_option, onnx_dir_option, precision_option, providers_option,  # noqa: E402
                     relative_option, tensorrt_missing)
+from .preprocess import list_portraits  # noqa: E402
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402
-from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.preview import parse_output_size  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
 from .webcam.virtualcam import require_pyvirtualcam  # noqa: E402
@@ -95,7 +95,8 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
               help="Portrait to animate (an image, or a video: its first frame), or a folder of portraits "
-              "(1-9 pick one, n/p switch, f finds the one whose pose matches yours).")
+              "(its images and videos, by name; 1-9 pick one, n/p switch, f finds the one whose pose matches "
+              "yours).")
 @onnx_dir_option()
 @click.option("--camera", default="0", show_default=True,
               help="Camera index (0, 1, ...), device (/dev/video0), stream URL, or a video file standing in for a camera.")

@@ -16,6 +16,7 @@ from fomm_deploy.runtime.graphs import load_exported, open_animator
 from fomm_deploy.runtime.preprocess import load_source, prepare_frame
 from fomm_deploy.runtime.samples import head_motion, sample_face
 from fomm_deploy.runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
+from tests import media_corpus as mc
 
 FPS = 20
 N_FRAMES = 12
@@ -346,6 +347,31 @@ def test_source_folder_gives_one_output_per_portrait(tmp_path, face_clip, media,
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["astro.gif", "sample.gif"]
     assert res.stdout.count("wrote ") == 2 and res.stderr.count("driving crop") == 1  # detected once
     assert all(len(list(iter_frames(p))) == CLIP_FRAMES for p in (tmp_path / "results").iterdir())
+
+
+def test_source_folder_of_images_and_videos(tmp_path, media, golden_export):
+    portraits = mc.mixed_portrait_folder(tmp_path / "portraits")
+    res = _animate("--source", portraits, "--driving", media / "silent.mp4", "--out", tmp_path / "results",
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.mp4", "b.mp4"]
+    # the video's portrait is its first frame: the face is found there (its other frames are black)
+    assert re.search(r"source crop b\.mp4: .*\(face\)", res.stderr), res.stderr
+    assert res.stdout.index("results/a.mp4") < res.stdout.index("results/b.mp4")  # by name
+
+
+@pytest.mark.parametrize("junk", [(), ("notes.txt", ".hidden.png")])
+def test_source_folder_without_portraits_is_a_one_line_error(tmp_path, media, golden_export, junk):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in junk:
+        (empty / name).write_bytes(b"junk")
+    res = _animate("--source", empty, "--driving", media / "silent.mp4", "--out", tmp_path / "results",
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --source folder {empty} holds no image or video"), lines
+    assert not (tmp_path / "results").exists()
 
 
 # ---- fomm-animate as a function (runtime/animate.py): what other front-ends call ---------------------------

@@ -43,6 +43,7 @@ class AnimateOptions:
     reference_frame: int | None = None
     start: float = 0.0
     end: float | None = None
+    max_frames: int | None = None  # driving frames used, at most (from ``start`` on)
     audio: bool = True
     batch: int = 1
     side_by_side: bool = False
@@ -95,6 +96,7 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
     from .errors import BackendUnavailableError
     from .framing import FaceDetector
     from .graphs import load_exported, open_animator
+    from .names import check_max_frames
     from .video import open_video
 
     o = options
@@ -110,6 +112,7 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
                          "--absolute there is no reference: drop one of them")
     if o.best_frame and o.reference_frame is not None:
         raise InputError("--best-frame and --reference-frame both choose the reference frame: give one")
+    check_max_frames(o.max_frames)
     if o.end is not None and o.end <= o.start:
         raise InputError(f"--end {o.end:g} must be after --start {o.start:g}")
     if o.paste_back and (crop == "none" or o.side_by_side or o.size is not None):
@@ -132,7 +135,7 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
     animator = open_animator(exported, o.backend, o.precision, split=o.split, ckpt=o.ckpt, providers=o.providers,
                              device=o.device, relative=o.relative, adapt_scale=o.adapt_scale,
                              fit=fit if crop == "none" else "crop")
-    clip = _DrivingClip(driving, info, o.start, o.end, crop, fit, (h, w), detector, o.batch, log)
+    clip = _DrivingClip(driving, info, o.start, o.end, o.max_frames, crop, fit, (h, w), detector, o.batch, log)
     reference_kp = None
     written = []
     for src, target in jobs:
@@ -245,15 +248,17 @@ def _source_box(portrait: np.ndarray, path: Path, crop: str, detector,
 
 
 class _DrivingClip:
-    """The driving frames between --start and --end, cut by the framing, as model frames in batches.
+    """The driving frames between --start and --end (--max-frames of them at most), cut by the framing, as
+    model frames in batches.
 
     The face detection pass (for --crop auto/follow) runs once, on every ``stride``-th frame (about 10 a
     second; the frames between take the interpolation), before the first batch.
     """
 
-    def __init__(self, path: Path, info, start: float, end: float | None, crop: str, fit: str,
-                 frame_size: tuple[int, int], detector, batch: int, log: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, info, start: float, end: float | None, max_frames: int | None, crop: str,
+                 fit: str, frame_size: tuple[int, int], detector, batch: int, log: Callable[[str], None]) -> None:
         self.path, self.info, self.start, self.end, self.log = path, info, start, end, log
+        self.max_frames = max_frames
         self.crop, self.fit, self.frame_size, self.batch = crop, fit, frame_size, batch
         self.boxes: list[tuple[int, int, int]] | None = None  # per frame (follow) ...
         self.box: tuple[int, int, int] | None = None  # ... or one for the clip
@@ -276,6 +281,8 @@ class _DrivingClip:
             if rel < self.start - 1e-6:
                 continue
             if self.end is not None and rel >= self.end - 1e-6:
+                break
+            if index == self.max_frames:
                 break
             yield index, frame, rel - self.start
             index += 1

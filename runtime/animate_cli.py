@@ -8,8 +8,8 @@ import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
 from .cli_common import CONTEXT, user_errors, version_option
-from .names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, onnx_dir_option,
-                    precision_option, providers_option, relative_option)
+from .names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, max_frames_option,
+                    onnx_dir_option, precision_option, providers_option, relative_option)
 
 
 @click.command(context_settings=CONTEXT)
@@ -55,6 +55,7 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, device_opti
               help="Use the driving video from this time on (seconds from its first frame).")
 @click.option("--end", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Use the driving video up to this time (seconds from its first frame; default: its end).")
+@max_frames_option(help="Use at most this many driving frames (from --start on; at least 1): a quick preview.")
 @click.option("--no-audio", is_flag=True, help="Write no audio (default: the driving video's, when it has any).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 64), help="Frames per inference.")
 @click.option("--side-by-side", is_flag=True, help="Write source | driving | result instead of the result alone.")
@@ -71,7 +72,8 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
                  backend: str, precision: str, providers: tuple[str, ...] | None, device: str | None, relative: bool,
                  adapt_scale: bool,
                  crop: str | None, paste_back: bool, size: int | None, best_frame: bool,
-                 reference_frame: int | None, start: float, end: float | None, no_audio: bool, batch: int,
+                 reference_frame: int | None, start: float, end: float | None, max_frames: int | None, no_audio: bool,
+                 batch: int,
                  side_by_side: bool, fit: str | None, ckpt: Path | None, split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write a video (or frames).
 
@@ -91,7 +93,7 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
     options = AnimateOptions(onnx_dir=onnx_dir, backend=backend, precision=precision, providers=providers,
                              device=device, relative=relative, adapt_scale=adapt_scale, crop=crop, fit=fit,
                              paste_back=paste_back, size=size, best_frame=best_frame, reference_frame=reference_frame,
-                             start=start, end=end, audio=not no_audio, batch=batch, side_by_side=side_by_side,
+                             start=start, end=end, max_frames=max_frames, audio=not no_audio, batch=batch, side_by_side=side_by_side,
                              ckpt=ckpt, split=split, out_format=out_format, force=force)
     animate(source, driving, out, options, log=lambda message: click.echo(message, err=True),
             on_output=lambda written: click.echo(written.summary()))

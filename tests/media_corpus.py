@@ -87,6 +87,15 @@ def mixed_portrait_folder(folder: Path) -> Path:
     return folder
 
 
+def one_frame_clip(path: Path, fps: int = 25, audio_seconds: float | None = 1.0, size: int = 64) -> Path:
+    """A video of a single frame at ``fps``, with ``audio_seconds`` of a tone (longer than the video, as a
+    phone's still-with-sound clip is), or without audio for None."""
+    audio = ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds}"] if audio_seconds else []
+    ffmpeg("-f", "lavfi", "-i", frame_marker(fps, 1 / fps, size), *audio, "-map", "0:v",
+           *(["-map", "1:a", "-c:a", "aac"] if audio else []), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
 def audio_only(path: Path) -> Path:
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
     return path

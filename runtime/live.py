@@ -33,11 +33,11 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 from .cli_common import CONTEXT, user_errors, version_option  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
 from .fileio import check_output_file  # noqa: E402
-from .names import (backend_option, device_option, onnx_dir_option, precision_option, providers_option,  # noqa: E402
-                    relative_option, tensorrt_missing)
+from .names import (backend_option, check_max_frames, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
+                    precision_option, providers_option, relative_option, tensorrt_missing)
+from .preprocess import list_portraits  # noqa: E402
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402
-from .webcam.portraits import list_portraits  # noqa: E402
 from .webcam.preview import parse_output_size  # noqa: E402
 from .webcam.session import LiveOptions, LiveSession  # noqa: E402
 from .webcam.virtualcam import require_pyvirtualcam  # noqa: E402
@@ -95,7 +95,8 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--source", required=True, type=click.Path(exists=False, path_type=Path),
               help="Portrait to animate (an image, or a video: its first frame), or a folder of portraits "
-              "(1-9 pick one, n/p switch, f finds the one whose pose matches yours).")
+              "(its images and videos, by name; 1-9 pick one, n/p switch, f finds the one whose pose matches "
+              "yours).")
 @onnx_dir_option()
 @click.option("--camera", default="0", show_default=True,
               help="Camera index (0, 1, ...), device (/dev/video0), stream URL, or a video file standing in for a camera.")
@@ -134,7 +135,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
               "presses g at the 20th frame shown, w twice at the 40th, 2 at the 60th; esc for Esc. Real keys "
               "in the window still work.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file (never the --camera video).")
-@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many output frames.")
+@max_frames_option(help="Stop after this many output frames (at least 1).")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (> 0).")
 @version_option()
 @user_errors
@@ -172,6 +173,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
 
     if not crop_scale > 0:
         raise InputError(f"--crop-scale must be greater than 0 (the crop side over the face side), got {crop_scale}")
+    check_max_frames(max_frames)
     if max_seconds is not None and not max_seconds > 0:
         raise InputError(f"--max-seconds must be greater than 0, got {max_seconds}")
     if no_window and output is None and not virtual_cam:

@@ -94,6 +94,13 @@ def parse_providers(value: str | Sequence[str] | None) -> tuple[str, ...] | None
     return tuple(items) or None
 
 
+def check_max_frames(value: int | None) -> None:
+    """Raise :class:`InputError` unless ``value`` (--max-frames) is None or at least 1. Checked by the commands,
+    not by click, so that 0 is a one-line error, not a usage message."""
+    if value is not None and value < 1:
+        raise InputError(f"--max-frames must be at least 1, got {value}")
+
+
 def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
     """``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]`` (fp32 when omitted)."""
     pairs = []
@@ -197,6 +204,11 @@ def local_file(ctx: click.Context, param: click.Parameter, value: str | None):
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
         raise click.BadParameter(f"{value}: URLs are not supported; download the file and pass its path")
     return Path(value)
+
+
+def max_frames_option(help: str) -> Decorator:
+    """``--max-frames N``; the command calls :func:`check_max_frames` on it."""
+    return click.option("--max-frames", type=int, default=None, metavar="N", help=help)
 
 
 def relative_option() -> Decorator:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, InputError
 
 FIT_MODES = ("crop", "pad", "stretch")
 # File suffixes read as still images (lower case): the one list for portrait folders and image inputs.
@@ -73,6 +73,27 @@ def load_source(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
         for frame in iter_frames(path):
             return to_rgb_float(frame)
     return load_image(path, max_side=max_side)
+
+
+def list_portraits(source: str | Path) -> list[Path]:
+    """The portraits ``--source`` names: ``[source]`` for a file (read later, by :func:`load_source`); for a
+    folder, its images and videos (a video's first frame is the portrait), sorted by name. Hidden files,
+    sub-folders and files of other kinds are passed over. Nothing is read here.
+
+    Raises:
+        InputError: a folder with no image or video in it.
+    """
+    from .video import VIDEO_SUFFIXES
+
+    source = Path(source)
+    if not source.is_dir():
+        return [source]
+    usable = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    found = sorted((p for p in source.iterdir() if p.suffix.lower() in usable and not p.name.startswith(".")
+                    and p.is_file()), key=lambda p: p.name)
+    if not found:
+        raise InputError(f"--source folder {source} holds no image or video ({', '.join(sorted(usable))})")
+    return found
 
 
 def to_rgb_float(img: np.ndarray, *, bgr: bool = False) -> np.ndarray:

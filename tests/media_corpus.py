@@ -2,7 +2,8 @@
 
 Every file is generated: phone-like clips (audio a little shorter than the video, a variable frame rate,
 a video stream that starts after its audio), a JPEG with EXIF orientation 6, and broken inputs
-(truncated, audio only, an MP3 with cover art, a one-frame video, an image too small to use).
+(truncated, audio only, an MP3 with cover art, a one-frame video, an image too small to use), and a video
+whose first frame alone is a portrait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fomm_deploy.runtime.samples import sample_face_path
 from fomm_deploy.runtime.video import ffmpeg_exe
 
 
@@ -61,6 +63,36 @@ def short_audio_clip(path: Path, seconds: float = 2.0, audio_seconds: float = 1.
     ffmpeg("-f", "lavfi", "-i", frame_marker(fps, seconds, size), "-f", "lavfi",
            "-i", f"sine=frequency=440:duration={audio_seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))
+    return path
+
+
+def portrait_video(path: Path, image: Path, frames: int = 5, size: int = 128) -> Path:
+    """``frames`` frames at 10 fps: the first is ``image`` (scaled to ``size`` square), the others black, so only
+    a reader of its first frame sees a portrait."""
+    ffmpeg("-loop", "1", "-i", str(image), "-vf",
+           f"scale={size}:{size},drawbox=x=0:y=0:w=iw:h=ih:c=black:t=fill:enable='gte(n,1)'", "-r", "10",
+           "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def mixed_portrait_folder(folder: Path) -> Path:
+    """A new folder of a.png (the bundled face), b.mp4 (a video whose first frame alone is that face), a text
+    file, a hidden copy of a.png and a sub-folder named c.jpg: a.png and b.mp4 are its portraits."""
+    folder.mkdir()
+    (folder / "a.png").write_bytes(cv2.imencode(".png", cv2.imread(str(sample_face_path())))[1].tobytes())
+    portrait_video(folder / "b.mp4", folder / "a.png")
+    (folder / "notes.txt").write_text("not a portrait")
+    (folder / ".hidden.png").write_bytes((folder / "a.png").read_bytes())
+    (folder / "c.jpg").mkdir()
+    return folder
+
+
+def one_frame_clip(path: Path, fps: int = 25, audio_seconds: float | None = 1.0, size: int = 64) -> Path:
+    """A video of a single frame at ``fps``, with ``audio_seconds`` of a tone (longer than the video, as a
+    phone's still-with-sound clip is), or without audio for None."""
+    audio = ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds}"] if audio_seconds else []
+    ffmpeg("-f", "lavfi", "-i", frame_marker(fps, 1 / fps, size), *audio, "-map", "0:v",
+           *(["-map", "1:a", "-c:a", "aac"] if audio else []), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
     return path
 
 

@@ -15,8 +15,8 @@ Pipeline (each stage its own thread, joined by newest-wins slots, so lag never a
 * ``preview.py``: drawing the preview (camera with the ghost | portrait) and its overlay text; the
   letterboxed portrait-alone frame (``--output-size``).
 * ``virtualcam.py``: sending the portrait to a virtual camera (pyvirtualcam).
-* ``portraits.py``: the portraits a session can switch between.
 * ``session.py``: ``LiveOptions``, ``LiveReport`` and ``LiveSession``, which runs it all.
 
-The command line itself is ``runtime/live.py``.
+The command line itself is ``runtime/live.py``; the portraits of a ``--source`` folder are listed by
+``runtime/preprocess.list_portraits``, which fomm-animate uses too.
 """

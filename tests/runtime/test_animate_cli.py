@@ -16,6 +16,7 @@ from fomm_deploy.runtime.graphs import load_exported, open_animator
 from fomm_deploy.runtime.preprocess import load_source, prepare_frame
 from fomm_deploy.runtime.samples import head_motion, sample_face
 from fomm_deploy.runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
+from tests import media_corpus as mc
 
 FPS = 20
 N_FRAMES = 12
@@ -346,3 +347,60 @@ def test_source_folder_gives_one_output_per_portrait(tmp_path, face_clip, media,
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["astro.gif", "sample.gif"]
     assert res.stdout.count("wrote ") == 2 and res.stderr.count("driving crop") == 1  # detected once
     assert all(len(list(iter_frames(p))) == CLIP_FRAMES for p in (tmp_path / "results").iterdir())
+
+
+def test_source_folder_of_images_and_videos(tmp_path, media, golden_export):
+    portraits = mc.mixed_portrait_folder(tmp_path / "portraits")
+    res = _animate("--source", portraits, "--driving", media / "silent.mp4", "--out", tmp_path / "results",
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.mp4", "b.mp4"]
+    # the video's portrait is its first frame: the face is found there (its other frames are black)
+    assert re.search(r"source crop b\.mp4: .*\(face\)", res.stderr), res.stderr
+    assert res.stdout.index("results/a.mp4") < res.stdout.index("results/b.mp4")  # by name
+
+
+@pytest.mark.parametrize("junk", [(), ("notes.txt", ".hidden.png")])
+def test_source_folder_without_portraits_is_a_one_line_error(tmp_path, media, golden_export, junk):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in junk:
+        (empty / name).write_bytes(b"junk")
+    res = _animate("--source", empty, "--driving", media / "silent.mp4", "--out", tmp_path / "results",
+                   "--onnx", golden_export, cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --source folder {empty} holds no image or video"), lines
+    assert not (tmp_path / "results").exists()
+
+
+# ---- fomm-animate as a function (runtime/animate.py): what other front-ends call ---------------------------
+
+
+def test_animate_function_writes_and_reports_like_the_command(tmp_path, media, golden_export, capsys):
+    from fomm_deploy.runtime.animate import AnimateOptions, animate
+
+    logged, announced = [], []
+    options = AnimateOptions(onnx_dir=golden_export, crop="centre", batch=5)
+    written = animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4", options, log=logged.append,
+                      on_output=announced.append)
+    assert announced == written and len(written) == 1
+    (result,) = written
+    assert (result.path, result.frames, result.driving_frames, result.size) == (str(tmp_path / "f.mp4"), N_FRAMES,
+                                                                               N_FRAMES, (128, 128))
+    assert result.sound == "with audio" and result.duration == pytest.approx(N_FRAMES / FPS)
+    assert result.summary().startswith(f"wrote {tmp_path / 'f.mp4'}: {N_FRAMES} frames ({N_FRAMES / FPS:.2f} s at "
+                                       f"{FPS:.2f} fps) from {N_FRAMES} driving frames, 128x128, with audio; ")
+    assert len(list(iter_frames(tmp_path / "f.mp4"))) == N_FRAMES and has_audio(tmp_path / "f.mp4")
+    assert [m.split(":")[0] for m in logged] == ["driving crop", "source crop source.png"]
+    assert capsys.readouterr() == ("", "")  # it prints nothing itself: its messages go to log
+
+
+def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
+    from fomm_deploy.runtime.animate import AnimateOptions, animate
+    from fomm_deploy.runtime.errors import InputError
+
+    with pytest.raises(InputError, match="--end 0.2 must be after --start 0.5"):
+        animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
+                AnimateOptions(onnx_dir=golden_export, start=0.5, end=0.2))
+    assert list(tmp_path.iterdir()) == []

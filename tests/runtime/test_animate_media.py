@@ -82,6 +82,52 @@ def test_exif_rotated_photo_is_animated_upright(phone, golden_export, tmp_path):
     assert np.abs(results["portrait"] - results["rotated"]).mean() < 6
 
 
+@pytest.mark.parametrize("audio_seconds", [1.0, None])
+def test_one_frame_driving_video(phone, golden_export, tmp_path, audio_seconds):
+    """A one-frame clip animates into one frame lasting 1/fps; a longer audio track is cut to that frame."""
+    driving = mc.one_frame_clip(tmp_path / "one frame.mp4", fps=25, audio_seconds=audio_seconds, size=128)
+    out = tmp_path / "out" / "result.mp4"
+    out.parent.mkdir()
+    res = _animate("--source", phone["portrait"], "--driving", driving, "--out", out, "--onnx", golden_export,
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    sound = "with audio" if audio_seconds else "no audio in the driving video"
+    assert f"1 frames (0.04 s at 25.00 fps) from 1 driving frames, 128x128, {sound}" in res.stdout
+    cap, info = open_video(out)
+    cap.release()
+    assert (info.fps, info.frame_count, mc.count_frames(out)) == (25, 1, 1)
+    assert [t for _, t in iter_timed_frames(out)] == [0.0]
+    if audio_seconds:
+        assert info.duration == pytest.approx(0.04, abs=0.01)  # the file is as long as its one frame ...
+        assert len(mc.decoded_audio(out)) / 8000 == pytest.approx(0.04, abs=0.01)  # ... audio cut to it
+    else:
+        assert info.audio_start is None
+    assert [p.name for p in out.parent.iterdir()] == ["result.mp4"]
+
+
+def test_max_frames_uses_that_many_driving_frames(phone, golden_export, tmp_path):
+    out = tmp_path / "preview.mp4"
+    res = _animate("--source", phone["portrait"], "--driving", phone["short_audio"], "--out", out, "--onnx",
+                   golden_export, "--start", "0.4", "--max-frames", "3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "3 frames (0.12 s at 25.00 fps) from 3 driving frames" in res.stdout and "with audio" in res.stdout
+    assert mc.count_frames(out) == 3
+    assert len(mc.decoded_audio(out)) / 8000 == pytest.approx(0.12, abs=0.01)  # the audio is cut to the frames
+
+
+@pytest.mark.parametrize("script", ["fomm-animate", "fomm-live"])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_max_frames_below_one_is_a_one_line_error(phone, golden_export, tmp_path, script, value):
+    args = {"fomm-animate": ("--driving", phone["short_audio"], "--out", tmp_path / "o.mp4"),
+            "fomm-live": ("--camera", phone["short_audio"], "--no-window", "--out", tmp_path / "o.mp4")}[script]
+    res = subprocess.run([str(Path(sys.executable).parent / script), "--source", str(phone["portrait"]), "--onnx",
+                          str(golden_export), *map(str, args), "--max-frames", value], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [f"Error: --max-frames must be at least 1, got {value}"], res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inputs_are_never_overwritten(phone, golden_export, tmp_path):
     driving = tmp_path / "drive.mp4"
     driving.write_bytes(phone["short_audio"].read_bytes())

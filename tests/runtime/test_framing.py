@@ -89,19 +89,37 @@ def _hit(found, truth) -> bool:
     return err < 0.35 and abs(found[2] / truth[2] - 1) < 0.35
 
 
+# fomm-live's detector: FaceFramer's defaults (runtime/webcam/framing.py), the same FaceDetector at 320 px
+# detection width without histogram equalisation; its row's follow box is FaceFramer's smoothed box, and
+# "clip box holds face" asks whether that box held the face in every frame (live mode has no clip box).
+LIVE = "live: `FaceFramer` (320 px wide, no equalisation)"
 DETECTORS = {
     "haar frontal only": dict(angles=(), profile=False),
     "+ profile cascades": dict(angles=(), profile=True),
     "+ rotated copies ±20°, ±35° (default)": {},
+    LIVE: dict(detect_width=320, equalize=False),
 }
 
 
-def measure(n_still: int = 120, n_clip: int = 60) -> list[dict]:
-    """Hit rates and crop jitter for each detector setting (see the module doc)."""
+def live_boxes(clip) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+    """fomm-live's crop box (``FaceFramer`` with its defaults) on each frame of ``clip``, and the centres those
+    boxes would have on the true faces (``FaceFramer`` raises the box by ``raise_by`` of the face side)."""
+    from fomm_deploy.runtime.webcam.framing import FaceFramer
+
+    framer = FaceFramer()
+    boxes = [framer.box(np.ascontiguousarray(frame[..., ::-1]))[0] for frame, _ in clip]  # camera frames are BGR
+    return boxes, np.array([[cx, cy - framer.raise_by * side] for _, (cx, cy, side) in clip])
+
+
+def measure(n_still: int = 120, n_clip: int = 60, only: str | None = None) -> list[dict]:
+    """Hit rates and crop jitter for each detector setting (see the module doc); ``only``: the settings whose
+    name holds that text."""
     stills = list(still_set(n_still))
     clip = list(moving_clip(n_clip))
     rows = []
     for name, kwargs in DETECTORS.items():
+        if only is not None and only not in name:
+            continue
         det = FaceDetector(**kwargs)
         start = time.perf_counter()
         hits = {"all": [], "|angle|<=10": [], "|angle|>20": [], "occluded": []}
@@ -126,14 +144,20 @@ def measure(n_still: int = 120, n_clip: int = 60) -> list[dict]:
         if filled[0] is not None:
             err = np.array([[f[0] - t[0], f[1] - t[1]] for f, t in zip(filled, truths)]) / truths[0][2]
             jitter_raw = float(100 * np.linalg.norm(np.diff(err, axis=0), axis=1).std())
-            boxes = follow_boxes(found, (FRAME_W, FRAME_H))
-            head = [framing.head_box(t) for t in truths]
-            true_c = np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in head])
+            if name == LIVE:
+                boxes, true_c = live_boxes(clip)
+            else:
+                boxes = follow_boxes(found, (FRAME_W, FRAME_H))
+                head = [framing.head_box(t) for t in truths]
+                true_c = np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in head])
             box_c = np.array([[x + s / 2, y + s / 2] for x, y, s in boxes])
             jitter_follow = float(100 * np.linalg.norm(np.diff(box_c - true_c, axis=0), axis=1).std()
                                   / truths[0][2])
-        box = clip_box(found, (FRAME_W, FRAME_H))
-        holds = box is not None and all(_inside(t, box) for t in truths)
+        if name == LIVE:
+            holds = all(_inside(t, b) for t, b in zip(truths, live_boxes(clip)[0]))
+        else:
+            box = clip_box(found, (FRAME_W, FRAME_H))
+            holds = box is not None and all(_inside(t, box) for t in truths)
         rows.append(dict(name=name, ms=ms, clip_hits=clip_hits, jitter_raw=jitter_raw, jitter_follow=jitter_follow,
                          clip_box_holds=holds, **{k: float(np.mean(v)) for k, v in hits.items()}))
     return rows
@@ -257,6 +281,28 @@ def test_clip_box_holds_the_moving_face(detector):
     assert x + s / 2 > FRAME_W / 2 + 40  # off centre, where the face is
 
 
+def test_live_detector_on_the_generated_set():
+    """fomm-live's FaceFramer on the set above (runtime/FRAMING.md, row "live"): measured 83 % of the first 60
+    stills and 81 % of their tilted ones, every frame of the 40-frame clip, its box around the face in every
+    frame with 1.08 % jitter (1.52 % without its smoothing). Thresholds with some slack; nothing timed."""
+    from fomm_deploy.runtime.webcam.framing import FaceFramer
+
+    detector = FaceFramer()._tracker.detector  # the detector live mode runs, as the FRAMING.md row describes it
+    assert (detector.detect_width, detector.equalize) == (DETECTORS[LIVE]["detect_width"], DETECTORS[LIVE]["equalize"])
+    stills = list(still_set(60))
+    ok = [_hit(detector.detect(frame), truth) for _, _, frame, truth in stills]
+    tilted = [o for (angle, _, _, _), o in zip(stills, ok) if abs(angle) > 20]
+    assert np.mean(ok) >= 0.75 and np.mean(tilted) >= 0.7, (np.mean(ok), np.mean(tilted))
+    clip = list(moving_clip(40))
+    tracker = ClipTracker(detector)
+    assert all(_hit(tracker.update(frame), truth) for frame, truth in clip)
+    boxes, true_c = live_boxes(clip)
+    assert all(_inside(truth, box) for (_, truth), box in zip(clip, boxes))
+    box_c = np.array([[x + s / 2, y + s / 2] for x, y, s in boxes])
+    jitter = 100 * np.linalg.norm(np.diff(box_c - true_c, axis=0), axis=1).std() / clip[0][1][2]
+    assert jitter < 1.3, jitter
+
+
 def _table(rows: list[dict]) -> str:
     lines = ["| detector | hit rate, all | \\|angle\\| <= 10° | \\|angle\\| > 20° | occluded | clip hit rate | "
              "jitter raw (% face) | jitter follow box (% face) | clip box holds face | ms / 640x360 frame |",
@@ -269,4 +315,5 @@ def _table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(_table(measure(*(int(a) for a in sys.argv[1:3]))))
+    # python tests/runtime/test_framing.py [N_STILLS N_CLIP_FRAMES [ONLY]]: ONLY, e.g. live, picks rows by name
+    print(_table(measure(*(int(a) for a in sys.argv[1:3]), *sys.argv[3:4])))

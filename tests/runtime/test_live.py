@@ -17,14 +17,14 @@ import pytest
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime import graphs, live
-from fomm_deploy.runtime.errors import BackendUnavailableError, CameraError, ImageError, InputError
+from fomm_deploy.runtime.errors import BackendUnavailableError, CameraError, InputError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
+from fomm_deploy.runtime.preprocess import list_portraits
 from fomm_deploy.runtime.samples import sample_face, sample_face_path
 from fomm_deploy.runtime.video import VideoWriter, iter_frames
 from fomm_deploy.runtime.webcam.capture import open_camera
 from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
 from fomm_deploy.runtime.webcam.framing import FaceFramer
-from fomm_deploy.runtime.webcam.portraits import list_portraits
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveReport, LiveSession
 from fomm_deploy.runtime.webcam.virtualcam import require_pyvirtualcam
 
@@ -319,8 +319,29 @@ def test_preview_box_overlay_and_colour_order(golden_export, clip):
 
 
 def test_folder_without_images(tmp_path):
-    with pytest.raises(ImageError, match="folder without images"):
+    (tmp_path / "notes.txt").write_text("not a portrait")
+    with pytest.raises(InputError, match="holds no image or video"):
         list_portraits(tmp_path)
+
+
+def test_cli_source_folder_of_images_and_videos(golden_export, clip, tmp_path):
+    from tests import media_corpus as mc
+
+    folder = mc.mixed_portrait_folder(tmp_path / "portraits")
+    res = _live("--source", folder, "--onnx", golden_export, "--camera", clip[0], "--no-window", "--max-frames", "4",
+                "--keys", "2:2", "--out", tmp_path / "o.mp4")
+    assert res.returncode == 0, res.stderr
+    assert "portrait 2 of 2: b.mp4" in res.stderr  # two portraits, the video second
+    assert "no face found" not in res.stderr  # b.mp4's portrait is its first frame, the face
+
+
+def test_cli_source_folder_without_portraits(golden_export, clip, tmp_path):
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a portrait")
+    res = _live("--source", folder, "--onnx", golden_export, "--camera", clip[0], "--no-window", "--out",
+                tmp_path / "o.mp4")
+    _one_line_error(res, f"--source folder {folder} holds no image or video")
 
 
 class _Exported:

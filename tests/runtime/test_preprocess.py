@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.errors import ImageError
-from fomm_deploy.runtime.preprocess import (fit_square, load_image, prepare_frame, to_rgb_float, to_uint8,
-                                            to_uint8_hwc)
+from fomm_deploy.runtime.errors import ImageError, InputError
+from fomm_deploy.runtime.preprocess import (fit_square, list_portraits, load_image, prepare_frame, to_rgb_float,
+                                            to_uint8, to_uint8_hwc)
 from fomm_deploy.runtime.samples import head_motion, sample_face
 
 
@@ -191,3 +191,16 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     upright = load_image(tmp_path / "phone.jpg")
     assert upright.shape == (64, 40, 3)
     assert upright[:, 30:].mean() > 0.9 and upright[:, :10].mean() < 0.1  # the top went to the right
+
+
+def test_list_portraits_takes_images_and_videos_by_name(tmp_path):
+    for name in ("b.mp4", "a.PNG", "c.txt", ".d.png"):
+        (tmp_path / name).write_bytes(b"not read here")
+    (tmp_path / "e.jpg").mkdir()
+    assert [p.name for p in list_portraits(tmp_path)] == ["a.PNG", "b.mp4"]
+    assert list_portraits(tmp_path / "one.jpg") == [tmp_path / "one.jpg"]  # a file: itself, read later
+    for p in list(tmp_path.iterdir()):
+        if p.suffix.lower() in (".png", ".mp4"):
+            p.unlink()
+    with pytest.raises(InputError, match="holds no image or video"):
+        list_portraits(tmp_path)

@@ -1,0 +1,110 @@
+"""``fomm-compare``: run the same inputs through two backends and check every output against the tolerance table
+(torch only for a torch backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .cli_common import CONTEXT, user_errors, version_option
+from .errors import InputError, ParityError
+from .names import device_option, onnx_dir_option, precision_option, providers_option
+
+
+def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """One feed per graph: ``batch`` driving frames animating one source, keypoints (and the source encoding)
+    from the reference backends, so both backends see the same inputs."""
+    from .feeds import generator_feed, kp_from_outputs
+    from .preprocess import prepare_frame, to_nchw
+    from .samples import head_motion, sample_face
+
+    h, w = exported.frame_size
+    if kind == "real":
+        frames = head_motion(prepare_frame(sample_face(), (h, w)), batch + 1, seed=seed)
+        source, driving = to_nchw(frames[:1]), to_nchw(frames[1:])
+    else:
+        rng = np.random.default_rng(seed)
+        source = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
+        driving = rng.uniform(0, 1, (batch, 3, h, w)).astype(np.float32)
+    kp_source = kp_from_outputs(reference["kp_detector"].infer({"image": source}))
+    kp_driving = kp_from_outputs(reference["kp_detector"].infer({"image": driving}))
+    feeds = {"kp_detector": {"image": driving}, "generator": generator_feed({"source": source}, kp_source, kp_driving)}
+    if "source_encoder" in reference:
+        encoded = {k: v.copy() for k, v in reference["source_encoder"].infer({"source": source}).items()}
+        feeds["source_encoder"] = {"source": source}
+        feeds["generator_frame"] = generator_feed(encoded, kp_source, kp_driving)
+    return feeds
+
+
+@click.command(context_settings=CONTEXT)
+@onnx_dir_option()
+@click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
+              help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
+@precision_option(help="Precision of the second backend (the first, the reference, always runs fp32); torch runs "
+                       "fp16 on --device cuda only.")
+@click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
+              help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Driving frames per comparison (and the batch size the graphs are run at).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic head motion or random images.")
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint for the torch backend (default: the manifest's).")
+@click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
+@providers_option()
+@device_option()
+@version_option()
+@user_errors
+def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, batch: int, seed: int,
+                 ckpt: Path | None, config: str | None, providers: tuple[str, ...] | None,
+                 device: str | None) -> None:
+    """Run the same inputs through two backends and report every output's error against the tolerance table.
+
+    Exits non-zero when an output is over its tolerance. This is how a TensorRT engine is checked against
+    ONNX Runtime, and ONNX Runtime against the PyTorch model.
+
+    \b
+    Example:
+      fomm-compare --onnx exported --backends torch,onnxruntime
+      fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
+      fomm-compare --onnx exported --backends onnxruntime,torch --precision fp16 --device cuda
+    """
+    from .compare import compare
+    from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    if len(names) != 2:
+        raise InputError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
+    if names[0] == names[1] and precision == "fp32":
+        raise InputError(f"--backends {backends} compares {names[0]} at fp32 with itself; name two backends, or "
+                         "compare against another --precision")
+    exported = load_exported(onnx_dir)
+    split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, ("fp32", precision))]
+    graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if all(exported.has_split(p) for p in split_files) else [])
+    # The first backend is the fp32 reference; the second runs --precision (and selects the tolerances).
+    # --device goes to the torch backends (the others refuse it: names.check_backend_device).
+    precisions = ["fp32", precision]
+    runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers,
+                                device=device if name == "torch" else None).activate()
+                for g in graphs} for name, prec in zip(names, precisions)]
+    feeds = _compare_feeds(inputs, exported, runners[0], batch, seed)
+    click.echo(f"{names[0]} (reference) vs {names[1]} ({precisions[1]}), {inputs} inputs, batch {batch}")
+    header = f"{'graph':<16}{'output':<16}{'max abs':>11}{'mean abs':>11}{'tolerance':>11}  {'':<6}extra"
+    click.echo(header)
+    click.echo("-" * len(header))
+    failures = []
+    for graph in graphs:
+        ref = {k: v.copy() for k, v in runners[0][graph].infer(feeds[graph]).items()}
+        result = compare(graph, runners[1][graph].infer(feeds[graph]), ref, precision=precisions[1],
+                         frame_size=exported.frame_size)
+        failures += [f"{graph}.{f}" for f in result.tolerance_failures()]
+        for output, e in result.outputs.items():
+            ok = e.finite and e.max_abs <= result.tolerances[output]
+            extra = (f"PSNR {e.psnr_db:.1f} dB" if e.psnr_db is not None else
+                     f"{e.kp_max_px:.3f} px" if e.kp_max_px is not None else "")
+            click.echo(f"{graph:<16}{output:<16}{e.max_abs:>11.3g}{e.mean_abs:>11.3g}{result.tolerances[output]:>11.3g}"
+                       f"  {'ok' if ok else 'OVER':<6}{extra}")
+    if failures:
+        raise ParityError(f"{names[1]} vs {names[0]}", failures)
+    click.echo("all outputs within tolerance")

@@ -398,14 +398,16 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
             if k not in stage_names:
                 stage_names.append(k)
     colour = {k: palette[i % len(palette)] for i, k in enumerate(stage_names)}
-    left, right, top, bar_h, gap = 330, 170, 60, 26, 12
+    left, right, top, bar_h, gap = 330, 250, 60, 26, 12
     width = 1100
     height = top + len(rows) * (bar_h + gap) + 40 + 22 * ((len(stage_names) + 2) // 3)
     img = np.full((height, width, 3), 255, np.uint8)
     scale = (width - left - right) / max(e.median_ms for e in rows)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(img, f"one animation step, {result.config} ({result.weights}); median ms per step", (10, 28), font,
-                0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    title = f"one animation step, {result.config} ({result.weights}); median ms per step"
+    if result.peaks:
+        title += "; tick: floor at the measured peaks"
+    cv2.putText(img, title, (10, 28), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     for i, e in enumerate(rows):
         y = top + i * (bar_h + gap)
         label = f"{e.backend} {e.precision} {e.variant}"
@@ -417,7 +419,12 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
             cv2.rectangle(img, (x, y), (x + w, y + bar_h), bgr, -1)
             x += w
         ratio = 1.0 if e is result.baseline else e.vs_baseline
-        cv2.putText(img, f"{e.median_ms:.0f} ms ({ratio:.2f}x)", (x + 6, y + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        label = f"{e.median_ms:.0f} ms ({ratio:.2f}x)"
+        if e.floor_ms:  # the path's floor (--peak): a black tick across its bar
+            fx = left + int(round(e.floor_ms * scale))
+            cv2.line(img, (fx, y - 3), (fx, y + bar_h + 3), (0, 0, 0), 2)
+            label += f" {e.x_floor:.2f}x floor"
+        cv2.putText(img, label, (x + 6, y + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     y = top + len(rows) * (bar_h + gap) + 10
     for i, k in enumerate(stage_names):
         cx, cy = 10 + (i % 3) * 360, y + (i // 3) * 22

@@ -95,16 +95,26 @@ def _peak_rss_mb() -> float:
 # -- machine -----------------------------------------------------------------------------------------------
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
+
+
 def machine_info() -> dict[str, str]:
     """The machine (platform, CPU, cores, GPU) and the tool versions (``manifest.tool_versions``) of a run."""
     from fomm_deploy.runtime.manifest import tool_versions
 
     info = {"platform": platform.platform(), "cores": str(os.cpu_count())}
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+        info["cpu"] = fields.get("model name", platform.processor())
+        if "cpu family" in fields:
+            info["cpu_family_model"] = f"{fields['cpu family']}/{fields.get('model', '?')}"
+        # The instruction sets the kernels depend on: the same model name can be two machine types.
+        flags = set(fields.get("flags", "").split())
+        info["isa"] = " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + " ".join(ISA_FLAGS)
     except OSError:
         info["cpu"] = platform.processor()
     if shutil.which("nvidia-smi"):
@@ -359,7 +369,8 @@ def markdown_table(result: BenchResult) -> str:
     peaks = result.peaks
     lines = [
         f"Config `{result.config}`, weights: {result.weights}; {result.iters} steps after {result.warmup} warm-up; "
-        f"{result.threads} threads; CPU: {result.machine.get('cpu', '?')} ({result.machine.get('cores')} cores); "
+        f"{result.threads} threads; CPU: {result.machine.get('cpu', '?')} ({result.machine.get('cores')} cores, family/model "
+        f"{result.machine.get('cpu_family_model', '?')}, {result.machine.get('isa', '?')}); "
         f"GPU: {result.machine.get('gpu')}.",
         "",
     ]

@@ -38,7 +38,7 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
     by_variant = {r["variant"]: r["float_gflop"] for r in data["results"] if r["backend"] == "onnxruntime"}
     assert by_variant["split"] < by_variant["reference"]  # the source encoder runs once per source, not per step
     assert data["peaks"]["fp32_gflops"] > 0 and data["peaks"]["int8_gops"] > 0
-    assert {"cpu", "cores", "gpu", "torch", "onnxruntime"} <= set(data["machine"])
+    assert {"cpu", "cores", "gpu", "torch", "onnxruntime", "isa", "cpu_family_model"} <= set(data["machine"])
     md = (tmp_path / "b.md").read_text()
     assert md.startswith("Command: `fomm-bench --config tiny-test") and "| upstream-eager | fp32 | baseline |" in md
     assert "Measured peaks" in md and "| x floor |" in md

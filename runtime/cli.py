@@ -92,6 +92,29 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
       fomm-animate --source portrait.png --driving talk.mp4 --out result.webm --paste-back
       fomm-animate --source portraits/ --driving talk.mp4 --out results/ --format gif
     """
+    animate(source, driving, out, out_format=out_format, force=force, onnx_dir=onnx_dir, backend=backend,
+            precision=precision, providers=providers, device=device, relative=relative, adapt_scale=adapt_scale,
+            crop=crop, paste_back=paste_back, size=size, best_frame=best_frame, reference_frame=reference_frame,
+            start=start, end=end, no_audio=no_audio, batch=batch, side_by_side=side_by_side, fit=fit, ckpt=ckpt,
+            split=split)
+
+
+def animate(source: Path, driving: Path, out: str, *, out_format: str | None = None, force: bool = False,
+            onnx_dir: Path | None = None, backend: str = "onnxruntime", precision: str = "fp32",
+            providers: tuple[str, ...] | None = None, device: str | None = None, relative: bool = True,
+            adapt_scale: bool = True, crop: str | None = None, paste_back: bool = False, size: int | None = None,
+            best_frame: bool = False, reference_frame: int | None = None, start: float = 0.0,
+            end: float | None = None, no_audio: bool = False, batch: int = 1, side_by_side: bool = False,
+            fit: str | None = None, ckpt: Path | None = None, split: bool | None = None,
+            exported=None, animator_factory=None) -> None:
+    """fomm-animate's work, callable: what the command does with its options (the same names and meaning).
+
+    ``exported`` (an ``ExportedModel``) and ``animator_factory(relative=, adapt_scale=, fit=)`` let a caller
+    that already holds engines (fomm-serve) animate with them instead of opening ``onnx_dir`` afresh.
+
+    Raises:
+        InputError (and the other ``FommError`` kinds): contradicting options, unusable inputs or outputs.
+    """
     from .errors import BackendUnavailableError
     from .framing import FaceDetector
     from .graphs import load_exported, open_animator
@@ -114,7 +137,8 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
         raise InputError("--paste-back writes the source's own size with the head pasted in: it cannot be combined "
                          "with --crop none, --side-by-side or --size")
     jobs = _plan_outputs(source, driving, out, out_format, force)
-    exported = load_exported(onnx_dir)
+    if exported is None:
+        exported = load_exported(onnx_dir)
     h, w = exported.frame_size
     side = size or max(h, w)
     for src, _ in jobs:  # fail on a bad image before any heavy work
@@ -127,9 +151,12 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
             detector = FaceDetector()
         except BackendUnavailableError as exc:
             click.echo(f"warning: {exc}; using the centre crop", err=True)
-    animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=providers,
-                             device=device, relative=relative, adapt_scale=adapt_scale,
-                             fit=fit if crop == "none" else "crop")
+    motion = dict(relative=relative, adapt_scale=adapt_scale, fit=fit if crop == "none" else "crop")
+    if animator_factory is not None:
+        animator = animator_factory(**motion)
+    else:
+        animator = open_animator(exported, backend, precision, split=split, ckpt=ckpt, providers=providers,
+                                 device=device, **motion)
     clip = _DrivingClip(driving, info, start, end, crop, fit, (h, w), detector, batch)
     reference_kp = None
     for src, target in jobs:

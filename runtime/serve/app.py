@@ -235,7 +235,7 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
             raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
         tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
         folders.append(tmp)
-        parser = MultiPartParser(request.headers, _limited(request, limits.max_upload_bytes), max_files=2,
+        parser = MultiPartParser(request.headers, _limited(request, limits.max_upload_bytes), max_files=3,
                                  max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
         try:
             form = await parser.parse()
@@ -277,13 +277,13 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
         if not authorised(ws.headers, given):
             await ws.close(code=1008, reason="missing or wrong token")
             return
-        if state["sessions"] >= limits.max_sessions:
-            await ws.close(code=1013, reason=f"the server holds its limit of {limits.max_sessions} sessions")
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if state["sessions"] >= limits.max_sessions:  # accepted first, so that the client can read why
+            await ws.close(code=1013, reason=f"busy: the server holds its limit of {limits.max_sessions} sessions")
             return
         state["sessions"] += 1
         metrics.inc("fomm_serve_sessions_total")
         try:
-            await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
             session = await run_in_threadpool(LiveSession, engines, default_source)
             await _live(ws, session)
         except WebSocketDisconnect:

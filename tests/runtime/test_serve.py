@@ -415,3 +415,25 @@ def test_session_limit(bundled_export, media):
         with pytest.raises(ConnectionClosed) as closed:
             second.receive()
         assert closed.value.rcvd.code == 1013 and "limit" in closed.value.rcvd.reason
+
+
+# ---- batching across sessions (in process) ------------------------------------------------------------
+
+
+def test_one_batch_of_sessions_equals_each_session_alone(bundled_export):
+    from fomm_deploy.runtime.animator import animate_together
+    from fomm_deploy.runtime.preprocess import load_image, prepare_frame
+    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.serve.engines import Engines
+
+    engines = Engines(bundled_export, max_batch=8)
+    assert engines.max_batch == 8  # the exported graphs take a dynamic batch
+    frames = head_motion(prepare_frame(sample_face(), engines.frame_size), 5, seed=1)
+    sessions = [engines.animator(), engines.animator(relative=False), engines.animator(adapt_scale=False)]
+    for animator, source in zip(sessions, (sample_face(), load_image(DATA / "astronaut.png"), frames[4])):
+        animator.set_source(source)
+        animator.set_reference(frames[0], prepared=True)
+    together = animate_together(sessions, frames[1:4])
+    alone = np.stack([a.animate_prepared(f[None])[0] for a, f in zip(sessions, frames[1:4])])
+    assert np.abs(together.astype(int) - alone).max() <= 1
+    assert min(np.abs(together[i].astype(int) - together[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))) > 5

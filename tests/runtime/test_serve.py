@@ -413,7 +413,7 @@ def test_session_limit(bundled_export, media):
         from websockets.exceptions import ConnectionClosed
 
         with pytest.raises(ConnectionClosed) as closed:
-            second.receive()
+            second.ws.recv(timeout=60)  # (a deadline against hanging: without the limit nothing comes)
         assert closed.value.rcvd.code == 1013 and "limit" in closed.value.rcvd.reason
 
 

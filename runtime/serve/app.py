@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -144,7 +145,10 @@ def _check_media(source: Path, driving: Path, limits: Limits) -> None:
     from ..preprocess import load_source
     from ..video import open_video
 
-    image = load_source(source)  # the animation decodes it again, reduced when large
+    try:
+        image = load_source(source)  # the animation decodes it again, reduced when large
+    except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (fomm-serve sets it)
+        raise Problem(413, f"the source image is too large; at most {limits.max_image_side} px on a side") from None
     if max(image.shape[:2]) > limits.max_image_side:
         raise Problem(413, f"the source is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px "
                            "on a side")
@@ -165,7 +169,10 @@ def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="fomm-serve-") as tmp:
         path = Path(tmp) / "portrait"
         path.write_bytes(data)
-        image = load_image(path, max_side=4 * 256)
+        try:
+            image = load_image(path, max_side=4 * 256)
+        except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+            raise ImageError(f"the portrait is too large; at most {limits.max_image_side} px on a side") from None
     if max(image.shape[:2]) > limits.max_image_side:
         raise ImageError(f"the portrait is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px")
     return image
@@ -261,6 +268,8 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
             await form.close()
         out = tmp / "result.mp4"
         options = parse_animate_form(fields, source, driving, out)
+        if options["end"] is None or options["end"] > limits.max_video_seconds:
+            options["end"] = limits.max_video_seconds  # whatever the container claims, no more is animated
         try:
             await run_in_threadpool(_check_media, source, driving, limits)
             await run_in_threadpool(lambda: animate_file(source, driving, str(out), exported=engines.exported,

@@ -47,7 +47,10 @@ def decode_jpeg(data: bytes, max_side: int) -> np.ndarray:
     """
     import cv2
 
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (fomm-serve sets it)
+        raise ImageError(f"the frame is too large; frames may be at most {max_side} px on a side") from None
     if img is None:
         raise ImageError("the frame is not a JPEG or PNG image")
     if max(img.shape[:2]) > max_side:

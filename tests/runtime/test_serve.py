@@ -220,6 +220,10 @@ def test_media_over_the_dimension_and_length_limits(server, media, tmp_path):
     files = {"source": ("wide.png", wide.read_bytes(), "image/png"),
              "driving": ("talk.mp4", media["driving"].read_bytes(), "video/mp4")}
     assert "5000x40" in assert_one_line_reason(post_animate(server.url, media, {}, files), 413)
+    bomb = tmp_path / "bomb.png"  # 6000x6000 black: 36 M pixels in a 115 kB file
+    cv2.imwrite(str(bomb), np.zeros((6000, 6000, 3), np.uint8))
+    files["source"] = ("bomb.png", bomb.read_bytes(), "image/png")
+    assert "too large" in assert_one_line_reason(post_animate(server.url, media, {}, files), 413)
     for name, lavfi in (("big.mp4", "testsrc=size=2000x64:rate=5:duration=1"),    # wider than 1920
                         ("long.mp4", "testsrc=size=64x64:rate=5:duration=8")):     # longer than --max-video-seconds 5
         clip = tmp_path / name
@@ -380,8 +384,14 @@ def test_live_session_options_and_recalibration(server, media):
         assert np.abs(absolute - rest).mean() > 1.5
 
 
-@pytest.mark.parametrize("message", [b"not a jpeg", "not json", '{"type": "dance"}', '{"type": "source", "image": "@@"}',
-                                     '{"type": "options", "crop": "sideways"}', '[1, 2]'])
+def _bomb_jpeg() -> bytes:
+    return cv2.imencode(".jpg", np.zeros((6000, 6000, 3), np.uint8))[1].tobytes()  # 36 M pixels in 0.5 MB
+
+
+@pytest.mark.parametrize("message", [b"not a jpeg", _bomb_jpeg(), "not json", '{"type": "dance"}', '{"type": "source", "image": "@@"}',
+                                     '{"type": "options", "crop": "sideways"}', '[1, 2]'],
+                         ids=["not a jpeg", "36 M pixel jpeg", "not json", "unknown type", "bad base64", "bad crop",
+                              "not an object"])
 def test_live_bad_messages_get_a_reason_and_the_session_goes_on(server, media, message):
     frame = bgr_frames(media["driving"])[0]
     with LiveClient(server.url) as client:

@@ -447,3 +447,29 @@ def test_one_batch_of_sessions_equals_each_session_alone(bundled_export):
     alone = np.stack([a.animate_prepared(f[None])[0] for a, f in zip(sessions, frames[1:4])])
     assert np.abs(together.astype(int) - alone).max() <= 1
     assert min(np.abs(together[i].astype(int) - together[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))) > 5
+
+
+def test_frames_that_wait_together_go_in_one_generator_call(bundled_export):
+    """While the engine is busy, the newest frames of three sessions wait; they then run as one batch."""
+    from fomm_deploy.runtime.preprocess import prepare_frame
+    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.serve.engines import Engines
+    from fomm_deploy.runtime.serve.live import LiveHub, LiveSession
+    from fomm_deploy.runtime.serve.metrics import server_metrics
+
+    engines = Engines(bundled_export, max_batch=8)
+    frames = head_motion(prepare_frame(sample_face(), engines.frame_size), 6, seed=2)
+    hub = LiveHub(engines, server_metrics())
+    try:
+        sessions = [LiveSession(engines, sample_face()) for _ in range(4)]
+        with engines.lock:  # the engine is busy: the worker takes the first frame and waits for the lock
+            first = hub.submit(sessions[0], frames[0], True)
+            wait_for(lambda: not hub._pending, "the worker to take the first frame")
+            later = [hub.submit(s, f, True) for s, f in zip(sessions[1:], frames[1:4])]
+            dropped = hub.submit(sessions[1], frames[4], True)  # newer than session 1's waiting frame
+        assert first.result(timeout=120).batch == 1
+        assert later[0].result(timeout=120) is None and sessions[1].dropped == 1  # replaced: newest wins
+        results = [dropped.result(timeout=120)] + [f.result(timeout=120) for f in later[1:]]
+        assert [r.batch for r in results] == [3, 3, 3]
+    finally:
+        hub.close()

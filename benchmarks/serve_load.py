@@ -12,6 +12,7 @@ The server runs in a subprocess on 127.0.0.1 only (``ServerProcess``).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -63,7 +64,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# fomm-serve load: {meta['model']} ({meta['backend']} {meta['precision']})", "",
              f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores, GPU: "
              f"{meta['machine'].get('gpu', 'none')}. Loopback (127.0.0.1), {meta['seconds']:g} s per row, "
-             "one frame in flight per session (newest frame wins), camera frames 320x240 JPEG.", "",
+             "one frame in flight per session (newest frame wins), camera frames 320x240 JPEG, server "
+             f"--max-batch {meta['max_batch']}. 1-minute load average of the machine before / after: "
+             f"{meta['load_average_1min']['before']} / {meta['load_average_1min']['after']}.", "",
              f"Command: `{meta['command']}`", "",
              "| sessions | frames/s per session (mean / min) | total frames/s | round trip p50 | p99 | mean batch |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -103,6 +106,7 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     frames = [cv2.copyMakeBorder(cv2.cvtColor(np.rint(f * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
                                  0, 0, 40, 40, cv2.BORDER_REPLICATE) for f in head_motion(face, 50, seed=7)]
     rows = []
+    load_before = os.getloadavg()
     with ServerProcess(["--onnx", str(onnx_dir), "--backend", backend, "--precision", precision,
                         "--max-batch", str(max_batch), "--max-sessions", str(max(counts))]) as server:
         for n in counts:
@@ -113,6 +117,7 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
             rows.append(row)
     meta = {"model": onnx_dir.name, "backend": backend, "precision": precision, "seconds": seconds,
             "max_batch": max_batch, "machine": machine_info(),
+            "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
             "command": "python -m fomm_deploy.benchmarks.serve_load " + " ".join(sys.argv[1:])}
     for suffix, text in ((".json", json.dumps({**meta, "rows": rows}, indent=2) + "\n"), (".md", markdown(rows, meta))):
         with atomic_path(out.with_name(out.name + suffix)) as tmp:

@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch (pip finds it locally on the reference machines; elsewhere it comes from PyPI).
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= cpu,dev
+# (make test EXTRAS=cpu,dev,ray also runs fomm-serve's Ray Serve test: 52 more packages, about 350 MB.)
 
 .PHONY: setup test demo clean gpu-check
 

@@ -84,11 +84,18 @@ def bind(host: str, port: int) -> socket.socket:
               help="Largest POST /v1/animate request body.")
 @click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Longest driving video POST /v1/animate accepts.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Serve on Ray Serve (the 'ray' extra): the cluster at RAY_ADDRESS, or a local one; each replica "
+                   "holds its own engines and each WebSocket session stays on one replica.")
+@click.option("--replicas", default=None, metavar="N|MIN-MAX",
+              help="With --ray: N replicas, or autoscaling between MIN and MAX (e.g. 1-4). Default 1.")
+@click.option("--replica-gpus", default=0.0, show_default=True, type=click.FloatRange(0, 8),
+              help="With --ray: GPUs per replica (num_gpus; 1 on a GPU cluster).")
 @version_option()
 @user_errors
 def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | None, host: str, port: int,
          token: str | None, max_jobs: int, max_sessions: int, max_batch: int, max_upload_mb: float,
-         max_video_seconds: float) -> None:
+         max_video_seconds: float, use_ray: bool, replicas: str | None, replica_gpus: float) -> None:
     """Serve the exported model: a browser page for live puppeteering with the webcam, file animation over
     HTTP, health and Prometheus metrics.
 
@@ -119,11 +126,17 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
     from .engines import Engines
 
     check_token(host, token)
+    limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
+                    max_video_seconds=max_video_seconds)
+    if use_ray:
+        _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port,
+                      replicas, replica_gpus)
+        return
+    if replicas is not None or replica_gpus:
+        raise InputError("--replicas and --replica-gpus are for --ray")
     sock = bind(host, port)
     try:
         engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
-        limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                        max_video_seconds=max_video_seconds)
         app = create_app(engines, token=token, limits=limits)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -135,6 +148,35 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def parse_replicas(value: str | None) -> tuple[int, int]:
+    """``--replicas``: ``N`` or ``MIN-MAX`` -> (min, max)."""
+    if value is None:
+        return 1, 1
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+    low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if not m or low < 1 or high < low:
+        raise InputError(f"--replicas takes N or MIN-MAX with 1 <= MIN <= MAX, got {value!r}")
+    return low, high
+
+
+def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port, replicas,
+                  replica_gpus) -> None:
+    from ..graphs import load_exported
+
+    low, high = parse_replicas(replicas)
+    if port == 0:
+        raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")
+    load_exported(onnx_dir)  # a bad folder is an error here, not in every replica
+    try:
+        from .ray_app import build_application, run
+        application = build_application(onnx_dir, backend, precision, providers=providers, device=device,
+                                        max_batch=max_batch, token=token, limits=limits, min_replicas=low,
+                                        max_replicas=high, num_gpus=replica_gpus)
+    except ImportError:
+        raise BackendUnavailableError("--ray needs Ray Serve: pip install 'fomm-deploy[ray]'") from None
+    run(application, host, port, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,9 @@ def test_token_is_required_everywhere_but_healthz(token_server, media):
     (["--host", "0.0.0.0"], "--token"),
     (["--host", "127.0.0.1", "--token", "short"], "at least 16 characters"),
     (["--host", "127.0.0.1", "--token", "has spaces in it, 16+"], "at least 16 characters"),
+    (["--replicas", "2"], "are for --ray"),
+    (["--ray", "--replicas", "3-2"], "MIN <= MAX"),
+    (["--ray"], "needs a --port"),
 ])
 def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     res = subprocess.run([sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--onnx", str(tmp_path), *args,

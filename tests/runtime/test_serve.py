@@ -344,24 +344,26 @@ def test_live_session_follows_the_driving_motion(server, media):
     assert metric(server.url, "fomm_serve_frames_total") >= len(replies)
 
 
-def test_two_concurrent_sessions_are_isolated(server, media):
-    frames = bgr_frames(media["driving"])[:16]
-    alone = [r.image.astype(float) for r in run_session(server.url, frames)]
+def two_sessions(url: str, frames: list[np.ndarray], portrait: bytes) -> dict:
+    """Two concurrent sessions over the same frames: "a" with the default portrait, "b" with ``portrait``."""
     results: dict = {}
 
-    def a() -> None:
-        results["a"] = run_session(server.url, frames)
+    def setup(client):
+        assert client.set_source(portrait)["ok"]
 
-    def b() -> None:  # another portrait
-        def setup(client):
-            assert client.set_source(media["portrait"].read_bytes())["ok"]
-        results["b"] = run_session(server.url, frames, setup)
-
-    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    threads = [threading.Thread(target=lambda: results.__setitem__("a", run_session(url, frames))),
+               threading.Thread(target=lambda: results.__setitem__("b", run_session(url, frames, setup)))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
+    return results
+
+
+def test_two_concurrent_sessions_are_isolated(server, media):
+    frames = bgr_frames(media["driving"])[:16]
+    alone = [r.image.astype(float) for r in run_session(server.url, frames)]
+    results = two_sessions(server.url, frames, media["portrait"].read_bytes())
     together = [r.image.astype(float) for r in results["a"]]
     other = [r.image.astype(float) for r in results["b"]]
     assert len(together) == len(other) == 16

@@ -7,15 +7,14 @@ Needs the ``ray`` extra (``pip install -e '.[ray]'``, or ``make test EXTRAS=cpu,
 from __future__ import annotations
 
 import socket
-import threading
 
 import httpx
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.serve.client import LiveClient, ServerProcess
+from fomm_deploy.runtime.serve.client import ServerProcess
 
-from .test_serve import bgr_frames, calibrate, media  # noqa: F401 - media is a fixture
+from .test_serve import bgr_frames, media, two_sessions  # noqa: F401 - media is a fixture
 
 pytestmark = pytest.mark.ray
 
@@ -32,22 +31,7 @@ def test_ray_serve_two_replicas_two_sessions(bundled_export, media):  # noqa: F8
     with ServerProcess(["--onnx", str(bundled_export), "--ray", "--replicas", "2", "--port", str(_free_port())],
                        startup_timeout=300) as server:
         assert any("2 replica(s) running" in line for line in server.banner), server.banner
-        results: dict = {}
-
-        def session(name: str, portrait: bytes | None) -> None:
-            with LiveClient(server.url) as client:
-                client.control({"type": "options", "crop": "centre"})
-                if portrait is not None:
-                    assert client.set_source(portrait)["ok"]
-                calibrate(client, frames[0])
-                results[name] = [client.animate(f) for f in frames]
-
-        threads = [threading.Thread(target=session, args=("a", None)),
-                   threading.Thread(target=session, args=("b", media["portrait"].read_bytes()))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        results = two_sessions(server.url, frames, media["portrait"].read_bytes())
         a = [r.image.astype(float) for r in results["a"]]
         b = [r.image.astype(float) for r in results["b"]]
         assert len(a) == len(b) == len(frames) and all(r.header["calibrated"] for r in results["a"] + results["b"])

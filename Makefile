@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch (pip finds it locally on the reference machines; elsewhere it comes from PyPI).
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= cpu,dev
+# (make test EXTRAS=cpu,dev,ray also runs fomm-serve's Ray Serve test: 52 more packages, about 350 MB.)
 
 .PHONY: setup test demo clean gpu-check
 
@@ -21,6 +22,13 @@ $(STAMP): pyproject.toml
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null; \
 	  else echo "OpenCV cannot load: install your system's libGL (Debian/Ubuntu: sudo apt-get install libgl1)"; exit 1; fi; }
+	@# The browser test of fomm-serve drives Debian's chromium through chromium-driver; as root on Debian/Ubuntu they
+	@# are installed here, elsewhere the test skips and says what to install.
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium chromium-driver >/dev/null || echo "chromium could not be installed: the browser test will skip"; \
+	  else echo "no chromium / chromium-driver (Debian: sudo apt-get install chromium chromium-driver): the browser test will skip"; fi; }
 	$(BIN)/python -c "import cv2, onnxruntime, torch; print('set-up ok: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| opencv', cv2.__version__)"
 	touch $(STAMP)
 

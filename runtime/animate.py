@@ -81,13 +81,17 @@ def _to_stderr(message: str) -> None:
 
 def animate(source: str | Path, driving: str | Path, out: str | Path, options: AnimateOptions = AnimateOptions(), *,
             log: Callable[[str], None] = _to_stderr,
-            on_output: Callable[[Output], None] | None = None) -> list[Output]:
+            on_output: Callable[[Output], None] | None = None, exported=None,
+            animator_factory: Callable[..., object] | None = None) -> list[Output]:
     """Animate ``source`` (an image, a video's first frame, or a folder of portraits) with the motion of
     ``driving`` into ``out`` (.mp4, .webm, .gif, or a folder of PNG frames: a path ending in /; with a
     folder of portraits, the folder the outputs go into, in ``options.out_format``).
 
     Every option and output path is checked, and every portrait read, before any heavy work; each output
     appears only once complete. ``on_output`` is called as each one is written; all are returned.
+
+    ``exported`` (a ``graphs.ExportedModel``) and ``animator_factory(relative=, adapt_scale=, fit=)`` let a
+    caller that already holds engines (fomm-serve) animate with them instead of opening ``options.onnx_dir``.
 
     Raises:
         InputError: an option, input or output path that cannot be used (the message says why).
@@ -119,7 +123,8 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
         raise InputError("--paste-back writes the source's own size with the head pasted in: it cannot be combined "
                          "with --crop none, --side-by-side or --size")
     jobs = _plan_outputs(source, driving, out, o.out_format, o.force)
-    exported = load_exported(o.onnx_dir)
+    if exported is None:
+        exported = load_exported(o.onnx_dir)
     h, w = exported.frame_size
     side = o.size or max(h, w)
     for src, _ in jobs:  # fail on a bad image before any heavy work
@@ -132,9 +137,12 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
             detector = FaceDetector()
         except BackendUnavailableError as exc:
             log(f"warning: {exc}; using the centre crop")
-    animator = open_animator(exported, o.backend, o.precision, split=o.split, ckpt=o.ckpt, providers=o.providers,
-                             device=o.device, relative=o.relative, adapt_scale=o.adapt_scale,
-                             fit=fit if crop == "none" else "crop")
+    motion = dict(relative=o.relative, adapt_scale=o.adapt_scale, fit=fit if crop == "none" else "crop")
+    if animator_factory is not None:
+        animator = animator_factory(**motion)
+    else:
+        animator = open_animator(exported, o.backend, o.precision, split=o.split, ckpt=o.ckpt,
+                                 providers=o.providers, device=o.device, **motion)
     clip = _DrivingClip(driving, info, o.start, o.end, o.max_frames, crop, fit, (h, w), detector, o.batch, log)
     reference_kp = None
     written = []

@@ -90,10 +90,22 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
       fomm-animate --source portrait.png --driving talk.mp4 --out result.webm --paste-back
       fomm-animate --source portraits/ --driving talk.mp4 --out results/ --format gif
     """
-    options = AnimateOptions(onnx_dir=onnx_dir, backend=backend, precision=precision, providers=providers,
-                             device=device, relative=relative, adapt_scale=adapt_scale, crop=crop, fit=fit,
-                             paste_back=paste_back, size=size, best_frame=best_frame, reference_frame=reference_frame,
-                             start=start, end=end, max_frames=max_frames, audio=not no_audio, batch=batch, side_by_side=side_by_side,
-                             ckpt=ckpt, split=split, out_format=out_format, force=force)
+    options = options_from_cli(dict(out_format=out_format, force=force, onnx_dir=onnx_dir, backend=backend,
+                                    precision=precision, providers=providers, device=device, relative=relative,
+                                    adapt_scale=adapt_scale, crop=crop, paste_back=paste_back, size=size,
+                                    best_frame=best_frame, reference_frame=reference_frame, start=start, end=end,
+                                    max_frames=max_frames, no_audio=no_audio, batch=batch,
+                                    side_by_side=side_by_side, fit=fit, ckpt=ckpt, split=split))
     animate(source, driving, out, options, log=lambda message: click.echo(message, err=True),
             on_output=lambda written: click.echo(written.summary()))
+
+
+def options_from_cli(params: dict) -> AnimateOptions:
+    """fomm-animate's click parameters (by their names, any subset but the three paths) -> AnimateOptions.
+
+    The one place where an option's name differs: ``--no-audio`` is ``AnimateOptions.audio`` inverted.
+    """
+    params = dict(params)
+    if "no_audio" in params:
+        params["audio"] = not params.pop("no_audio")
+    return AnimateOptions(**params)

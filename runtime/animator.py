@@ -116,17 +116,22 @@ class Animator:
         if frames.ndim != 4 or frames.shape[1:3] != tuple(self.frame_size):
             raise InputError(f"expected model frames (N, {self.frame_size[0]}, {self.frame_size[1]}, 3), "
                             f"got {frames.shape}")
-        kp_source = self.source_keypoints
-        kp_driving = self.keypoints(frames)
+        prediction = self._generator.infer(self._motion_feed(self.keypoints(frames)))["prediction"]
+        return prediction.copy() if return_float else to_uint8_hwc(prediction)
+
+    @property
+    def _generator(self) -> Backend:
+        return self.generator_frame if self.generator_frame is not None else self.generator
+
+    def _motion_feed(self, kp_driving: KP) -> dict[str, np.ndarray]:
+        """The generator feed that animates this source with driving keypoints (one row per frame)."""
         if self._kp_reference is None:  # as upstream: the first driving frame is the reference
             self._kp_reference = KP(kp_driving.value[:1].copy(),
                                     None if kp_driving.jacobian is None else kp_driving.jacobian[:1].copy())
-        kp_norm = normalize_kp(kp_source, kp_driving, self._kp_reference, adapt_movement_scale=self.adapt_scale,
-                               use_relative_movement=self.relative, use_relative_jacobian=self.relative)
-        feed = {**self._source_feed(len(frames)), **driving_inputs(kp_norm)}
-        generator = self.generator_frame if self.generator_frame is not None else self.generator
-        prediction = generator.infer(feed)["prediction"]
-        return prediction.copy() if return_float else to_uint8_hwc(prediction)
+        kp_norm = normalize_kp(self.source_keypoints, kp_driving, self._kp_reference,
+                               adapt_movement_scale=self.adapt_scale, use_relative_movement=self.relative,
+                               use_relative_jacobian=self.relative)
+        return {**self._source_feed(len(kp_driving.value)), **driving_inputs(kp_norm)}
 
     def animate_batch(self, frames: Sequence[np.ndarray] | np.ndarray, *, bgr: bool = False) -> np.ndarray:
         """Animate any frames (each (H, W, C), any size) -> (N, H, W, 3) uint8 RGB at the model size."""
@@ -136,6 +141,27 @@ class Animator:
     def animate(self, frame: np.ndarray, *, bgr: bool = False) -> np.ndarray:
         """Animate one frame -> (H, W, 3) uint8 RGB."""
         return self.animate_batch([frame], bgr=bgr)[0]
+
+
+def animate_together(animators: Sequence[Animator], frames: np.ndarray) -> np.ndarray:
+    """Animate one model frame per animator, (N, H, W, 3) float32, with one keypoint-detector call and one
+    generator call for all of them -> (N, H, W, 3) uint8 RGB.
+
+    The animators must share their backends (the same engine objects); each keeps its own source, reference
+    pose and motion options, so this is N independent animations computed as one batch (fomm-serve's
+    sessions). An animator without a reference takes its frame as the reference, as ``animate_prepared`` does.
+    """
+    first = animators[0]
+    if len(frames) != len(animators):
+        raise InputError(f"animate_together: {len(animators)} animators but {len(frames)} frames")
+    for a in animators[1:]:
+        if a.kp_detector is not first.kp_detector or a._generator is not first._generator:
+            raise InputError("animate_together needs animators over the same backends")
+    kp = first.keypoints(frames)
+    feeds = [a._motion_feed(KP(kp.value[i:i + 1], None if kp.jacobian is None else kp.jacobian[i:i + 1]))
+             for i, a in enumerate(animators)]
+    feed = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+    return to_uint8_hwc(first._generator.infer(feed)["prediction"])
 
 
 def pose_distances(kp: KP, candidates: np.ndarray) -> np.ndarray:

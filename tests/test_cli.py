@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-train", "fomm-bench"]
+SCRIPTS = ["fomm-export", "fomm-animate", "fomm-compare", "fomm-live", "fomm-train", "fomm-bench", "fomm-serve"]
 
 
 def _script(name: str) -> str:
@@ -42,6 +42,7 @@ COMMANDS = {
     "fomm-live": "fomm_deploy.runtime.live:main",
     "fomm-train": "fomm_deploy.training.cli:main",
     "fomm-bench": "fomm_deploy.benchmarks.cli:main",
+    "fomm-serve": "fomm_deploy.runtime.serve.cli:main",
     "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
     "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
 }

@@ -164,3 +164,18 @@ class FaceFramer:
         from ..framing import cut
 
         return cut(frame, box)
+
+
+def frame_for_model(framer: FaceFramer, frame: np.ndarray, prepare) -> tuple[tuple[int, int, int], bool, np.ndarray]:
+    """One camera frame (BGR uint8) through the framing stage: its crop box, whether a face was found, and
+    the crop as a model frame (``prepare``: an animator's ``prepare``, RGB in). fomm-live and fomm-serve."""
+    import cv2
+
+    box, found = framer.box(frame)
+    crop = cv2.cvtColor(framer.cut(frame, box), cv2.COLOR_BGR2RGB)
+    return box, found, prepare(crop)
+
+
+def ready_to_calibrate(found: bool, stable_frames: int, needed: int) -> bool:
+    """Whether a frame may become the reference pose: a face in it, steady for ``needed`` frames in a row."""
+    return found and stable_frames >= needed

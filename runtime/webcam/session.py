@@ -20,7 +20,7 @@ import numpy as np
 from ..preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
-from .framing import FaceFramer
+from .framing import FaceFramer, frame_for_model, ready_to_calibrate
 from .keys import ANIMATOR_ACTIONS, KEYS_HELP, MOVES, key_action, keys_help_text, portrait_number
 from .preview import compose_preview, draw_lines, letterbox
 from .slots import LatestSlot
@@ -149,17 +149,12 @@ class LiveSession:
                 return
 
     def _framing_loop(self) -> None:
-        import cv2
-
         for item in self._items(self.captured_slot):
             t0 = time.perf_counter()
             if self._reset_framer.is_set():  # the framer belongs to this thread; others only ask
                 self._reset_framer.clear()
                 self.framer.reset()
-            box, found = self.framer.box(item.frame)
-            crop = self.framer.cut(item.frame, box)
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-            model = self.animator.prepare(crop)
+            box, found, model = frame_for_model(self.framer, item.frame, self.animator.prepare)
             self.timer.add("framing", (time.perf_counter() - t0) * 1000)
             self.report.boxes.append((item.index, *box))
             self.framed_slot.put(Framed(item, box, found, self.framer.stable_frames, model))
@@ -170,8 +165,8 @@ class LiveSession:
         for item in self._items(self.framed_slot, between=self.apply_commands):
             t0 = time.perf_counter()
             self._last_crop = item.crop
-            if (not self.animator.has_reference and item.face_found
-                    and item.stable_frames >= self.options.calibrate_frames):
+            if not self.animator.has_reference and ready_to_calibrate(item.face_found, item.stable_frames,
+                                                                       self.options.calibrate_frames):
                 self.animator.set_reference(item.crop, prepared=True)
                 self.report.reference_frame = item.captured.index
             calibrated = self.animator.has_reference

@@ -20,3 +20,15 @@ def golden_export(tmp_path_factory, golden_dir):
     run_export(golden_dir / "checkpoint.pth.tar", resolve_config("tiny-test"), out, precision="all",
                budgets=RANDOM_WEIGHTS_INT8)
     return out
+
+
+@pytest.fixture(scope="session")
+def bundled_export(tmp_path_factory):
+    """The bundled trained model (checkpoints/synthetic-faces.pth.tar, 64x64) exported at fp32 (about 15 s)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path_factory.mktemp("bundled_export") / "exported"
+    run_export(repo / "checkpoints" / "synthetic-faces.pth.tar", resolve_config("synthetic-faces"), out,
+               precision="fp32")
+    return out

@@ -1,0 +1,129 @@
+"""Load benchmark of fomm-serve's live sessions: N concurrent WebSocket sessions on loopback.
+
+Each session is a newest-frame-wins client (one frame in flight: it sends the next frame when the previous
+reply arrived), animating the frames of a clip of the sample face under head motion for a fixed time. Per N:
+frames/s per session, total throughput, round-trip latency p50 / p99 and the batch sizes the server used.
+The server runs in a subprocess on 127.0.0.1 only (``ServerProcess``).
+
+    python -m fomm_deploy.benchmarks.serve_load --onnx exported/demo --sessions 1,2,4,8 --seconds 10 \\
+        --out benchmarks/results/serve-demo-cpu
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def run_sessions(url: str, n: int, seconds: float, frames: list[np.ndarray]) -> dict:
+    """``n`` sessions for ``seconds`` each (started together, after calibrating); their numbers."""
+    from fomm_deploy.runtime.serve.client import LiveClient
+
+    results: list[dict] = [{} for _ in range(n)]
+    ready = threading.Barrier(n)
+
+    def session(i: int) -> None:
+        with LiveClient(url) as client:
+            client.control({"type": "options", "crop": "centre"})
+            while not client.animate(frames[0]).header["calibrated"]:
+                pass
+            ready.wait()
+            latencies, batches = [], []
+            k, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                t0 = time.perf_counter()
+                reply = client.animate(frames[k % len(frames)])
+                latencies.append((time.perf_counter() - t0) * 1000)
+                batches.append(reply.header["batch"])
+                k += 1
+            results[i] = {"frames": k, "seconds": time.perf_counter() - start, "latencies_ms": latencies,
+                          "batches": batches}
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies = np.concatenate([r["latencies_ms"] for r in results])
+    batches = np.concatenate([r["batches"] for r in results])
+    per_session = [r["frames"] / r["seconds"] for r in results]
+    return {"sessions": n, "seconds": seconds,
+            "fps_per_session_mean": float(np.mean(per_session)), "fps_per_session_min": float(np.min(per_session)),
+            "total_fps": float(sum(per_session)),
+            "latency_p50_ms": float(np.percentile(latencies, 50)), "latency_p99_ms": float(np.percentile(latencies, 99)),
+            "mean_batch": float(batches.mean()), "frames": int(sum(r["frames"] for r in results))}
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"# fomm-serve load: {meta['model']} ({meta['backend']} {meta['precision']})", "",
+             f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores, GPU: "
+             f"{meta['machine'].get('gpu', 'none')}. Loopback (127.0.0.1), {meta['seconds']:g} s per row, "
+             "one frame in flight per session (newest frame wins), camera frames 320x240 JPEG, server "
+             f"--max-batch {meta['max_batch']}. 1-minute load average of the machine before / after: "
+             f"{meta['load_average_1min']['before']} / {meta['load_average_1min']['after']}.", "",
+             f"Command: `{meta['command']}`", "",
+             "| sessions | frames/s per session (mean / min) | total frames/s | round trip p50 | p99 | mean batch |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['sessions']} | {r['fps_per_session_mean']:.1f} / {r['fps_per_session_min']:.1f} | "
+                     f"{r['total_fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p99_ms']:.0f} ms | "
+                     f"{r['mean_batch']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Folder written by fomm-export.")
+@click.option("--sessions", default="1,2,4,8", show_default=True, help="Numbers of concurrent sessions, one row each.")
+@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.5, 600),
+              help="How long each row runs.")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="The server's --max-batch.")
+@click.option("--backend", default="onnxruntime", show_default=True, help="The server's --backend.")
+@click.option("--precision", default="fp32", show_default=True, help="The server's --precision.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Results as OUT.json and OUT.md.")
+def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend: str, precision: str,
+         out: Path) -> None:
+    """Measure fomm-serve's live throughput and latency against the number of concurrent sessions."""
+    import sys
+
+    import cv2
+
+    from fomm_deploy.benchmarks.bench import machine_info
+    from fomm_deploy.runtime.fileio import atomic_path
+    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.serve.client import ServerProcess
+
+    counts = [int(s) for s in sessions.split(",") if s.strip()]
+    face = cv2.resize(sample_face(), (240, 240), interpolation=cv2.INTER_AREA)
+    frames = [cv2.copyMakeBorder(cv2.cvtColor(np.rint(f * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
+                                 0, 0, 40, 40, cv2.BORDER_REPLICATE) for f in head_motion(face, 50, seed=7)]
+    rows = []
+    load_before = os.getloadavg()
+    with ServerProcess(["--onnx", str(onnx_dir), "--backend", backend, "--precision", precision,
+                        "--max-batch", str(max_batch), "--max-sessions", str(max(counts))]) as server:
+        for n in counts:
+            row = run_sessions(server.url, n, seconds, frames)
+            click.echo(f"{n} sessions: {row['fps_per_session_mean']:.1f} frames/s each, {row['total_fps']:.1f} total, "
+                       f"p50 {row['latency_p50_ms']:.0f} ms, p99 {row['latency_p99_ms']:.0f} ms, "
+                       f"mean batch {row['mean_batch']:.2f}")
+            rows.append(row)
+    meta = {"model": onnx_dir.name, "backend": backend, "precision": precision, "seconds": seconds,
+            "max_batch": max_batch, "machine": machine_info(),
+            "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+            "command": "python -m fomm_deploy.benchmarks.serve_load " + " ".join(sys.argv[1:])}
+    for suffix, text in ((".json", json.dumps({**meta, "rows": rows}, indent=2) + "\n"), (".md", markdown(rows, meta))):
+        with atomic_path(out.with_name(out.name + suffix)) as tmp:
+            tmp.write_text(text)
+    click.echo(f"wrote {out}.json and {out}.md")
+
+
+if __name__ == "__main__":
+    main()

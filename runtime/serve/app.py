@@ -1,0 +1,441 @@
+"""The fomm-serve ASGI app (Starlette): the page, health and metrics, file animation, live sessions.
+
+Security defaults: with a token, every route but ``/healthz`` and the static page (which holds no data and
+asks the user for the token) needs ``Authorization: Bearer <token>``. A browser cannot set that header on a
+WebSocket, so ``/v1/live`` also takes the token as a ``bearer.<token>`` WebSocket subprotocol (the server
+answers with ``fomm.v1``, never echoing the token). Uploads are read into a private temporary folder (mode
+0700), decoded as images and videos, and removed when the request ends; nothing is ever served back from
+there. Every bad input is a 4xx with a one-line JSON reason; an unexpected error is a 500 without details
+(the traceback goes to the server's log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import FommError, ImageError, InputError
+from .engines import Engines
+from .live import CROPS, LiveHub, LiveSession, calibrate_ok, decode_jpeg, encode_jpeg
+from .metrics import Metrics, server_metrics
+
+log = logging.getLogger("fomm_deploy.serve")
+STATIC = Path(__file__).resolve().parent / "static"
+SUBPROTOCOL = "fomm.v1"
+# fomm-animate's options a request may set as form fields (by their parameter names). The server's own
+# options (export folder, backend, precision, devices) and the output's name and format are not the caller's.
+FORM_OPTIONS = ("relative", "adapt_scale", "crop", "fit", "paste_back", "size", "best_frame", "reference_frame",
+                "start", "end", "no_audio", "batch", "side_by_side")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request or session may ask of the server."""
+
+    max_jobs: int = 1  # concurrent POST /v1/animate; more get 429
+    max_sessions: int = 8  # concurrent live sessions; more are refused (close code 1013)
+    max_upload_bytes: int = 50 << 20  # a whole /v1/animate request body
+    max_image_side: int = 4096  # source portraits
+    max_video_side: int = 1920  # driving videos
+    max_video_seconds: float = 60.0
+    max_video_frames: int = 3600
+    max_frame_bytes: int = 2 << 20  # one live camera frame
+    max_frame_side: int = 1920
+
+
+class Problem(HTTPException):
+    """A request the server refuses: ``status`` and a one-line ``detail``."""
+
+
+def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def _bearer(value: str | None) -> str | None:
+    scheme, _, credential = (value or "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+
+def token_matches(token: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def parse_animate_form(fields: dict[str, str], source: Path, driving: Path, out: Path) -> dict:
+    """Form fields -> fomm-animate's parameters, parsed and checked by fomm-animate's own click options.
+
+    Flags take true/false (1/0, yes/no, on/off); ``relative=false`` is ``--absolute``.
+
+    Raises:
+        Problem: an unknown field, or a value fomm-animate refuses (its one-line message).
+    """
+    from ..animate_cli import animate_main
+
+    params = {p.name: p for p in animate_main.params}
+    args = ["--source", str(source), "--driving", str(driving), "--out", str(out)]
+    for name, raw in fields.items():
+        if name not in FORM_OPTIONS:
+            raise Problem(400, f"unknown form field {name!r}; the fields are source, driving and "
+                               + ", ".join(FORM_OPTIONS))
+        opt = params[name]
+        if opt.is_flag:
+            value = raw.strip().lower()
+            if value not in TRUE + FALSE:
+                raise Problem(400, f"form field {name!r} takes true or false, got {raw!r}")
+            if value in TRUE:
+                args.append(opt.opts[0])
+            elif opt.secondary_opts:
+                args.append(opt.secondary_opts[0])
+        else:
+            args += [opt.opts[0], raw]
+    try:
+        ctx = animate_main.make_context("fomm-animate", args)
+    except click.ClickException as exc:
+        raise Problem(400, exc.format_message().replace("\n", " ").replace("'--", "'").replace("_", "-")) from None
+    return {k: ctx.params[k] for k in FORM_OPTIONS}
+
+
+async def _limited(request: Request, limit: int):
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise Problem(413, f"the request is larger than the limit of {limit} bytes")
+        yield chunk
+
+
+def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
+    """An uploaded file into ``folder`` under our own name (the client's name gives at most a known suffix)."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    path = folder / (name + (suffix if suffix in suffixes else ""))
+    upload.file.seek(0)
+    with open(path, "xb") as f:
+        shutil.copyfileobj(upload.file, f)
+    if path.stat().st_size == 0:
+        raise Problem(400, f"form field {name!r} is an empty file")
+    return path
+
+
+def _check_media(source: Path, driving: Path, limits: Limits) -> None:
+    """The uploads are an image and a video within the limits (decoded; ``FommError`` for unusable ones)."""
+    from ..preprocess import load_source
+    from ..video import open_video
+
+    try:
+        image = load_source(source)  # the animation decodes it again, reduced when large
+    except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (fomm-serve sets it)
+        raise Problem(413, f"the source image is too large; at most {limits.max_image_side} px on a side") from None
+    if max(image.shape[:2]) > limits.max_image_side:
+        raise Problem(413, f"the source is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px "
+                           "on a side")
+    cap, info = open_video(driving)
+    cap.release()
+    if max(info.width, info.height) > limits.max_video_side:
+        raise Problem(413, f"the driving video is {info.width}x{info.height}; at most {limits.max_video_side} px "
+                           "on a side")
+    if info.duration > limits.max_video_seconds or info.frame_count > limits.max_video_frames:
+        raise Problem(413, f"the driving video is {info.duration:.1f} s ({info.frame_count} frames); at most "
+                           f"{limits.max_video_seconds:g} s and {limits.max_video_frames} frames")
+
+
+def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
+    """A portrait sent over a live session -> RGB float32, through the same reader as files."""
+    from ..preprocess import load_image
+
+    with tempfile.TemporaryDirectory(prefix="fomm-serve-") as tmp:
+        path = Path(tmp) / "portrait"
+        path.write_bytes(data)
+        try:
+            image = load_image(path, max_side=4 * 256)
+        except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+            raise ImageError(f"the portrait is too large; at most {limits.max_image_side} px on a side") from None
+    if max(image.shape[:2]) > limits.max_image_side:
+        raise ImageError(f"the portrait is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px")
+    return image
+
+
+def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
+               metrics: Metrics | None = None) -> Starlette:
+    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
+    from ..preprocess import IMAGE_SUFFIXES
+    from ..samples import sample_face
+    from ..video import VIDEO_SUFFIXES
+
+    metrics = metrics or server_metrics()
+    hub = LiveHub(engines, metrics)
+    state = {"jobs": 0, "sessions": 0}
+    default_source = sample_face()
+
+    def authorised(headers, extra: str | None = None) -> bool:
+        return token is None or token_matches(token, _bearer(headers.get("authorization"))) or \
+            token_matches(token, extra)
+
+    def require_token(request: Request) -> None:
+        if not authorised(request.headers):
+            raise Problem(401, "missing or wrong token: send Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": "Bearer"})
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"),
+                            headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                                     "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_route(request: Request) -> Response:
+        require_token(request)
+        metrics.set("fomm_serve_sessions", state["sessions"])
+        metrics.set("fomm_serve_animate_active", state["jobs"])
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def animate(request: Request) -> Response:
+        require_token(request)
+        if state["jobs"] >= limits.max_jobs:
+            metrics.inc("fomm_serve_animate_requests_total", code="429")
+            return _error(429, f"busy: {state['jobs']} animation(s) running, the server's limit (--max-jobs); "
+                               "retry later", {"Retry-After": "5"})
+        state["jobs"] += 1
+        folders: list[Path] = []
+        started = time.perf_counter()
+        try:
+            response = await _animate(request, folders)
+            metrics.observe("fomm_serve_animate_seconds", time.perf_counter() - started)
+            return response
+        finally:
+            state["jobs"] -= 1
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    async def _animate(request: Request, folders: list) -> Response:
+        from ..animate import animate as animate_file
+        from ..animate_cli import options_from_cli
+
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise Problem(415, "send multipart/form-data with the fields source (an image) and driving (a video)")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_upload_bytes):
+            raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
+        tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
+        folders.append(tmp)
+        parser = MultiPartParser(request.headers, _limited(request, limits.max_upload_bytes), max_files=3,
+                                 max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise Problem(400, f"malformed multipart form: {exc.message}") from None
+        except ClientDisconnect:
+            raise Problem(400, "the client went away during the upload") from None
+        try:
+            files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
+            fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+            if len(form.multi_items()) != len(set(form.keys())):
+                raise Problem(400, "a form field is given twice")
+            for name in ("source", "driving"):
+                if name not in files:
+                    raise Problem(400, f"form field {name!r} is missing (or not a file): send the "
+                                       f"{'portrait image' if name == 'source' else 'driving video'} as a file")
+                fields.pop(name, None)
+            for name in set(files) - {"source", "driving"}:
+                raise Problem(400, f"unexpected file field {name!r}; files go in source and driving")
+            source = _save(files["source"], tmp, "source", IMAGE_SUFFIXES)
+            driving = _save(files["driving"], tmp, "driving", VIDEO_SUFFIXES)
+        finally:
+            await form.close()
+        out = tmp / "result.mp4"
+        options = parse_animate_form(fields, source, driving, out)
+        if options["end"] is None or options["end"] > limits.max_video_seconds:
+            options["end"] = limits.max_video_seconds  # whatever the container claims, no more is animated
+        try:
+            await run_in_threadpool(_check_media, source, driving, limits)
+            await run_in_threadpool(lambda: animate_file(source, driving, str(out), options_from_cli(options),
+                                                         log=lambda _message: None, exported=engines.exported,
+                                                         animator_factory=engines.animator))
+        except FommError as exc:  # the user's input: its one-line reason, without the server's paths
+            raise Problem(400, " ".join(str(exc).replace(str(tmp) + "/", "").split())) from None
+        metrics.inc("fomm_serve_animate_requests_total", code="200")
+        return Response(out.read_bytes(), media_type="video/mp4",
+                        headers={"Content-Disposition": 'attachment; filename="animated.mp4"'})
+
+    async def live(ws: WebSocket) -> None:
+        offered = ws.scope.get("subprotocols") or []
+        given = next((p[len("bearer."):] for p in offered if p.startswith("bearer.")), None)
+        if not authorised(ws.headers, given):
+            await ws.close(code=1008, reason="missing or wrong token")
+            return
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if state["sessions"] >= limits.max_sessions:  # accepted first, so that the client can read why
+            await ws.close(code=1013, reason=f"busy: the server holds its limit of {limits.max_sessions} sessions")
+            return
+        state["sessions"] += 1
+        metrics.inc("fomm_serve_sessions_total")
+        try:
+            session = await run_in_threadpool(LiveSession, engines, default_source)
+            await _live(ws, session)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            state["sessions"] -= 1
+
+    async def _live(ws: WebSocket, session: LiveSession) -> None:
+        send_lock = asyncio.Lock()
+        newest: dict = {}
+        arrived = asyncio.Event()
+        gone = asyncio.Event()
+
+        async def send_json(obj: dict) -> None:
+            async with send_lock:
+                await ws.send_text(json.dumps(obj))
+
+        async def control(text: str) -> None:
+            try:
+                msg = json.loads(text)
+                if not isinstance(msg, dict):
+                    raise ValueError
+            except ValueError:
+                raise InputError("control messages are JSON objects with a 'type'") from None
+            kind = msg.get("type")
+            if kind == "source":
+                data = msg.get("image", "")
+                if not isinstance(data, str):
+                    raise InputError("'image' is a base64 string (or a data: URL)")
+                try:
+                    raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data,
+                                           validate=True)
+                except (binascii.Error, IndexError):
+                    raise InputError("'image' is not valid base64") from None
+                if len(raw) > limits.max_upload_bytes:
+                    raise InputError(f"the portrait is larger than {limits.max_upload_bytes} bytes")
+                session.set_source(await run_in_threadpool(_load_portrait_bytes, raw, limits))
+                await send_json({"type": "source", "ok": True})
+            elif kind == "recalibrate":
+                session.recalibrate()
+                await send_json({"type": "recalibrate", "ok": True})
+            elif kind == "options":
+                if "relative" in msg:
+                    session.set_relative(bool(msg["relative"]))
+                if "crop" in msg:
+                    if msg["crop"] not in CROPS:
+                        raise InputError(f"crop is one of {', '.join(CROPS)}")
+                    session.set_crop(msg["crop"])
+                await send_json({"type": "options", "ok": True})
+            else:
+                raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
+
+        async def receive() -> None:
+            try:
+                while True:
+                    msg = await ws.receive()
+                    if msg["type"] == "websocket.disconnect":
+                        return
+                    if msg.get("bytes") is not None:
+                        data = msg["bytes"]
+                        if len(data) > limits.max_frame_bytes:
+                            await send_json({"type": "error", "reason": f"frame larger than "
+                                                                        f"{limits.max_frame_bytes} bytes"})
+                            continue
+                        if "frame" in newest:  # not yet picked up: the newer one wins
+                            session.dropped += 1
+                            metrics.inc("fomm_serve_frames_dropped_total")
+                        newest["frame"] = (data, time.perf_counter())
+                        arrived.set()
+                    elif msg.get("text") is not None:
+                        try:
+                            await control(msg["text"])
+                        except FommError as exc:
+                            await send_json({"type": "error", "reason": str(exc)})
+            finally:
+                gone.set()
+                arrived.set()
+
+        async def process() -> None:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                if gone.is_set():
+                    return
+                item = newest.pop("frame", None)
+                if item is None:
+                    continue
+                data, t_in = item
+                try:
+                    t0 = time.perf_counter()
+                    bgr = await run_in_threadpool(decode_jpeg, data, limits.max_frame_side)
+                    t1 = time.perf_counter()
+                    box, found, stable, model = await run_in_threadpool(session.frame, bgr)
+                    t2 = time.perf_counter()
+                    result = await asyncio.wrap_future(hub.submit(session, model, calibrate_ok(found, stable)))
+                    if result is None:  # replaced by the session's next frame
+                        continue
+                    t3 = time.perf_counter()
+                    jpeg = await run_in_threadpool(encode_jpeg, result.portrait)
+                    t4 = time.perf_counter()
+                except FommError as exc:
+                    await send_json({"type": "error", "reason": str(exc)})
+                    continue
+                for stage, seconds in (("decode", t1 - t0), ("framing", t2 - t1), ("encode", t4 - t3)):
+                    metrics.observe("fomm_serve_stage_seconds", seconds, stage=stage)
+                session.frames += 1
+                metrics.inc("fomm_serve_frames_total")
+                header = json.dumps({"frame": session.frames, "calibrated": result.calibrated, "batch": result.batch,
+                                     "dropped": session.dropped, "face": bool(found), "box": list(box),
+                                     "server_ms": round((t4 - t_in) * 1000, 2),
+                                     "inference_ms": round(result.inference_s * 1000, 2),
+                                     "session": session.id}).encode()
+                async with send_lock:
+                    await ws.send_bytes(struct.pack(">I", len(header)) + header + jpeg)
+
+        receiver = asyncio.create_task(receive())
+        try:
+            await process()
+        finally:
+            receiver.cancel()
+
+    async def problem(request: Request, exc: HTTPException) -> Response:
+        if request.url.path == "/v1/animate":
+            metrics.inc("fomm_serve_animate_requests_total", code=str(exc.status_code))
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    async def user_error(request: Request, exc: FommError) -> Response:
+        return _error(400, " ".join(str(exc).split()))
+
+    async def bug(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s", request.url.path)
+        return _error(500, "internal error (the server's log has the details)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            await run_in_threadpool(hub.close)
+
+    return Starlette(routes=[Route("/", page), Route("/healthz", healthz), Route("/metrics", metrics_route),
+                             Route("/v1/animate", animate, methods=["POST"]), WebSocketRoute("/v1/live", live)],
+                     exception_handlers={HTTPException: problem, FommError: user_error, Exception: bug},
+                     lifespan=lifespan)

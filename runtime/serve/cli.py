@@ -1,0 +1,183 @@
+"""``fomm-serve``: the export's engines behind an HTTP and WebSocket server (uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+
+import click
+
+from ..cli_common import CONTEXT, user_errors, version_option
+from ..errors import BackendUnavailableError, InputError
+from ..names import backend_option, device_option, onnx_dir_option, precision_option, providers_option
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
+TOKEN_ENV = "FOMM_SERVE_TOKEN"
+MAX_IMAGE_PIXELS = 4096 * 4096  # = Limits.max_image_side squared
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token(host: str, token: str | None) -> None:
+    """A token is well-formed, and present whenever the server listens beyond this machine.
+
+    Raises:
+        InputError: with the fix.
+    """
+    if token is not None and not TOKEN_RE.fullmatch(token):
+        raise InputError(f"--token (or {TOKEN_ENV}) must be at least 16 characters of A-Z a-z 0-9 . _ ~ + -; "
+                         "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+    if token is None and not is_loopback(host):
+        raise InputError(f"--host {host} listens beyond this machine: give --token (or set {TOKEN_ENV}) so that "
+                         "only holders of the token can use the server, or keep the default --host 127.0.0.1")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket (bound here, so a taken port is a one-line error and port 0 picks a free one)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@click.command(context_settings=CONTEXT)
+@onnx_dir_option()
+@backend_option()
+@precision_option()
+@providers_option()
+@device_option()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but a loopback address needs --token.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: a free one; the URL is printed).")
+@click.option("--token", envvar=TOKEN_ENV, default=None, show_envvar=True, metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on every request and WebSocket (all but /healthz and "
+                   "the page itself, which asks for it). At least 16 characters of A-Z a-z 0-9 . _ ~ + -.")
+@click.option("--max-jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="POST /v1/animate requests served at once; more get 429.")
+@click.option("--max-sessions", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Live WebSocket sessions at once; more are refused.")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Most live sessions' frames per generator call (1 when the graphs have no dynamic batch).")
+@click.option("--max-upload-mb", default=50.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Largest POST /v1/animate request body.")
+@click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Longest driving video POST /v1/animate accepts.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Serve on Ray Serve (the 'ray' extra): the cluster at RAY_ADDRESS, or a local one; each replica "
+                   "holds its own engines and each WebSocket session stays on one replica.")
+@click.option("--replicas", default=None, metavar="N|MIN-MAX",
+              help="With --ray: N replicas, or autoscaling between MIN and MAX (e.g. 1-4). Default 1.")
+@click.option("--replica-gpus", default=0.0, show_default=True, type=click.FloatRange(0, 8),
+              help="With --ray: GPUs per replica (num_gpus; 1 on a GPU cluster).")
+@version_option()
+@user_errors
+def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | None, host: str, port: int,
+         token: str | None, max_jobs: int, max_sessions: int, max_batch: int, max_upload_mb: float,
+         max_video_seconds: float, use_ray: bool, replicas: str | None, replica_gpus: float) -> None:
+    """Serve the exported model: a browser page for live puppeteering with the webcam, file animation over
+    HTTP, health and Prometheus metrics.
+
+    \b
+    Endpoints:
+      GET  /             the page: a portrait, your webcam, the animated portrait beside it
+      POST /v1/animate   multipart fields source (image) and driving (video), fomm-animate's options as
+                         further fields (crop, relative, start, end, ...) -> MP4 with the driving audio
+      WS   /v1/live      live frames (JPEG) in, animated frames out
+      GET  /healthz      liveness, no token needed
+      GET  /metrics      Prometheus text: sessions, frames, per-stage latency, dropped frames
+
+    \b
+    Example:
+      fomm-serve --onnx exported/vox                              # http://127.0.0.1:8000/
+      FOMM_SERVE_TOKEN=... fomm-serve --onnx exported/vox --host 0.0.0.0 --backend tensorrt --precision fp16
+      curl -H "Authorization: Bearer $TOKEN" -F source=@face.jpg -F driving=@talk.mp4 -F crop=centre \\
+           http://HOST:8000/v1/animate -o result.mp4
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise BackendUnavailableError("fomm-serve needs its extra: pip install 'fomm-deploy[serve]'") from None
+    # OpenCV refuses to decode images of more pixels than this (read once, when cv2 loads): a small file that
+    # claims a huge picture (a decompression bomb) is an error instead of gigabytes of memory.
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+    from .app import Limits, create_app
+    from .engines import Engines
+
+    check_token(host, token)
+    limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
+                    max_video_seconds=max_video_seconds)
+    if use_ray:
+        _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port,
+                      replicas, replica_gpus)
+        return
+    if replicas is not None or replica_gpus:
+        raise InputError("--replicas and --replica-gpus are for --ray")
+    sock = bind(host, port)
+    try:
+        engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
+        app = create_app(engines, token=token, limits=limits)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        click.echo(f"fomm-serve: {backend} {precision}, {'split graphs' if engines.split else 'reference generator'}, "
+                   f"batch up to {engines.max_batch}; token {'required' if token else 'off (localhost only)'}")
+        click.echo(f"fomm-serve: listening on http://{shown}:{bound_port}/", nl=True)
+        config = uvicorn.Config(app, log_level="warning", ws_max_size=max(16 << 20, limits.max_upload_bytes * 2),
+                                lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def parse_replicas(value: str | None) -> tuple[int, int]:
+    """``--replicas``: ``N`` or ``MIN-MAX`` -> (min, max)."""
+    if value is None:
+        return 1, 1
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+    low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if not m or low < 1 or high < low:
+        raise InputError(f"--replicas takes N or MIN-MAX with 1 <= MIN <= MAX, got {value!r}")
+    return low, high
+
+
+def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port, replicas,
+                  replica_gpus) -> None:
+    from ..graphs import load_exported
+
+    low, high = parse_replicas(replicas)
+    if port == 0:
+        raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")
+    load_exported(onnx_dir)  # a bad folder is an error here, not in every replica
+    try:
+        from .ray_app import build_application, run
+        application = build_application(onnx_dir, backend, precision, providers=providers, device=device,
+                                        max_batch=max_batch, token=token, limits=limits, min_replicas=low,
+                                        max_replicas=high, num_gpus=replica_gpus)
+    except ImportError:
+        raise BackendUnavailableError("--ray needs Ray Serve: pip install 'fomm-deploy[ray]'") from None
+    run(application, host, port, echo=click.echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The export's engines, loaded once per server and shared by every request and session.
+
+Backends are not assumed thread-safe (TensorRT reuses its output buffers; one GPU runs one thing at a time),
+so every call goes through one lock, and its outputs are copied before the lock is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..animator import Animator
+from ..graphs import ExportedModel, load_exported, open_animator
+
+
+class SharedBackend:
+    """A backend behind the server's engine lock: ``infer`` runs alone and returns copies."""
+
+    def __init__(self, backend, lock: threading.Lock) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self._lock = lock
+
+    def infer(self, feed) -> dict[str, np.ndarray]:
+        with self._lock:
+            return {k: np.array(v, copy=True) for k, v in self.backend.infer(feed).items()}
+
+
+def dynamic_batch(spec) -> bool:
+    """Whether every input of a graph takes the contract's dynamic batch axis ``B``."""
+    return all(t.shape and t.shape[0] == "B" for t in spec.inputs)
+
+
+class Engines:
+    """The activated backends of one export folder, and animators over them (one per request or session).
+
+    Args:
+        onnx_dir, backend, precision, providers, device: as fomm-animate's options.
+        max_batch: the most sessions' frames per generator call; 1 when the graphs have no dynamic batch.
+    """
+
+    def __init__(self, onnx_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", *,
+                 providers=None, device: str | None = None, max_batch: int = 8) -> None:
+        self.exported: ExportedModel = load_exported(onnx_dir)
+        self.backend, self.precision = backend, precision
+        opened = open_animator(self.exported, backend, precision, providers=providers, device=device)
+        self.lock = threading.Lock()
+        self.kp_detector = SharedBackend(opened.kp_detector, self.lock)
+        self.split = opened.generator_frame is not None
+        if self.split:
+            self.source_encoder = SharedBackend(opened.source_encoder, self.lock)
+            self.generator = SharedBackend(opened.generator_frame, self.lock)
+        else:
+            self.source_encoder = None
+            self.generator = SharedBackend(opened.generator, self.lock)
+        batchable = dynamic_batch(self.kp_detector.spec) and dynamic_batch(self.generator.spec)
+        self.max_batch = max(1, max_batch) if batchable else 1
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.exported.frame_size
+
+    def animator(self, *, relative: bool = True, adapt_scale: bool = True, fit: str = "crop") -> Animator:
+        """A new ``Animator`` (its own source, reference and options) over the shared engines."""
+        if self.split:
+            return Animator(self.kp_detector, None, self.frame_size, source_encoder=self.source_encoder,
+                            generator_frame=self.generator, relative=relative, adapt_scale=adapt_scale, fit=fit)
+        return Animator(self.kp_detector, self.generator, self.frame_size, relative=relative,
+                        adapt_scale=adapt_scale, fit=fit)

@@ -101,7 +101,13 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     from fomm_deploy.runtime.samples import head_motion, sample_face
     from fomm_deploy.runtime.serve.client import ServerProcess
 
-    counts = [int(s) for s in sessions.split(",") if s.strip()]
+    try:
+        counts = [int(s) for s in sessions.split(",") if s.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"{sessions!r}: give session counts of at least 1, e.g. 1,2,4,8",
+                                 param_hint="--sessions")
     face = cv2.resize(sample_face(), (240, 240), interpolation=cv2.INTER_AREA)
     frames = [cv2.copyMakeBorder(cv2.cvtColor(np.rint(f * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
                                  0, 0, 40, 40, cv2.BORDER_REPLICATE) for f in head_motion(face, 50, seed=7)]

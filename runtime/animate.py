@@ -381,6 +381,9 @@ class _DrivingClip:
                 self.log(f"reference frame: {n}")
                 return animator.keypoints(self.model_frame(i, frame)[None])
             count = i + 1
+        if self.max_frames is not None and count >= self.max_frames:
+            raise InputError(f"--reference-frame {n}: --max-frames {self.max_frames} uses only frames 0 to "
+                             f"{self.max_frames - 1}")
         raise InputError(f"--reference-frame {n}: the driving video has only {count} frames "
                          f"{'after --start' if self.start else ''}".rstrip())
 

@@ -10,3 +10,19 @@
 * ``ray_app.py``: the Ray Serve deployment of ``fomm-serve --ray`` (replicas, each with its own engines).
 * ``cli.py``: the ``fomm-serve`` command.
 """
+
+import os
+
+# Source portraits: at most this many pixels on a side (``app.Limits.max_image_side``'s default).
+MAX_IMAGE_SIDE = 4096
+
+
+def refuse_image_bombs(max_side: int = MAX_IMAGE_SIDE) -> None:
+    """Make OpenCV refuse to decode images of more than ``max_side`` squared pixels: a small file that claims a
+    huge picture (a decompression bomb) becomes a ``cv2.error`` instead of gigabytes of memory.
+
+    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, when it decodes its first image, so this must run
+    before that in the serving process: ``fomm-serve`` calls it first thing, and so does each Ray replica.
+    A value the user set is kept.
+    """
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_side * max_side))

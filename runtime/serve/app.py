@@ -39,6 +39,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import FommError, ImageError, InputError
+from . import MAX_IMAGE_SIDE
 from .engines import Engines
 from .live import CROPS, LiveHub, LiveSession, calibrate_ok, decode_jpeg, encode_jpeg
 from .metrics import Metrics, server_metrics
@@ -60,7 +61,7 @@ class Limits:
     max_jobs: int = 1  # concurrent POST /v1/animate; more get 429
     max_sessions: int = 8  # concurrent live sessions; more are refused (close code 1013)
     max_upload_bytes: int = 50 << 20  # a whole /v1/animate request body
-    max_image_side: int = 4096  # source portraits
+    max_image_side: int = MAX_IMAGE_SIDE  # source portraits (OpenCV's pixel limit: serve.refuse_image_bombs)
     max_video_side: int = 1920  # driving videos
     max_video_seconds: float = 60.0
     max_video_frames: int = 3600
@@ -115,8 +116,18 @@ def parse_animate_form(fields: dict[str, str], source: Path, driving: Path, out:
     try:
         ctx = animate_main.make_context("fomm-animate", args)
     except click.ClickException as exc:
-        raise Problem(400, exc.format_message().replace("\n", " ").replace("'--", "'").replace("_", "-")) from None
+        raise Problem(400, _form_message(exc)) from None
     return {k: ctx.params[k] for k in FORM_OPTIONS}
+
+
+def _form_message(exc: click.ClickException) -> str:
+    """click's message about a refused option, in the form's terms: the field's name, the caller's value."""
+    message = " ".join(exc.format_message().split())
+    param = getattr(exc, "param", None)
+    if param is not None:
+        for opt in param.opts + param.secondary_opts:  # '--reference-frame' -> 'reference_frame'
+            message = message.replace(f"'{opt}'", f"'{param.name}'")
+    return message
 
 
 async def _limited(request: Request, limit: int):
@@ -170,7 +181,7 @@ def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
         path = Path(tmp) / "portrait"
         path.write_bytes(data)
         try:
-            image = load_image(path, max_side=4 * 256)
+            image = load_image(path)  # at full size, so the side limit sees the real size (no reduced decode)
         except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
             raise ImageError(f"the portrait is too large; at most {limits.max_image_side} px on a side") from None
     if max(image.shape[:2]) > limits.max_image_side:
@@ -269,6 +280,9 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
             await form.close()
         out = tmp / "result.mp4"
         options = parse_animate_form(fields, source, driving, out)
+        if options["start"] >= limits.max_video_seconds:
+            raise Problem(413, f"start {options['start']:g} s is past the server's limit of "
+                               f"{limits.max_video_seconds:g} s of driving video")
         if options["end"] is None or options["end"] > limits.max_video_seconds:
             options["end"] = limits.max_video_seconds  # whatever the container claims, no more is animated
         try:

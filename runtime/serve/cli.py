@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from pathlib import Path
@@ -16,7 +15,6 @@ from ..names import backend_option, device_option, onnx_dir_option, precision_op
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"
-MAX_IMAGE_PIXELS = 4096 * 4096  # = Limits.max_image_side squared
 
 
 def is_loopback(host: str) -> bool:
@@ -119,9 +117,9 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         import uvicorn
     except ImportError:
         raise BackendUnavailableError("fomm-serve needs its extra: pip install 'fomm-deploy[serve]'") from None
-    # OpenCV refuses to decode images of more pixels than this (read once, when cv2 loads): a small file that
-    # claims a huge picture (a decompression bomb) is an error instead of gigabytes of memory.
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+    from . import refuse_image_bombs
+
+    refuse_image_bombs()
     from .app import Limits, create_app
     from .engines import Engines
 

@@ -2,7 +2,7 @@
 
 Each session holds its own animator (source, reference pose, relative/absolute) and face framer over the
 shared engines. The newest frame wins at every hop: a connection keeps only the newest frame it received
-(``LiveSession.offer``), and the worker keeps only the newest framed frame per session. The worker takes the
+(``app.py``'s receive loop for ``/v1/live``), and the worker keeps only the newest framed frame per session. The worker takes the
 waiting frames of up to ``max_batch`` sessions and animates them with one keypoint-detector call and one
 generator call (``animator.animate_together``).
 """

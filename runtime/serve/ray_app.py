@@ -28,6 +28,9 @@ def build_application(onnx_dir: str | Path, backend: str, precision: str, *, pro
     onnx_dir = str(Path(onnx_dir).resolve())
 
     def build_app():
+        from . import refuse_image_bombs
+
+        refuse_image_bombs()  # in the replica's process, before anything there decodes an image
         from .app import create_app
         from .engines import Engines
 

@@ -478,3 +478,21 @@ def test_frames_that_wait_together_go_in_one_generator_call(bundled_export):
         assert [r.batch for r in results] == [3, 3, 3]
     finally:
         hub.close()
+
+
+def test_form_errors_name_the_field_and_keep_the_value(server, media):
+    """click's refusal in the form's terms: the field's own name, and the caller's value unchanged."""
+    reason = assert_one_line_reason(post_animate(server.url, media, {"reference_frame": "x_1"}), 400)
+    assert "'reference_frame'" in reason and "'x_1'" in reason and "--" not in reason
+    reason = assert_one_line_reason(post_animate(server.url, media, {"start": "99"}), 413)
+    assert "start 99" in reason and "end" not in reason  # the caller sent no end
+
+
+def test_live_portrait_side_limit_is_checked_on_the_real_size(server, tmp_path):
+    """A portrait JPEG wider than 4096 px but under the pixel limit is refused over a live session too (the
+    reader must not shrink it before the check)."""
+    ok, data = cv2.imencode(".jpg", np.full((2100, 5000, 3), 120, np.uint8))  # 10.5 M px; halved it is 2500 wide
+    assert ok
+    with LiveClient(server.url) as client:
+        reply = client.set_source(data.tobytes())
+    assert reply.get("type") == "error" and "5000x2100" in reply["reason"], reply

@@ -115,6 +115,14 @@ def test_max_frames_uses_that_many_driving_frames(phone, golden_export, tmp_path
     assert len(mc.decoded_audio(out)) / 8000 == pytest.approx(0.12, abs=0.01)  # the audio is cut to the frames
 
 
+def test_reference_frame_beyond_max_frames_names_max_frames(phone, golden_export, tmp_path):
+    res = _animate("--source", phone["portrait"], "--driving", phone["short_audio"], "--out", tmp_path / "o.mp4",
+                   "--onnx", golden_export, "--max-frames", "3", "--reference-frame", "5", cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "--reference-frame 5: --max-frames 3 uses only frames 0 to 2" in res.stderr, res.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
 @pytest.mark.parametrize("script", ["fomm-animate", "fomm-live"])
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_max_frames_below_one_is_a_one_line_error(phone, golden_export, tmp_path, script, value):

@@ -37,24 +37,40 @@ def _raise_stopped(signum, frame) -> None:
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command with one-line errors (``FommError`` -> ``click.ClickException``, no traceback) and with
-    SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number."""
+    SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number.
+
+    A signal can land in code that turns what it interrupted into an error of its own (an ``import`` cut
+    short, then retried, reads as "not installed"): once a stop signal has arrived, any ``FommError`` that
+    follows still exits as stopped by that signal.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = None
+        received: list[str] = []
+
+        def stop(signum, frame) -> None:
+            received.append(signal.Signals(signum).name)
+            _raise_stopped(signum, frame)
+
         if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def stopped(name: str) -> None:
+            click.echo(f"stopped by {name}; nothing half-written was left behind", err=True)
+            sys.exit(128 + int(signal.Signals[name]))
+
         try:
             return fn(*args, **kwargs)
         except FommError as exc:
+            if received:
+                stopped(received[0])
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt as exc:
-            name = str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT"
-            click.echo(f"stopped by {name}; nothing half-written was left behind", err=True)
-            sys.exit(128 + int(signal.Signals[name]))
+            stopped(received[0] if received else str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT")
         finally:
             for sig, handler in (previous or {}).items():
-                if signal.getsignal(sig) is _raise_stopped:  # a command that chose to ignore late signals keeps that
+                if signal.getsignal(sig) is stop:  # a command that chose to ignore late signals keeps that
                     signal.signal(sig, handler)
 
     return wrapper

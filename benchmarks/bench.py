@@ -139,7 +139,8 @@ def bench_frames(cfg: FommConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     return frames[0], frames[1:]
 
 
-def _timed(fn: Callable[[], None], warmup: int, iters: int) -> list[float]:
+def timed_calls(fn: Callable[[], None], warmup: int, iters: int) -> list[float]:
+    """Seconds of each of ``iters`` calls of ``fn``, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -189,7 +190,7 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
             for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
                 stages[k].append(v)
 
-        times = _timed(step, warmup, iters)
+        times = timed_calls(step, warmup, iters)
     peak = _peak_rss_mb()
     med, p90, p99, stage_ms = _summary(times, stages, warmup)
     del models, kp_det, gen
@@ -225,7 +226,7 @@ def bench_backend(exported, backend: str, precision: str, split: bool, source: n
         stages["kp_detector"].append(animator.kp_detector.last_inference_time)
         stages[generator.spec.name].append(generator.last_inference_time)
 
-    times = _timed(step, warmup, iters)
+    times = timed_calls(step, warmup, iters)
     peak = _peak_rss_mb()
     med, p90, p99, stage_ms = _summary(times, stages, warmup)
     stage_ms["glue (normalize_kp, copies)"] = max(0.0, med - sum(stage_ms.values()))

@@ -540,6 +540,7 @@ def _time_gpu(fn: Callable[[], Any], iters: int, cuda: bool) -> float:
 def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
     import torch
 
+    from fomm_deploy.benchmarks.bench import timed_calls
     from fomm_deploy.export.inputs import sample_feeds
     from fomm_deploy.runtime.backends.torch_ref import TorchBackend
     from fomm_deploy.runtime.config import resolve_config
@@ -587,13 +588,7 @@ def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
         def step():
             backends["kp_detector"].infer(feeds["kp_detector"])
             backends["generator_frame"].infer(frame_feed)
-        for _ in range(warm):
-            step()
-        wall = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            step()
-            wall.append((time.perf_counter() - t0) * 1e3)
+        wall = [t * 1e3 for t in timed_calls(step, warm, iters)]
         row["frame_step_ms (incl. host<->device)"] = statistics.median(wall)
         row["fps"] = 1000 / row["frame_step_ms (incl. host<->device)"]
         for b in backends.values():

@@ -65,6 +65,8 @@ class Animator:
         """Preprocess the source once and cache everything that depends only on it."""
         frame = self.prepare(image, bgr=bgr)
         self._source = to_nchw(frame)
+        self._source_u8 = to_uint8_hwc(self._source)[0]
+        self._source_u8.flags.writeable = False  # shared by every caller: draw on a copy
         self._kp_source = self.keypoints(frame[None])
         if self.source_encoder is not None:
             self._encoded = {k: v.copy() for k, v in self.source_encoder.infer({"source": self._source}).items()}
@@ -87,10 +89,11 @@ class Animator:
         return self._kp_reference is not None
 
     def source_uint8(self) -> np.ndarray:
-        """The preprocessed source as (H, W, 3) uint8 RGB (what the portrait looks like before motion)."""
+        """The preprocessed source as (H, W, 3) uint8 RGB (what the portrait looks like before motion); made
+        once per source and read-only (live mode shows it on every frame until calibration)."""
         if self._source is None:
             raise InputError("call set_source() first")
-        return to_uint8_hwc(self._source)[0]
+        return self._source_u8
 
     @property
     def source_keypoints(self) -> KP:

@@ -25,7 +25,6 @@ from .engines import Engines
 from .metrics import Metrics
 
 CROPS = ("face", "centre")
-CALIBRATE_FRAMES = 3  # steady face frames before one becomes the reference pose (as fomm-live)
 
 
 @dataclass
@@ -198,4 +197,4 @@ class LiveHub:
 
 
 def calibrate_ok(found: bool, stable: int) -> bool:
-    return ready_to_calibrate(found, stable, CALIBRATE_FRAMES)
+    return ready_to_calibrate(found, stable)

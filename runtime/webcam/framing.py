@@ -176,6 +176,10 @@ def frame_for_model(framer: FaceFramer, frame: np.ndarray, prepare) -> tuple[tup
     return box, found, prepare(crop)
 
 
-def ready_to_calibrate(found: bool, stable_frames: int, needed: int) -> bool:
+# Steady face frames in a row before one becomes the reference pose (fomm-live and fomm-serve).
+CALIBRATE_FRAMES = 3
+
+
+def ready_to_calibrate(found: bool, stable_frames: int, needed: int = CALIBRATE_FRAMES) -> bool:
     """Whether a frame may become the reference pose: a face in it, steady for ``needed`` frames in a row."""
     return found and stable_frames >= needed

@@ -20,7 +20,7 @@ import numpy as np
 from ..preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
-from .framing import FaceFramer, frame_for_model, ready_to_calibrate
+from .framing import CALIBRATE_FRAMES, FaceFramer, frame_for_model, ready_to_calibrate
 from .keys import ANIMATOR_ACTIONS, KEYS_HELP, MOVES, key_action, keys_help_text, portrait_number
 from .preview import compose_preview, draw_lines, letterbox
 from .slots import LatestSlot
@@ -37,7 +37,7 @@ class LiveOptions:
     crop: bool = True  # follow the face; False: the centre square
     crop_scale: float = 2.0
     smoothing: float = 0.6
-    calibrate_frames: int = 3  # steady face frames before the reference pose is taken
+    calibrate_frames: int = CALIBRATE_FRAMES  # steady face frames before the reference pose is taken
     mirror: bool = False
     window: bool = True  # show the preview window
     overlay: bool = True
@@ -328,6 +328,7 @@ class LiveSession:
         opts = self.options
         window = "fomm-live (h: help, q: quit)"
         writer = vcam = None
+        failed = False
         threads = [threading.Thread(target=self._guard(self._framing_loop), name="framing", daemon=True),
                    threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
         previous = self._catch_signals()
@@ -361,9 +362,10 @@ class LiveSession:
                 if not self._press_scripted_keys():
                     break
                 frame = self.compose(result)
+                alone = (self.portrait_frame(result) if vcam is not None
+                         or (opts.output is not None and opts.output_size != "preview") else None)
                 if opts.output is not None:
-                    recorded = (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if opts.output_size == "preview"
-                                else self.portrait_frame(result))
+                    recorded = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if opts.output_size == "preview" else alone
                     if writer is None:
                         writer = VideoWriter(opts.output, self.capture.fps, (recorded.shape[1], recorded.shape[0]))
                         self.report.recorded_size = writer.size
@@ -372,7 +374,7 @@ class LiveSession:
                     # covers the start-up before it: the file lasts as long as the session.
                     writer.write(recorded, now - started)
                 if vcam is not None:
-                    vcam.send(self.portrait_frame(result))
+                    vcam.send(alone)
                 if opts.window:
                     cv2.imshow(window, frame)
                     if not self._pump(window):
@@ -385,6 +387,9 @@ class LiveSession:
                     break
         except KeyboardInterrupt:  # only when run outside the main thread's signal handling
             self.report.reason = "interrupted"
+        except BaseException:  # a failure, not a stop: the recording is not published as if complete
+            failed = True
+            raise
         finally:
             ended = time.perf_counter()
             self._stop.set()
@@ -396,7 +401,7 @@ class LiveSession:
                 t.join(timeout=5)
             try:
                 if writer is not None:
-                    if self._errors:
+                    if self._errors or failed:
                         writer.abort()
                     else:
                         self.report.output = writer.close(end=ended - started)

@@ -283,3 +283,28 @@ def test_live_framing_uses_the_shared_detector_and_finds_a_tilted_head():
     assert len(plain.detectMultiScale(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(20, 20))) == 0
     found = framer.detect(bgr)
     assert found is not None and np.hypot(found[0] - cx, found[1] - cy) < 0.35 * side, (found, (cx, cy, side))
+
+
+def test_a_failure_in_the_display_loop_publishes_no_recording(golden_export, tmp_path):
+    """An error while showing frames (not q, a signal or a limit) aborts the recording: the user's old file
+    (replaced only by a complete one) is left as it was, and no temporary file stays behind."""
+    path = tmp_path / "cam.mp4"
+    _moving_subject_clip(path, 50)
+    out = tmp_path / "old recording.mp4"
+    out.write_bytes(b"the user's earlier recording")
+    session = LiveSession(_animator(golden_export), [sample_face_path()],
+                          LiveOptions(camera=str(path), window=False, crop=False, output=out, max_seconds=20),
+                          log=lambda m: None)
+    compose, calls = session.compose, []
+
+    def failing_compose(result):  # the 6th frame's preview fails, as a broken display or filter would
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("the display failed")
+        return compose(result)
+
+    session.compose = failing_compose
+    with pytest.raises(RuntimeError, match="the display failed"):
+        session.run()
+    assert out.read_bytes() == b"the user's earlier recording"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4", "old recording.mp4"]

@@ -307,7 +307,7 @@ def _env_without_token() -> dict:
 
 def calibrate(client: LiveClient, frame: np.ndarray) -> list:
     """Send ``frame`` until the session takes it as its reference pose (a steady frame, as fomm-live's rule)."""
-    from fomm_deploy.runtime.serve.live import CALIBRATE_FRAMES
+    from fomm_deploy.runtime.webcam.framing import CALIBRATE_FRAMES
 
     replies = [client.animate(frame) for _ in range(CALIBRATE_FRAMES)]
     assert [r.header["calibrated"] for r in replies] == [False] * (CALIBRATE_FRAMES - 1) + [True]

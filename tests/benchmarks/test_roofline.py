@@ -58,3 +58,37 @@ def test_floor_adds_both_kinds_of_work():
 def test_peak_microbenchmark_runs_both_precisions():
     peaks = measure_peaks(1, seconds=0.05, channels=32, size=16)
     assert peaks.fp32_gflops > 0 and peaks.int8_gops > 0 and peaks.threads == 1
+
+
+def test_each_path_is_charged_the_work_of_the_graph_files_it_runs(tmp_path):
+    """add_work: an ONNX Runtime int8 entry counts the int8 files (the kp_detector's fp32 one, as deployed),
+    the torch backend and the baseline the fp32 files; with peaks, floor and x floor follow."""
+    import types
+
+    from fomm_deploy.benchmarks.bench import Entry, add_work
+    from fomm_deploy.export.quantize import quantize_int8
+    from fomm_deploy.runtime.manifest import graph_file_name
+
+    rng = np.random.default_rng(2)
+
+    def conv_graph(name, out_ch):
+        w = (rng.standard_normal((out_ch, 4, 3, 3)) * 0.1).astype(np.float32)
+        nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="/bottleneck/r0/conv1/Conv"),
+                 h.make_node("Relu", ["c"], ["y"])]
+        return _save(tmp_path, nodes, [nh.from_array(w, "w")], name, shape=(1, 4, 10, 12))
+
+    for graph, out_ch in (("kp_detector", 2), ("generator_frame", 8), ("generator", 16)):
+        fp32 = conv_graph(graph_file_name(graph, "fp32"), out_ch)
+        if graph != "kp_detector":  # kp_detector stays fp32 at int8 (its int8 file name is the fp32 one)
+            quantize_int8(fp32, tmp_path / graph_file_name(graph, "int8"),
+                          [{"x": rng.standard_normal((1, 4, 10, 12)).astype(np.float32)} for _ in range(2)])
+    unit = 2 * 120 * 36 / 1e9  # one output channel of these convs
+    entries = [Entry(b, p, v, 10.0, 10.0, 10.0, 100.0, 1.0) for b, p, v in (
+        ("onnxruntime", "int8", "split"), ("torch", "int8", "split"), ("upstream-eager", "fp32", "baseline"))]
+    add_work(entries, types.SimpleNamespace(dir=tmp_path), Peaks(fp32_gflops=1.0, int8_gops=4.0, threads=1, seconds=0))
+    ort_int8, torch_entry, baseline = entries
+    assert ort_int8.int8_gop == pytest.approx(8 * unit) and ort_int8.float_gflop == pytest.approx(2 * unit)
+    assert torch_entry.int8_gop == 0 and torch_entry.float_gflop == pytest.approx(10 * unit)
+    assert baseline.int8_gop == 0 and baseline.float_gflop == pytest.approx(18 * unit)
+    assert ort_int8.floor_ms == pytest.approx(1000 * (8 * unit / 4.0 + 2 * unit / 1.0))
+    assert ort_int8.x_floor == pytest.approx(10.0 / ort_int8.floor_ms)

@@ -74,3 +74,10 @@ def test_traced_heads_are_row_convs_and_int8_keeps_them_float(tmp_path, golden_d
         assert list(inits[node.input[1]].dims[2:]) == [1, 7]
     quantised = set(int8_node_names(model))
     assert quantised and not quantised & {n.name for n in row_convs}
+
+
+def test_the_occlusion_head_is_rewritten_too():
+    """tiny-test estimates an occlusion map (1 channel, 7x7): its head is a row-sum conv like final and mask."""
+    models = build_models(resolve_config("tiny-test"))
+    rewritten = with_row_sum_heads(models.generator)
+    assert isinstance(rewritten.dense_motion_network.occlusion, RowSumConv)

@@ -80,3 +80,18 @@ def test_folding_rounds_once_where_float_relu_rounded_twice(tmp_path):
 
     assert sum(n.op_type == "Relu" for n in onnx.load(str(unfolded)).graph.node) == 2
     assert error(folded) <= error(unfolded)
+
+
+def test_a_conv_that_feeds_a_sigmoid_softmax_or_grid_sample_stays_float(tmp_path):
+    """A head conv inside the quantised scopes whose output goes into a Sigmoid (the occlusion map), a Softmax
+    (the motion mask) or an Exp is left in float, so logits and masks are never rounded to 256 levels."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+    for op in ("Sigmoid", "Softmax", "Exp"):
+        nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="/hourglass/decoder/conv/Conv"),
+                 h.make_node("Conv", ["c", "w"], ["logits"], pads=[1, 1, 1, 1], name="/hourglass/head/Conv"),
+                 h.make_node(op, ["logits"], ["y"], name="/head_out")]
+        graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 4, 8, 8])],
+                             [h.make_tensor_value_info("y", T.FLOAT, [1, 4, 8, 8])], [nh.from_array(w, "w")])
+        names = int8_node_names(h.make_model(graph, opset_imports=[h.make_opsetid("", 16)]))
+        assert names == ["/hourglass/decoder/conv/Conv"], (op, names)

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .video import CONTAINER_SUFFIXES
 
 # --format's names -> the suffix each output gets with a --source folder (a frame folder's path ends in /).
-OUT_FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": "/"}
+# --format NAME -> what its output path ends with: the video containers' suffixes (video.py), "/" for frames.
+OUT_FORMATS = {**{kind: suffix for suffix, kind in CONTAINER_SUFFIXES.items()}, "frames": "/"}
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None,
         folder = Path(out)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"--out {out} is a file; with a --source folder, --out is the folder the outputs go into")
-        if Path(out).suffix.lower() in (".mp4", ".webm", ".gif"):
+        if Path(out).suffix.lower() in CONTAINER_SUFFIXES:
             raise InputError(f"--out {out} names a file; with a --source folder give a folder (and --format)")
         if folder.resolve() == source.resolve():
             raise InputError("--out is the --source folder: choose another folder for the outputs")
@@ -216,7 +218,7 @@ def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None,
                     raise InputError(f"--out {target} is the {name} input: choose another output name")
         else:
             check_output_file(target, inputs={"--source": source, "--driving": driving}, force=force,
-                              suffixes=(".mp4", ".webm", ".gif"))
+                              suffixes=tuple(CONTAINER_SUFFIXES))
     return jobs
 
 
@@ -424,7 +426,7 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
             return img
         return cv2.resize(img, (side, side), interpolation=cv2.INTER_LANCZOS4)
 
-    source_u8 = animator.source_uint8()
+    source_panel = scaled(animator.source_uint8()) if side_by_side else None  # once, not per frame
     start = time.perf_counter()
     with VideoWriter(target, clip.info.fps, size, audio_from=clip.path if audio else None,
                      audio_start=clip.audio_start) as writer, \
@@ -434,7 +436,7 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
                 if paste_back:
                     result = paste(canvas, result, box, mask=mask)
                 elif side_by_side:
-                    result = np.concatenate([scaled(source_u8), scaled(to_uint8(frame)), scaled(result)], axis=1)
+                    result = np.concatenate([source_panel, scaled(to_uint8(frame)), scaled(result)], axis=1)
                 else:
                     result = scaled(result)
                 writer.write(result, t)

@@ -31,6 +31,9 @@ from fomm_deploy.runtime.keypoints import normalize_kp
 
 from .roofline import Peaks, Work, graph_work, measure_peaks
 
+# Seconds per precision of each peak sample (fomm-bench --peak samples before the first path and after each).
+PEAK_SAMPLE_SECONDS = 0.5
+
 
 # Latency does not depend on the weights (the default is random weights), so the benchmark's own export
 # does not judge fp16 / int8 quality: fomm-export does that, with the contract's budgets. fp32 graphs are
@@ -57,6 +60,8 @@ class Entry:
     float_gflop: float = 0.0
     floor_ms: float | None = None
     x_floor: float | None = None
+    # With --peak: the peaks this entry's floor used (the mean of the samples just before and after it).
+    peaks: dict | None = None
 
 
 def _summary(times_s: list[float], stages: dict[str, list[float]], warmup: int
@@ -287,8 +292,9 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
               device: str | None = None, peak: bool = False) -> BenchResult:
     """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant).
 
-    Every entry gets the convolution work of its graphs; with ``peak``, the machine's peaks are measured
-    (``roofline.measure_peaks``) and every entry gets its floor and ``x floor``.
+    Every entry gets the convolution work of its graphs; with ``peak``, the machine's peaks are sampled
+    (``roofline.measure_peaks``) before the first path and after each, and every entry gets its floor and
+    ``x floor`` from the two samples around it.
     """
     from fomm_deploy.export.exporter import run_export
     from fomm_deploy.runtime.graphs import load_exported
@@ -317,9 +323,22 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
             onnx_dir = tmp / "exported"
         exported = load_exported(onnx_dir)
         source, frames = bench_frames(exported.config, 8)
+        # With --peak, the peaks are sampled before the first path and after every path; each path's floor
+        # uses the two samples around it, so a machine whose speed drifts during the run (a shared 2-core
+        # VM does, by a third within minutes) is compared with itself at the time of the path.
+        samples: list[Peaks] = []
+
+        def sample_peaks() -> None:
+            if peak:
+                samples.append(measure_peaks(threads, PEAK_SAMPLE_SECONDS))
+
+        if peak:
+            log(f"peaks: fp32 and int8 3x3 convolutions, {threads} threads, sampled before and after every path")
+        sample_peaks()
         log(f"baseline: upstream-style eager PyTorch ({warmup} warm-up + {iters} steps) ...")
         baseline = baseline_upstream_eager(ckpt, exported.config, source, frames, warmup=warmup, iters=iters,
                                            threads=threads)
+        sample_peaks()
         results = []
         for backend, precision in pairs:
             for variant in variants:
@@ -331,18 +350,17 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
                                       iters=iters, threads=threads, device=device)
                 entry.vs_baseline = entry.median_ms / baseline.median_ms
                 results.append(entry)
-        peaks = None
-        if peak:
-            log(f"peaks: fp32 and int8 3x3 convolution, {threads} threads ...")
-            peaks = measure_peaks(threads)
-        add_work([baseline] + results, exported, peaks)
+                sample_peaks()
+        peaks = Peaks.mean(*samples) if samples else None
+        local = [Peaks.mean(a, b) for a, b in zip(samples, samples[1:])] if samples else None
+        add_work([baseline] + results, exported, local)
     return BenchResult(command, cfg.name, weights, machine_info(), warmup, iters, threads, export_seconds, baseline,
                        results, time.perf_counter() - start, peaks.to_json() if peaks else None)
 
 
-def add_work(entries: list[Entry], exported, peaks: "Peaks | None") -> None:
+def add_work(entries: list[Entry], exported, peaks: "Peaks | list[Peaks] | None") -> None:
     """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
-    and the baseline) and, given ``peaks``, its floor and ``x floor``."""
+    and the baseline) and, given ``peaks`` (one for all entries, or one per entry), its floor and ``x floor``."""
     from fomm_deploy.runtime.manifest import graph_file_name
 
     counted: dict[str, Work] = {}
@@ -353,14 +371,17 @@ def add_work(entries: list[Entry], exported, peaks: "Peaks | None") -> None:
             counted[name] = graph_work(exported.dir / name)
         return counted[name]
 
-    for e in entries:
+    if peaks is not None and not isinstance(peaks, list):
+        peaks = [peaks] * len(entries)
+    for i, e in enumerate(entries):
         precision = e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32"
         total = work("kp_detector", precision) + work("generator_frame" if e.variant == "split" else "generator",
                                                       precision)
         e.int8_gop, e.float_gflop = total.int8_gop, total.float_gflop
         if peaks is not None:
-            e.floor_ms = peaks.floor_ms(total)
+            e.floor_ms = peaks[i].floor_ms(total)
             e.x_floor = e.median_ms / e.floor_ms
+            e.peaks = peaks[i].to_json()
 
 
 # -- reports -----------------------------------------------------------------------------------------------
@@ -376,20 +397,25 @@ def markdown_table(result: BenchResult) -> str:
         "",
     ]
     if peaks:
-        lines += [f"Measured peaks (ONNX Runtime, 3x3 256->256 conv at 64x64, {peaks['threads']} threads): fp32 "
-                  f"{peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s. floor = int8 GOP / int8 "
-                  "peak + float GFLOP / fp32 peak (benchmarks/roofline.py).", ""]
-    floor_cols = " floor ms | x floor |" if peaks else ""
+        spread = ", ".join(f"{kind} {min(peaks.get(key) or [0]):.0f}-{max(peaks.get(key) or [0]):.0f}"
+                           for kind, key in (("fp32", "fp32_samples"), ("int8", "int8_samples")))
+        lines += [f"Measured peaks (ONNX Runtime, chained 3x3 256->256 convs at 64x64, {peaks['threads']} threads, "
+                  f"sampled before the first path and after each): mean fp32 {peaks['fp32_gflops']:.0f} GFLOP/s, int8 "
+                  f"{peaks['int8_gops']:.0f} GOP/s; range {spread}. Each path's floor uses the two samples around it "
+                  "(column *peaks*): floor = int8 GOP / int8 peak + float GFLOP / fp32 peak (benchmarks/roofline.py).",
+                  ""]
+    floor_cols = " floor ms | x floor | peaks (fp32 / int8) |" if peaks else ""
     lines += [
         "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | conv work (int8 GOP + "
         f"float GFLOP) |{floor_cols} peak RSS MB | stages (median ms) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if peaks else "")
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if peaks else "")
         + " ---: | --- |",
     ]
     for e in [result.baseline] + result.results:
         ratio = 1.0 if e is result.baseline else e.vs_baseline
         stages = ", ".join(f"{k} {v:.1f}" for k, v in e.stages_ms.items())
-        floor = f" {e.floor_ms:.1f} | {e.x_floor:.2f}x |" if peaks and e.floor_ms else (" | |" if peaks else "")
+        floor = (f" {e.floor_ms:.1f} | {e.x_floor:.2f}x | {e.peaks['fp32_gflops']:.0f} / {e.peaks['int8_gops']:.0f} |"
+                 if peaks and e.floor_ms and e.peaks else (" | | |" if peaks else ""))
         lines.append(f"| {e.backend} | {e.precision} | {e.variant} | {e.median_ms:.1f} | {e.p90_ms:.1f} | "
                      f"{e.p99_ms:.1f} | {e.fps:.2f} | {ratio:.2f}x | {e.int8_gop:.1f} + {e.float_gflop:.1f} |{floor} "
                      f"{e.peak_mb:.0f} | {stages} |")

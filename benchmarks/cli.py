@@ -30,8 +30,9 @@ from fomm_deploy.runtime.names import device_option
 @click.option("--iters", default=10, show_default=True, type=click.IntRange(3), help="Timed steps.")
 @click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads (default: all cores).")
 @click.option("--peak", is_flag=True,
-              help="Also measure this CPU's fp32 and int8 convolution peaks (a few seconds) and report each path's "
-                   "floor and how far above it it runs (x floor).")
+              help="Also measure this CPU's fp32 and int8 convolution peaks (about a second, before the first "
+                   "path and after each) and report each path's floor, from the peaks around it, and how far "
+                   "above it the path runs (x floor).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results as JSON (baseline_median_ms, results[...]).")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -8,7 +8,12 @@ float: ONNX Runtime's CPU provider runs them in fp32).
 
 *Peaks* (``fomm-bench --peak``) are ONNX Runtime's own speed on the convolution FOMM has most of, a 3x3
 256 -> 256 convolution at 64x64, batch 1, fp32 and int8 (``QLinearConv``, uint8 activations, per-channel
-int8 weights), timed for about a second each on the benchmark's threads.
+int8 weights), timed for about a second each on the benchmark's threads. Each is timed as a chain of
+``PEAK_DEPTH`` such convolutions, so the layout changes ONNX Runtime puts around the first and the last
+(NCHW <-> NHWC for uint8, the blocked layout for fp32) weigh as little as they do inside a FOMM graph (int8
+on the 2-core AMD EPYC: 283 GOP/s for one convolution, 292 for four). ``fomm-bench`` measures the peaks
+before and after the timed paths and uses their mean: the speed of a shared 2-core machine drifts (the same
+int8 graph's kernel time moved between 269 and 366 ms within ten minutes on that machine).
 
 The *floor* of a path is ``int8 work / int8 peak + float work / fp32 peak``; ``x floor`` is its measured
 median over that. A path at 1.0x floor would run every convolution at the peak and spend nothing else.
@@ -17,13 +22,13 @@ median over that. A path at 1.0x floor would run every convolution at the peak a
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-# The peak microbenchmark's convolution.
-PEAK_CHANNELS, PEAK_SIZE, PEAK_KERNEL = 256, 64, 3
+# The peak microbenchmark's convolution, and how many of them run back to back.
+PEAK_CHANNELS, PEAK_SIZE, PEAK_KERNEL, PEAK_DEPTH = 256, 64, 3, 4
 
 
 @dataclass
@@ -41,6 +46,16 @@ class Peaks:
     int8_gops: float
     threads: int
     seconds: float
+    # every measurement behind the two means (one per measure_peaks call)
+    fp32_samples: list[float] = field(default_factory=list)
+    int8_samples: list[float] = field(default_factory=list)
+
+    @classmethod
+    def mean(cls, *runs: "Peaks") -> "Peaks":
+        """One set of peaks from several measurements of the same machine: the means, and every sample."""
+        fp32 = [x for r in runs for x in (r.fp32_samples or [r.fp32_gflops])]
+        int8 = [x for r in runs for x in (r.int8_samples or [r.int8_gops])]
+        return cls(float(np.mean(fp32)), float(np.mean(int8)), runs[0].threads, sum(r.seconds for r in runs), fp32, int8)
 
     def floor_ms(self, work: Work) -> float:
         return 1000 * (work.int8_gop / self.int8_gops + work.float_gflop / self.fp32_gflops)
@@ -101,42 +116,44 @@ def graph_work(path: str | Path) -> Work:
     return work
 
 
-def _peak_models(c: int, hw: int, k: int):
+def _peak_models(c: int, hw: int, k: int, depth: int = PEAK_DEPTH):
+    """fp32 and int8 graphs of ``depth`` chained k x k, c -> c convolutions at hw x hw, with an input each."""
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((c, c, k, k)) * 0.05).astype(np.float32)
     pad = [k // 2] * 4
+    names = ["x"] + [f"y{i}" for i in range(depth)]
     fp32 = h.make_model(h.make_graph(
-        [h.make_node("Conv", ["x", "w"], ["y"], pads=pad)], "peak_fp32",
-        [h.make_tensor_value_info("x", T.FLOAT, [1, c, hw, hw])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [h.make_node("Conv", [a, "w"], [b], pads=pad) for a, b in zip(names, names[1:])], "peak_fp32",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, c, hw, hw])], [h.make_tensor_value_info(names[-1], T.FLOAT, None)],
         [nh.from_array(w, "w")]), opset_imports=[h.make_opsetid("", 16)])
     w_scale = (np.abs(w).reshape(c, -1).max(axis=1) / 127).astype(np.float32)
     w_q = np.round(w / w_scale[:, None, None, None]).astype(np.int8)
     inits = [nh.from_array(w_q, "w"), nh.from_array(w_scale, "w_scale"), nh.from_array(np.zeros(c, np.int8), "w_zp"),
-             nh.from_array(np.array(0.02, np.float32), "x_scale"), nh.from_array(np.array(128, np.uint8), "x_zp"),
-             nh.from_array(np.array(0.05, np.float32), "y_scale"), nh.from_array(np.array(128, np.uint8), "y_zp")]
+             nh.from_array(np.array(0.02, np.float32), "x_scale"), nh.from_array(np.array(128, np.uint8), "x_zp")]
     int8 = h.make_model(h.make_graph(
-        [h.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"], ["y"],
-                     pads=pad)], "peak_int8",
-        [h.make_tensor_value_info("x", T.UINT8, [1, c, hw, hw])], [h.make_tensor_value_info("y", T.UINT8, None)],
+        [h.make_node("QLinearConv", [a, "x_scale", "x_zp", "w", "w_scale", "w_zp", "x_scale", "x_zp"], [b], pads=pad)
+         for a, b in zip(names, names[1:])], "peak_int8",
+        [h.make_tensor_value_info("x", T.UINT8, [1, c, hw, hw])], [h.make_tensor_value_info(names[-1], T.UINT8, None)],
         inits), opset_imports=[h.make_opsetid("", 16)])
     x32 = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
     x8 = rng.integers(0, 256, (1, c, hw, hw), dtype=np.uint8)
     return (fp32, x32), (int8, x8)
 
 
-def measure_peaks(threads: int, seconds: float = 1.0, *, channels: int = PEAK_CHANNELS, size: int = PEAK_SIZE
-                  ) -> Peaks:
-    """ONNX Runtime's fp32 and int8 speed on a 3x3 ``channels`` -> ``channels`` conv at ``size`` x ``size``."""
+def measure_peaks(threads: int, seconds: float = 1.0, *, channels: int = PEAK_CHANNELS, size: int = PEAK_SIZE,
+                  depth: int = PEAK_DEPTH) -> Peaks:
+    """ONNX Runtime's fp32 and int8 speed on a 3x3 ``channels`` -> ``channels`` conv at ``size`` x ``size``
+    (``depth`` of them chained)."""
     import onnxruntime as ort
 
     t_start = time.perf_counter()
-    ops = 2 * channels * channels * PEAK_KERNEL ** 2 * size * size / 1e9
+    ops = depth * 2 * channels * channels * PEAK_KERNEL ** 2 * size * size / 1e9
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     speeds = []
-    for model, x in _peak_models(channels, size, PEAK_KERNEL):
+    for model, x in _peak_models(channels, size, PEAK_KERNEL, depth):
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         feed = {"x": x}
         for _ in range(2):
@@ -147,4 +164,5 @@ def measure_peaks(threads: int, seconds: float = 1.0, *, channels: int = PEAK_CH
             sess.run(None, feed)
             times.append(time.perf_counter() - t0)
         speeds.append(ops / float(np.median(times)))
-    return Peaks(fp32_gflops=speeds[0], int8_gops=speeds[1], threads=threads, seconds=time.perf_counter() - t_start)
+    return Peaks(fp32_gflops=speeds[0], int8_gops=speeds[1], threads=threads, seconds=time.perf_counter() - t_start,
+                 fp32_samples=[speeds[0]], int8_samples=[speeds[1]])

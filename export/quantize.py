@@ -11,11 +11,13 @@ are per-channel int8, activations uint8. Inputs and outputs stay float32, so the
 from __future__ import annotations
 
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from .fp16 import FP16_SCOPES
 from .narrow_heads import ROW_CONV_SCOPE
@@ -25,6 +27,13 @@ from .narrow_heads import ROW_CONV_SCOPE
 # convolutions that feed these ops stay float32, so logits, masks and sampled features are never rounded
 # to 256 levels.
 _FLOAT_CONSUMERS = {"Softmax", "Sigmoid", "Exp", "GridSample"}
+
+# Operators that only move values: each output element is some input element. Per-tensor dequantisation
+# commutes with them, so they can run on the uint8 tensor. The value lists the data inputs (None: all of
+# them, for Concat); other inputs are parameters (starts, shapes, axes).
+_MOVERS: dict[str, tuple[int, ...] | None] = {
+    "Slice": (0,), "Split": (0,), "Reshape": (0,), "Unsqueeze": (0,), "Squeeze": (0,), "Transpose": (0,),
+    "Flatten": (0,), "Concat": None}
 
 
 def _encodes_the_source(name: str) -> bool:
@@ -92,4 +101,113 @@ def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[s
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    model = onnx.load(str(out_path))
+    if sink_dequantize(model):
+        onnx.save(model, str(out_path))
     return out_path
+
+
+def _per_tensor(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> tuple | None:
+    """A QuantizeLinear / DequantizeLinear's (scale, zero point), exactly, if both are constant scalars."""
+    if len(node.input) < 3 or node.input[1] not in consts or node.input[2] not in consts:
+        return None
+    scale, zero = consts[node.input[1]], consts[node.input[2]]
+    if scale.size != 1 or zero.size != 1:
+        return None
+    return scale.dtype.str, scale.tobytes(), zero.dtype.str, zero.tobytes()
+
+
+def sink_dequantize(model: onnx.ModelProto) -> int:
+    """Run pure data movement on uint8: move per-tensor ``DequantizeLinear`` nodes below the ``_MOVERS`` that
+    read them, then drop each ``DequantizeLinear -> QuantizeLinear`` pair with the same parameters. Exact.
+
+    The up blocks' interleave (``subpixel.py``) slices, stacks and reshapes a quantised convolution's
+    output. The quantiser leaves it float: ONNX Runtime dequantised each slice, concatenated float32
+    (four times the bytes of uint8) and quantised the result again for the next convolution. A
+    ``DequantizeLinear`` moves only if every reader of it is a mover (or a ``Shape``, which reads no values)
+    and each ``Concat`` it feeds gets all of its inputs dequantised with the same parameters, so no
+    tensor is ever dequantised twice. Returns the number of nodes changed.
+    """
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    changed = 0
+    while True:
+        readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for n in graph.node:
+            for i in n.input:
+                readers[i].append(n)
+        dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"
+              and n.output[0] not in outputs and _per_tensor(n, consts)}
+
+        def data_inputs(n: onnx.NodeProto) -> list[int]:
+            idx = _MOVERS[n.op_type]
+            return list(range(len(n.input))) if idx is None else [i for i in idx if i < len(n.input)]
+
+        def can_sink(t: str, sinkable: set[str]) -> bool:
+            for r in readers[t]:
+                if r.op_type == "Shape":
+                    continue
+                if r.op_type not in _MOVERS:
+                    return False
+                data = data_inputs(r)
+                if any(x == t for i, x in enumerate(r.input) if i not in data):
+                    return False
+                if _MOVERS[r.op_type] is None and not all(
+                        r.input[i] in sinkable and _per_tensor(dq[r.input[i]], consts) == _per_tensor(dq[t], consts)
+                        for i in data):
+                    return False
+            return True
+
+        sinkable = set(dq)
+        while True:
+            keep = {t for t in sinkable if can_sink(t, sinkable)}
+            if keep == sinkable:
+                break
+            sinkable = keep
+        if not sinkable:
+            break
+        nodes = []
+        for n in graph.node:
+            if n.op_type == "DequantizeLinear" and n.output[0] in sinkable:
+                continue
+            read = [i for i, x in enumerate(n.input) if x in sinkable]
+            if not read:
+                nodes.append(n)
+                continue
+            source = dq[n.input[read[0]]]
+            for i in read:
+                n.input[i] = dq[n.input[i]].input[0]
+            nodes.append(n)
+            changed += 1
+            if n.op_type == "Shape":
+                continue
+            for j, out in enumerate(n.output):
+                n.output[j] = f"{out}_quantized"
+                again = helper.make_node("DequantizeLinear", [n.output[j], *source.input[1:]], [out],
+                                         name=f"{n.name}/DequantizeLinear_{j}")
+                again.attribute.extend(source.attribute)
+                nodes.append(again)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    # DequantizeLinear -> QuantizeLinear with equal parameters gives back the uint8 tensor.
+    producers = {o: n for n in graph.node for o in n.output}
+    bypass = {}
+    for n in graph.node:
+        source = producers.get(n.input[0]) if n.op_type == "QuantizeLinear" else None
+        if (source is not None and n.output[0] not in outputs
+                and source.op_type == "DequantizeLinear" and _per_tensor(source, consts) is not None
+                and _per_tensor(source, consts) == _per_tensor(n, consts)):
+            bypass[n.output[0]] = source.input[0]
+    if bypass:
+        kept = [n for n in graph.node if not (n.op_type == "QuantizeLinear" and n.output[0] in bypass)]
+        for n in kept:
+            for i, x in enumerate(n.input):
+                if x in bypass:
+                    n.input[i] = bypass[x]
+        read = {x for n in kept for x in n.input} | outputs
+        kept = [n for n in kept if not (n.op_type == "DequantizeLinear" and n.output[0] not in read)]
+        changed += len(bypass)
+        del graph.node[:]
+        graph.node.extend(kept)
+    return changed

@@ -33,11 +33,18 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
         assert "kp_detector" in r["stages_ms"]
         # work counted from the graphs it ran (int8 none here), floor from the measured peaks
         assert r["int8_gop"] == 0 and r["float_gflop"] > 0
-        assert r["floor_ms"] == pytest.approx(1000 * r["float_gflop"] / data["peaks"]["fp32_gflops"])
+        assert r["floor_ms"] == pytest.approx(1000 * r["float_gflop"] / r["peaks"]["fp32_gflops"])
         assert r["x_floor"] == pytest.approx(r["median_ms"] / r["floor_ms"])
     by_variant = {r["variant"]: r["float_gflop"] for r in data["results"] if r["backend"] == "onnxruntime"}
     assert by_variant["split"] < by_variant["reference"]  # the source encoder runs once per source, not per step
     assert data["peaks"]["fp32_gflops"] > 0 and data["peaks"]["int8_gops"] > 0
+    # sampled before the first path (the baseline) and after each; each path's floor uses the two around it
+    fp32 = data["peaks"]["fp32_samples"]
+    assert len(fp32) == len(data["peaks"]["int8_samples"]) == 2 + len(data["results"])
+    assert data["peaks"]["fp32_gflops"] == pytest.approx(sum(fp32) / len(fp32))
+    for i, r in enumerate([data["baseline"]] + data["results"]):
+        assert r["peaks"]["fp32_samples"] == fp32[i:i + 2]
+        assert r["peaks"]["fp32_gflops"] == pytest.approx((fp32[i] + fp32[i + 1]) / 2)
     assert {"cpu", "cores", "gpu", "torch", "onnxruntime", "isa", "cpu_family_model"} <= set(data["machine"])
     md = (tmp_path / "b.md").read_text()
     assert md.startswith("Command: `fomm-bench --config tiny-test") and "| upstream-eager | fp32 | baseline |" in md

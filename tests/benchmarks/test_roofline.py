@@ -58,6 +58,35 @@ def test_floor_adds_both_kinds_of_work():
 def test_peak_microbenchmark_runs_both_precisions():
     peaks = measure_peaks(1, seconds=0.05, channels=32, size=16)
     assert peaks.fp32_gflops > 0 and peaks.int8_gops > 0 and peaks.threads == 1
+    assert peaks.fp32_samples == [peaks.fp32_gflops] and peaks.int8_samples == [peaks.int8_gops]
+
+
+def test_peak_graphs_chain_the_convolution_they_are_charged_for():
+    """The fp32 peak graph is `depth` 3x3 convolutions back to back (what measure_peaks counts), and the int8
+    one the same chain of QLinearConv on uint8."""
+    import onnxruntime as ort
+    import torch
+
+    from fomm_deploy.benchmarks.roofline import _peak_models
+
+    (fp32, x32), (int8, x8) = _peak_models(6, 5, 3, depth=3)
+    w = torch.from_numpy(nh.to_array(fp32.graph.initializer[0]))
+    expected = torch.from_numpy(x32)
+    for _ in range(3):
+        expected = torch.nn.functional.conv2d(expected, w, padding=1)
+    got = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x32})[0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert [n.op_type for n in int8.graph.node] == ["QLinearConv"] * 3
+    y8 = ort.InferenceSession(int8.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x8})[0]
+    assert y8.dtype == np.uint8 and y8.shape == x8.shape
+
+
+def test_peaks_of_several_runs_are_their_means():
+    a = Peaks(100.0, 300.0, 2, 1.0, [100.0], [300.0])
+    b = Peaks(80.0, 260.0, 2, 1.5, [80.0], [260.0])
+    both = Peaks.mean(a, b)
+    assert (both.fp32_gflops, both.int8_gops, both.seconds) == (90.0, 280.0, 2.5)
+    assert both.fp32_samples == [100.0, 80.0] and both.int8_samples == [300.0, 260.0]
 
 
 def test_each_path_is_charged_the_work_of_the_graph_files_it_runs(tmp_path):

@@ -424,6 +424,16 @@ def test_int8_graphs(exported, name):
     for node in model.graph.node:
         if node.op_type in ("GridSample", "Softmax", "Exp"):
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+    # The up blocks' interleave moves uint8 (quantize.sink_dequantize): no Concat there reads a float tensor,
+    # and nothing is dequantised only to be quantised again.
+    interleave = [n for n in model.graph.node
+                  if n.op_type == "Concat" and "/up_blocks." in n.name and "/hourglass/" not in n.name]
+    assert interleave
+    for node in interleave:
+        assert all(i not in producers or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in producers:
+            assert producers[node.input[0]].op_type != "DequantizeLinear", node.name
 
 
 def test_int8_keeps_the_keypoint_detector_and_source_encoder_fp32(exported):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto as T, helper as h, numpy_helper as nh
@@ -95,3 +96,86 @@ def test_a_conv_that_feeds_a_sigmoid_softmax_or_grid_sample_stays_float(tmp_path
                              [h.make_tensor_value_info("y", T.FLOAT, [1, 4, 8, 8])], [nh.from_array(w, "w")])
         names = int8_node_names(h.make_model(graph, opset_imports=[h.make_opsetid("", 16)]))
         assert names == ["/hourglass/decoder/conv/Conv"], (op, names)
+
+
+def _qdq_interleave(extra_reader: bool = False, second_scale: float = 0.02):
+    """x -> Q -> DQ -> two slices -> Concat (with a second Q/DQ'd tensor) -> Reshape -> Q -> DQ -> y, plus a Shape
+    of the Concat; the shape of the up blocks' interleave after quantisation."""
+    def qdq(name, src, scale):
+        return [h.make_node("QuantizeLinear", [src, f"{name}_s", f"{name}_z"], [f"{name}_q"], name=f"{name}/Q"),
+                h.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"], name=f"{name}/DQ")
+                ], [nh.from_array(np.array(scale, np.float32), f"{name}_s"), nh.from_array(np.array(3, np.uint8), f"{name}_z")]
+    nodes, inits = qdq("a", "x", 0.02)
+    more, more_inits = qdq("b", "x2", second_scale)
+    out, out_inits = qdq("o", "reshaped", 0.02)
+    inits += more_inits + out_inits + [nh.from_array(np.array(v, np.int64), k) for k, v in
+                                       {"s0": [0], "e0": [2], "s1": [2], "e1": [4], "ax": [1], "shape": [1, -1]}.items()]
+    nodes += more + [
+        h.make_node("Slice", ["a_dq", "s0", "e0", "ax"], ["lo"], name="/up_blocks.0/Slice"),
+        h.make_node("Slice", ["a_dq", "s1", "e1", "ax"], ["hi"], name="/up_blocks.0/Slice_1"),
+        h.make_node("Concat", ["hi", "lo", "b_dq"], ["cat"], axis=1, name="/up_blocks.0/Concat"),
+        h.make_node("Shape", ["cat"], ["cat_shape"], name="/up_blocks.0/Shape"),
+        h.make_node("Reshape", ["cat", "shape"], ["reshaped"], name="/up_blocks.0/Reshape")] + out + [
+        h.make_node("Relu", ["o_dq"], ["y"], name="/head/Relu")]
+    outputs = [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("cat_shape", T.INT64, None)]
+    if extra_reader:  # a float reader of the first dequantised tensor: that DequantizeLinear must stay
+        nodes.append(h.make_node("Sigmoid", ["a_dq"], ["side"], name="/head/Sigmoid"))
+        outputs.append(h.make_tensor_value_info("side", T.FLOAT, None))
+    graph = h.make_graph(nodes, "interleave", [h.make_tensor_value_info("x", T.FLOAT, [1, 4, 3, 3]),
+                                               h.make_tensor_value_info("x2", T.FLOAT, [1, 2, 3, 3])], outputs, inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 16)])
+
+
+def _run(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def test_data_movement_runs_on_uint8_and_gives_the_same_numbers():
+    from fomm_deploy.export.quantize import sink_dequantize
+
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.uniform(-0.05, 5, (1, 4, 3, 3)).astype(np.float32),
+             "x2": rng.uniform(-0.05, 5, (1, 2, 3, 3)).astype(np.float32)}
+    model = _qdq_interleave()
+    expected = _run(model, feeds)
+    assert sink_dequantize(model) > 0
+    producers = {o: n for n in model.graph.node for o in n.output}
+    ops = [n.op_type for n in model.graph.node]
+    for name in ("/up_blocks.0/Slice", "/up_blocks.0/Slice_1", "/up_blocks.0/Concat", "/up_blocks.0/Shape",
+                 "/up_blocks.0/Reshape"):
+        node = next(n for n in model.graph.node if n.name == name)
+        assert producers[node.input[0]].op_type != "DequantizeLinear", name  # reads uint8
+    # Reshape -> DQ -> Q with the same parameters is gone: one DQ left, before the float ReLU
+    assert ops.count("DequantizeLinear") == 1 and ops.count("QuantizeLinear") == 2
+    for got, want in zip(_run(model, feeds), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", ["a float reader", "different scales"])
+def test_a_dequantised_tensor_that_float_ops_read_is_dequantised_once(case):
+    """No tensor is dequantised twice: a DequantizeLinear with a non-mover reader, or a Concat of tensors with
+    different scales, stays where it was."""
+    from fomm_deploy.export.quantize import sink_dequantize
+
+    model = _qdq_interleave(extra_reader=case == "a float reader", second_scale=0.02 if case == "a float reader" else 0.03)
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.uniform(0, 5, (1, 4, 3, 3)).astype(np.float32), "x2": rng.uniform(0, 5, (1, 2, 3, 3)).astype(np.float32)}
+    expected = _run(model, feeds)
+    sink_dequantize(model)
+    ops = [n.op_type for n in model.graph.node]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    concat = next(n for n in model.graph.node if n.op_type == "Concat")
+    slices = [n for n in model.graph.node if n.op_type == "Slice"]
+    def float_tensor(name):
+        node = producers[name]
+        return node.op_type == "DequantizeLinear" or (node.op_type == "Slice" and float_tensor(node.input[0]))
+    assert all(float_tensor(i) for i in concat.input)  # the Concat stays float
+    if case == "a float reader":  # a is dequantised once, for the sigmoid and the slices
+        assert all(producers[s.input[0]].op_type == "DequantizeLinear" for s in slices)
+        assert ops.count("DequantizeLinear") == 3
+    else:  # a's two halves are dequantised after the slices (the same values, once each)
+        assert all(producers[s.input[0]].op_type == "QuantizeLinear" for s in slices)
+        assert ops.count("DequantizeLinear") == 4
+    for got, want in zip(_run(model, feeds), expected):
+        np.testing.assert_array_equal(got, want)

@@ -8,12 +8,14 @@ float: ONNX Runtime's CPU provider runs them in fp32).
 
 *Peaks* (``fomm-bench --peak``) are ONNX Runtime's own speed on the convolution FOMM has most of, a 3x3
 256 -> 256 convolution at 64x64, batch 1, fp32 and int8 (``QLinearConv``, uint8 activations, per-channel
-int8 weights), timed for about a second each on the benchmark's threads. Each is timed as a chain of
+int8 weights), timed for about a second each (half a second per sample in fomm-bench) on the benchmark's
+threads. Each is timed as a chain of
 ``PEAK_DEPTH`` such convolutions, so the layout changes ONNX Runtime puts around the first and the last
 (NCHW <-> NHWC for uint8, the blocked layout for fp32) weigh as little as they do inside a FOMM graph (int8
-on the 2-core AMD EPYC: 283 GOP/s for one convolution, 292 for four). ``fomm-bench`` measures the peaks
-before and after the timed paths and uses their mean: the speed of a shared 2-core machine drifts (the same
-int8 graph's kernel time moved between 269 and 366 ms within ten minutes on that machine).
+on the 2-core AMD EPYC: 283 GOP/s for one convolution, 292 for four). ``fomm-bench`` samples the peaks
+before the first path and after each, and each path's floor uses the two samples around it: the speed of
+a shared 2-core machine drifts (the same int8 graph's kernel time moved between 269 and 366 ms within ten
+minutes on that machine).
 
 The *floor* of a path is ``int8 work / int8 peak + float work / fp32 peak``; ``x floor`` is its measured
 median over that. A path at 1.0x floor would run every convolution at the peak and spend nothing else.

@@ -358,9 +358,9 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
                        results, time.perf_counter() - start, peaks.to_json() if peaks else None)
 
 
-def add_work(entries: list[Entry], exported, peaks: "Peaks | list[Peaks] | None") -> None:
+def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
     """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
-    and the baseline) and, given ``peaks`` (one for all entries, or one per entry), its floor and ``x floor``."""
+    and the baseline) and, given ``peaks`` (one per entry), its floor and ``x floor``."""
     from fomm_deploy.runtime.manifest import graph_file_name
 
     counted: dict[str, Work] = {}
@@ -371,8 +371,6 @@ def add_work(entries: list[Entry], exported, peaks: "Peaks | list[Peaks] | None"
             counted[name] = graph_work(exported.dir / name)
         return counted[name]
 
-    if peaks is not None and not isinstance(peaks, list):
-        peaks = [peaks] * len(entries)
     for i, e in enumerate(entries):
         precision = e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32"
         total = work("kp_detector", precision) + work("generator_frame" if e.variant == "split" else "generator",

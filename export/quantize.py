@@ -55,10 +55,7 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
     saturation is the ReLU, and ONNX Runtime runs Conv -> Conv as QLinearConv -> QLinearConv. Left in
     float, the ReLU cost a dequantise, a float ReLU and a quantise of the full tensor, and a second rounding.
     """
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _readers(model.graph)
     convs = [n for n in model.graph.node
              if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
              and ROW_CONV_SCOPE not in n.name
@@ -107,6 +104,21 @@ def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[s
     return out_path
 
 
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it (an empty list for a tensor nothing reads)."""
+    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            readers[i].append(n)
+    return readers
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[int]:
+    """The positions of a mover's inputs whose values it moves (not its starts, shapes or axes)."""
+    idx = _MOVERS[node.op_type]
+    return list(range(len(node.input))) if idx is None else [i for i in idx if i < len(node.input)]
+
+
 def _per_tensor(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> tuple | None:
     """A QuantizeLinear / DequantizeLinear's (scale, zero point), exactly, if both are constant scalars."""
     if len(node.input) < 3 or node.input[1] not in consts or node.input[2] not in consts:
@@ -133,16 +145,9 @@ def sink_dequantize(model: onnx.ModelProto) -> int:
     outputs = {o.name for o in graph.output}
     changed = 0
     while True:
-        readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in graph.node:
-            for i in n.input:
-                readers[i].append(n)
+        readers = _readers(graph)
         dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"
               and n.output[0] not in outputs and _per_tensor(n, consts)}
-
-        def data_inputs(n: onnx.NodeProto) -> list[int]:
-            idx = _MOVERS[n.op_type]
-            return list(range(len(n.input))) if idx is None else [i for i in idx if i < len(n.input)]
 
         def can_sink(t: str, sinkable: set[str]) -> bool:
             for r in readers[t]:
@@ -150,7 +155,7 @@ def sink_dequantize(model: onnx.ModelProto) -> int:
                     continue
                 if r.op_type not in _MOVERS:
                     return False
-                data = data_inputs(r)
+                data = _data_inputs(r)
                 if any(x == t for i, x in enumerate(r.input) if i not in data):
                     return False
                 if _MOVERS[r.op_type] is None and not all(

@@ -114,7 +114,8 @@ def test_each_path_is_charged_the_work_of_the_graph_files_it_runs(tmp_path):
     unit = 2 * 120 * 36 / 1e9  # one output channel of these convs
     entries = [Entry(b, p, v, 10.0, 10.0, 10.0, 100.0, 1.0) for b, p, v in (
         ("onnxruntime", "int8", "split"), ("torch", "int8", "split"), ("upstream-eager", "fp32", "baseline"))]
-    add_work(entries, types.SimpleNamespace(dir=tmp_path), Peaks(fp32_gflops=1.0, int8_gops=4.0, threads=1, seconds=0))
+    add_work(entries, types.SimpleNamespace(dir=tmp_path),
+             [Peaks(fp32_gflops=1.0, int8_gops=4.0, threads=1, seconds=0)] * len(entries))
     ort_int8, torch_entry, baseline = entries
     assert ort_int8.int8_gop == pytest.approx(8 * unit) and ort_int8.float_gflop == pytest.approx(2 * unit)
     assert torch_entry.int8_gop == 0 and torch_entry.float_gflop == pytest.approx(10 * unit)

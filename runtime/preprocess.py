@@ -35,12 +35,17 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     Raises:
         ImageError: missing file, not a readable image, or smaller than 32 px on a side.
     """
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    data = np.fromfile(str(path), dtype=np.uint8)
+    return decode_image(np.fromfile(str(path), dtype=np.uint8), str(path), max_side=max_side)
+
+
+def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None) -> np.ndarray:
+    """The bytes of an image file (uint8 array) -> RGB float32, as :func:`load_image`; ``name`` is what the
+    error messages call it (a path, or "the portrait" for bytes a client sent)."""
+    import cv2
+
     img = None
     if data.size and _is_jpeg(data):
         flag = cv2.IMREAD_COLOR
@@ -56,9 +61,9 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     elif data.size:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise ImageError(f"{path} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP, ...)")
+        raise ImageError(f"{name} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP, ...)")
     if min(img.shape[:2]) < MIN_SOURCE_SIDE:
-        raise ImageError(f"{path} is {img.shape[1]}x{img.shape[0]} px, too small to hold a face; use a portrait "
+        raise ImageError(f"{name} is {img.shape[1]}x{img.shape[0]} px, too small to hold a face; use a portrait "
                          f"of at least {MIN_SOURCE_SIDE} px on each side (the model works on its frame size, "
                          "e.g. 256x256)")
     return to_rgb_float(img, bgr=True)

@@ -174,16 +174,13 @@ def _check_media(source: Path, driving: Path, limits: Limits) -> None:
 
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
-    """A portrait sent over a live session -> RGB float32, through the same reader as files."""
-    from ..preprocess import load_image
+    """A portrait sent over a live session -> RGB float32, through the same decoder as files."""
+    from ..preprocess import decode_image
 
-    with tempfile.TemporaryDirectory(prefix="fomm-serve-") as tmp:
-        path = Path(tmp) / "portrait"
-        path.write_bytes(data)
-        try:
-            image = load_image(path)  # at full size, so the side limit sees the real size (no reduced decode)
-        except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
-            raise ImageError(f"the portrait is too large; at most {limits.max_image_side} px on a side") from None
+    try:  # at full size, so the side limit sees the real size (no reduced decode)
+        image = decode_image(np.frombuffer(data, np.uint8), "the portrait")
+    except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        raise ImageError(f"the portrait is too large; at most {limits.max_image_side} px on a side") from None
     if max(image.shape[:2]) > limits.max_image_side:
         raise ImageError(f"the portrait is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px")
     return image

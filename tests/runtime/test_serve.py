@@ -406,6 +406,15 @@ def test_live_bad_messages_get_a_reason_and_the_session_goes_on(server, media, m
         assert client.animate(frame).image.shape == (64, 64, 3)
 
 
+def test_a_portrait_that_is_not_an_image_is_named_as_the_portrait(server, media):
+    """The reason names what the client sent, never a path on the server."""
+    with LiveClient(server.url) as client:
+        reply = client.set_source(b"GIF89a but not really")
+        assert reply["type"] == "error" and reply["reason"].startswith("the portrait is not an image")
+        assert "/" not in reply["reason"].split("(")[0]
+        assert client.animate(bgr_frames(media["driving"])[0]).image.shape == (64, 64, 3)
+
+
 def test_newest_frame_wins_on_the_server(server, media):
     frames = bgr_frames(media["driving"])[:12]
     with LiveClient(server.url) as client:

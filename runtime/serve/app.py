@@ -41,7 +41,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..errors import FommError, ImageError, InputError
 from . import MAX_IMAGE_SIDE
 from .engines import Engines
-from .live import CROPS, LiveHub, LiveSession, calibrate_ok, decode_jpeg, encode_jpeg
+from ..webcam.framing import ready_to_calibrate
+from .live import CROPS, LiveHub, LiveSession, decode_jpeg, encode_jpeg
 from .metrics import Metrics, server_metrics
 
 log = logging.getLogger("fomm_deploy.serve")
@@ -207,8 +208,10 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
             raise Problem(401, "missing or wrong token: send Authorization: Bearer <token>",
                           headers={"WWW-Authenticate": "Bearer"})
 
+    index_html = (STATIC / "index.html").read_text(encoding="utf-8")
+
     async def page(request: Request) -> Response:
-        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"),
+        return HTMLResponse(index_html,
                             headers={"Cache-Control": "no-store", "Content-Security-Policy":
                                      "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
                                      "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"})
@@ -400,7 +403,7 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
                     t1 = time.perf_counter()
                     box, found, stable, model = await run_in_threadpool(session.frame, bgr)
                     t2 = time.perf_counter()
-                    result = await asyncio.wrap_future(hub.submit(session, model, calibrate_ok(found, stable)))
+                    result = await asyncio.wrap_future(hub.submit(session, model, ready_to_calibrate(found, stable)))
                     if result is None:  # replaced by the session's next frame
                         continue
                     t3 = time.perf_counter()

@@ -44,7 +44,6 @@ class Engines:
     def __init__(self, onnx_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", *,
                  providers=None, device: str | None = None, max_batch: int = 8) -> None:
         self.exported: ExportedModel = load_exported(onnx_dir)
-        self.backend, self.precision = backend, precision
         opened = open_animator(self.exported, backend, precision, providers=providers, device=device)
         self.lock = threading.Lock()
         self.kp_detector = SharedBackend(opened.kp_detector, self.lock)

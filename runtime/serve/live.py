@@ -20,7 +20,7 @@ import numpy as np
 
 from ..animator import animate_together
 from ..errors import ImageError, InputError
-from ..webcam.framing import FaceFramer, frame_for_model, ready_to_calibrate
+from ..webcam.framing import FaceFramer, frame_for_model
 from .engines import Engines
 from .metrics import Metrics
 
@@ -34,7 +34,6 @@ class LiveResult:
     portrait: np.ndarray  # (H, W, 3) uint8 RGB at the model's size
     calibrated: bool  # False: the still portrait, waiting for a steady face
     batch: int  # sessions' frames in the generator call (0 when not animated)
-    queue_s: float
     inference_s: float
 
 
@@ -183,7 +182,7 @@ class LiveHub:
             a = session.animator
             (animate if a.has_reference or p.calibrate_ok else still).append((session, p))
         for session, p in still:  # until a steady face gives the reference pose: the portrait, still
-            p.future.set_result(LiveResult(session.animator.source_uint8(), False, 0, t0 - p.t, 0.0))
+            p.future.set_result(LiveResult(session.animator.source_uint8(), False, 0, 0.0))
         if not animate:
             return
         frames = np.stack([p.model for _, p in animate])
@@ -193,8 +192,5 @@ class LiveHub:
         self.metrics.observe("fomm_serve_stage_seconds", t1 - t0, stage="inference")
         for (session, p), portrait in zip(animate, portraits):
             self.metrics.observe("fomm_serve_stage_seconds", t0 - p.t, stage="queue")
-            p.future.set_result(LiveResult(portrait, True, len(animate), t0 - p.t, t1 - t0))
+            p.future.set_result(LiveResult(portrait, True, len(animate), t1 - t0))
 
-
-def calibrate_ok(found: bool, stable: int) -> bool:
-    return ready_to_calibrate(found, stable)

@@ -62,11 +62,6 @@ class Metrics:
             h[-2] += value
             h[-1] += 1
 
-    def value(self, name: str, **labels: str) -> float:
-        """A counter's or gauge's current value (0 when never recorded)."""
-        with self._lock:
-            return self._values[name].get(tuple(sorted(labels.items())), 0.0)
-
     def render(self) -> str:
         """Every family in the text exposition format."""
         lines = []

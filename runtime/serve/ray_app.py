@@ -15,6 +15,8 @@ import signal
 import time
 from pathlib import Path
 
+from ..cli_common import _raise_stopped
+
 # Live sessions and animations a replica serves at once before the autoscaler adds another replica.
 TARGET_ONGOING_REQUESTS = 4
 
@@ -54,9 +56,6 @@ def run(application, host: str, port: int, *, echo=print) -> None:
     import ray
     from ray import serve
 
-    def stop(signum, frame) -> None:  # unwind through the clean-up below (cli_common reports the signal)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": host, "port": port})
@@ -69,7 +68,7 @@ def run(application, host: str, port: int, *, echo=print) -> None:
         # Ray's core installs its own SIGINT / SIGTERM handling, which ends this process without the clean-up
         # below: the local Ray cluster it started (and its replicas) would outlive it. Ours go in last.
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
+            signal.signal(sig, _raise_stopped)  # unwind through the clean-up below (cli_common reports it)
         while True:
             time.sleep(1)
     finally:

@@ -108,7 +108,6 @@ class LiveSession:
         # Read every portrait before the camera opens: a bad file is an error now, not mid-session.
         self._images = [load_source(p) for p in portraits]
         self.animator.set_source(self._images[0])
-        self._still = self.animator.source_uint8()  # the current portrait unmoved (the ghost's image)
         self._portrait_kps: np.ndarray | None = None  # every portrait's keypoints, for the best-match key
         self._last_crop: np.ndarray | None = None  # the newest model frame inference saw (best match)
         self._keys = deque(options.keys)  # scripted key presses still to come
@@ -177,7 +176,9 @@ class LiveSession:
             t1 = time.perf_counter()
             self.timer.add("inference", (t1 - t0) * 1000)
             self.report.processed += 1
-            self.result_slot.put(Result(item, portrait, t1, calibrated, self.portrait_index, self._still))
+            # the still portrait (the ghost's image): cached and read-only in the animator, made once per source
+            self.result_slot.put(Result(item, portrait, t1, calibrated, self.portrait_index,
+                                        self.animator.source_uint8()))
         self.result_slot.close()
 
     def apply_commands(self) -> None:
@@ -206,7 +207,6 @@ class LiveSession:
         """Animate portrait ``index`` from now on (the inference thread calls this; it owns the animator)."""
         self.portrait_index = index
         self.animator.set_source(self._images[index])
-        self._still = self.animator.source_uint8()
         self.log(f"portrait {index + 1} of {len(self._images)}: {self.portraits[index].name}{why}")
 
     def pick_best_match(self) -> None:

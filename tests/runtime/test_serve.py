@@ -102,6 +102,27 @@ def test_healthz_and_metrics(server):
         assert f"# TYPE {family} {kind}" in res.text
 
 
+def test_metrics_render_cumulative_histograms_and_labelled_counters():
+    """The exposition format: a histogram's buckets count every value at or below their bound (so they never
+    decrease), +Inf and _count are all values, _sum their total; counters keep one line per label set."""
+    from fomm_deploy.runtime.serve.metrics import Metrics
+
+    m = Metrics()
+    m.describe("t_seconds", "histogram", "test", buckets=(0.1, 0.5, 1.0))
+    m.describe("t_total", "counter", "test")
+    for v in (0.05, 0.3, 0.3, 0.7, 2.0):
+        m.observe("t_seconds", v, stage="x")
+    m.inc("t_total", code="200")
+    m.inc("t_total", 2, code="200")
+    m.inc("t_total", code="429")
+    lines = dict(line.rsplit(" ", 1) for line in m.render().splitlines() if not line.startswith("#"))
+    buckets = [float(lines[f't_seconds_bucket{{le="{le}",stage="x"}}']) for le in ("0.1", "0.5", "1", "+Inf")]
+    assert buckets == [1, 3, 4, 5]
+    assert float(lines['t_seconds_count{stage="x"}']) == 5
+    assert float(lines['t_seconds_sum{stage="x"}']) == pytest.approx(3.35)
+    assert float(lines['t_total{code="200"}']) == 3 and float(lines['t_total{code="429"}']) == 1
+
+
 def test_page_is_self_contained(server):
     res = httpx.get(server.url + "/")
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")

@@ -77,9 +77,10 @@ class LiveClient:
             frame_bgr = buf.tobytes()
         self.ws.send(frame_bgr)
 
-    def receive(self) -> Reply | dict:
-        """The next message: a :class:`Reply`, or a JSON text message as a dict."""
-        message = self.ws.recv()
+    def receive(self, timeout: float | None = None) -> Reply | dict:
+        """The next message: a :class:`Reply`, or a JSON text message as a dict. ``timeout``: seconds to wait
+        (TimeoutError after them); None waits for as long as it takes."""
+        message = self.ws.recv(timeout=timeout)
         return json.loads(message) if isinstance(message, str) else parse_reply(message)
 
     def animate(self, frame_bgr: np.ndarray) -> Reply | dict:

@@ -40,8 +40,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number.
 
     A signal can land in code that turns what it interrupted into an error of its own (an ``import`` cut
-    short, then retried, reads as "not installed"): once a stop signal has arrived, any ``FommError`` that
-    follows still exits as stopped by that signal.
+    short, then retried, reads as "not installed"; numpy's comparison of structured arrays re-raises it as a
+    ``TypeError``): once a stop signal has arrived, any exception that follows still exits as stopped by that
+    signal. The unwinding has run every clean-up by then, as it does for the signal itself.
     """
 
     @functools.wraps(fn)
@@ -68,6 +69,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt as exc:
             stopped(received[0] if received else str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT")
+        except Exception:
+            if received:
+                stopped(received[0])
+            raise
         finally:
             for sig, handler in (previous or {}).items():
                 if signal.getsignal(sig) is stop:  # a command that chose to ignore late signals keeps that

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 
-# (keys, what they do), as the help overlay, the log, --help and the README list them.
+# (keys, what they do), as the help overlay, the log, --help and docs/live.md list them.
 KEYS_HELP = [
     ("q / Esc", "quit"),
     ("r", "reset the reference pose (look straight ahead)"),

@@ -146,6 +146,8 @@ def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
     ("bad-source", "is not an image"),
     ("missing-driving", "video not found"),
     ("bad-driving", "not a video OpenCV can read"),
+    ("text-as-mp4", "not a video OpenCV can read"),  # OpenCV's FFmpeg would add "moov atom not found" lines
+    ("truncated", "is truncated"),
     ("no-export", "no export folder"),
     ("not-mp4", "--out must end in .mp4"),
     ("no-fp16", "export with --precision fp16"),
@@ -160,12 +162,18 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
                 "bad-driving": ("--driving", media / "notes.txt"),
                 "no-export": ("--onnx", tmp_path / "nothing"),
                 "not-mp4": ("--out", tmp_path / "o.avi"),
-                "audio-only": ("--driving", tmp_path / "audio-only.mp4")}.get(case)
+                "audio-only": ("--driving", tmp_path / "audio-only.mp4"),
+                "text-as-mp4": ("--driving", tmp_path / "notes.mp4"),
+                "truncated": ("--driving", tmp_path / "cut off.mp4")}.get(case)
     if override:
         args[override[0]] = override[1]
     if case == "audio-only":  # an .mp4 without a single video frame
         subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(media / "tone.wav"), "-c:a", "aac",
                         str(args["--driving"])], check=True)
+    if case == "text-as-mp4":
+        (tmp_path / "notes.mp4").write_text("not a video")
+    if case == "truncated":
+        mc.truncated(tmp_path / "cut off.mp4", tmp_path)
     extra = []
     if case == "no-fp16":
         fp32_only = tmp_path / "fp32"
@@ -178,7 +186,7 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
     res = _animate(*flat, cwd=tmp_path)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = res.stderr.splitlines()  # exactly one line: nothing from FFmpeg or OpenCV before it
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
     assert re.search(re.escape(message), lines[0]), lines[0]
     assert not (tmp_path / "o.mp4").exists()

@@ -87,12 +87,14 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
     Nothing is written until an output is complete: an interrupted run leaves no file.
 
     \b
-    Example:
-      fomm-export --ckpt vox-cpk.pth.tar --out exported
-      fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4
-      fomm-animate ... --backend torch --device cuda --precision fp16   (a GPU without TensorRT)
-      fomm-animate --source portrait.png --driving talk.mp4 --out result.webm --paste-back
-      fomm-animate --source portraits/ --driving talk.mp4 --out results/ --format gif
+    Examples (exported/vox: upstream's vox-cpk.pth.tar, exported by the first line; make demo's is exported/demo):
+      fomm-export --ckpt vox-cpk.pth.tar --config vox-256 --out exported/vox
+      fomm-animate --onnx exported/vox --source face.jpg --driving talk.mp4 --out result.mp4
+      fomm-animate --onnx exported/vox ... --backend torch --device cuda --precision fp16   (a GPU without TensorRT)
+      fomm-animate --onnx exported/vox --source portrait.png --driving talk.mp4 --out result.webm --paste-back
+      fomm-animate --onnx exported/vox --source portraits/ --driving talk.mp4 --out results/ --format gif
+      fomm-animate --onnx exported/vox --source face.jpg --driving talk.mp4 --out side.mp4 --side-by-side \\
+        --size 256 --still side.png
     """
     options = options_from_cli(dict(out_format=out_format, force=force, onnx_dir=onnx_dir, backend=backend,
                                     precision=precision, providers=providers, device=device, relative=relative,

@@ -190,11 +190,12 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     KEYS_TABLE
 
     \b
-    Examples:
-      fomm-live --source avatar.jpg
-      fomm-live --source portraits/ --camera 1 --virtual-cam --output-size 1280x720
-      fomm-live --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
-      fomm-live --source portraits/ --camera clip.mp4 --no-window --out-size portrait --out p.mp4 --keys 30:f
+    Examples (exported/vox: an export of upstream's vox-cpk.pth.tar, see fomm-export --help):
+      fomm-live --onnx exported/vox --source avatar.jpg
+      fomm-live --onnx exported/vox --source portraits/ --camera 1 --virtual-cam --output-size 1280x720
+      fomm-live --onnx exported/vox --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
+      fomm-live --onnx exported/vox --source portraits/ --camera clip.mp4 --no-window --out-size portrait \\
+        --out p.mp4 --keys 30:f
     """
     from .graphs import load_exported, open_animator
 

@@ -317,6 +317,49 @@ def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_help_token_example_runs_as_written(bundled_export, media, tmp_path):
+    """fomm-serve --help's token example, pasted into bash: the token it makes is the server's and curl's (the
+    port made a free one, exported/vox this test's export; the server listens on 0.0.0.0 for a few seconds,
+    behind the token)."""
+    import contextlib
+    import os
+    import signal
+    import textwrap
+
+    from fomm_deploy.runtime.serve.cli import TOKEN_RE
+
+    text = subprocess.run([sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--help"], capture_output=True,
+                          text=True, timeout=120).stdout
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip().startswith("export FOMM_SERVE_TOKEN=")), None)
+    assert first is not None, f"no 'export FOMM_SERVE_TOKEN=...' example in fomm-serve --help:\n{text}"
+    last = next(i for i in range(first, len(lines)) if not lines[i].strip())
+    script = textwrap.dedent("\n".join(lines[first:last]))
+    assert "fomm-serve " in script and "curl " in script and ":8000" in script, script
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tmp_path / "work"
+    (work / "exported").mkdir(parents=True)
+    (work / "exported" / "vox").symlink_to(bundled_export)
+    (work / "face.jpg").write_bytes(media["portrait"].read_bytes())
+    (work / "talk.mp4").write_bytes(media["driving"].read_bytes())
+    env = {**_env_without_token(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(["bash", "-e", "-c", script.replace("8000", str(port))], cwd=work, env=env,
+                                stdout=out, stderr=err, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the server the example left running in the background
+                os.killpg(proc.pid, signal.SIGTERM)
+    log = (tmp_path / "out.txt").read_text() + (tmp_path / "err.txt").read_text()
+    assert rc == 0, log
+    assert count_frames(work / "result.mp4") == 30, log
+    printed = (tmp_path / "out.txt").read_text().split("token: ", 1)[1].split()[0]
+    assert TOKEN_RE.fullmatch(printed) and "token required" in log, log
+
+
 def _env_without_token() -> dict:
     import os
 

@@ -360,6 +360,29 @@ def test_help_token_example_runs_as_written(bundled_export, media, tmp_path):
     assert TOKEN_RE.fullmatch(printed) and "token required" in log, log
 
 
+def test_serve_load_help_example_runs(bundled_export, tmp_path):
+    """The load benchmark's --help example runs as written (shortened: 1 and 2 sessions for 1 s each), in a
+    folder where exported/demo is an export, and writes OUT.json and OUT.md."""
+    import re
+    import shlex
+
+    text = subprocess.run([sys.executable, "-m", "fomm_deploy.benchmarks.serve_load", "--help"], capture_output=True,
+                          text=True, timeout=120).stdout
+    example = next((line.strip() for line in text.splitlines()
+                    if line.strip().startswith("python -m fomm_deploy.benchmarks.serve_load ")), None)
+    assert example is not None and "--out " in example, text
+    args = shlex.split(re.sub(r"--seconds \S+", "--seconds 1", re.sub(r"--sessions \S+", "--sessions 1,2", example)))
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "demo").symlink_to(bundled_export)
+    res = subprocess.run([sys.executable, *args[1:]], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=_env_without_token())
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / args[args.index("--out") + 1]
+    rows = json.loads(out.with_name(out.name + ".json").read_text())["rows"]
+    assert [r["sessions"] for r in rows] == [1, 2] and all(r["frames"] > 0 for r in rows)
+    assert "| sessions |" in out.with_name(out.name + ".md").read_text()
+
+
 def _env_without_token() -> dict:
     import os
 

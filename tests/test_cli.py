@@ -65,6 +65,8 @@ COMMANDS = {
     "fomm-serve": "fomm_deploy.runtime.serve.cli:main",
     "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
     "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
+    "python -m fomm_deploy.training.random_checkpoint": "fomm_deploy.training.random_checkpoint:main",
+    "python -m fomm_deploy.benchmarks.serve_load": "fomm_deploy.benchmarks.serve_load:main",
 }
 
 

@@ -37,7 +37,8 @@ test: setup
 
 # The bundled demo model: FOMM trained by fomm-train on synthetic talking faces (see README, "Training").
 # Its 64x64 cartoon faces are too small for OpenCV's face detector, and they fill the frame already, so the
-# demo animates them with --crop centre; --force lets `make demo` run again.
+# demo animates them with --crop centre; --size 256 scales each side-by-side panel up to 256 px (Lanczos) so
+# that the result can be seen, and --still writes its middle frame as a PNG; --force lets `make demo` run again.
 DEMO_CKPT ?= checkpoints/synthetic-faces.pth.tar
 DEMO_CONFIG ?= synthetic-faces
 
@@ -49,8 +50,8 @@ demo: setup
 	  --test-fraction 0.5
 	$(BIN)/fomm-animate --source "exported/demo-faces/train/id0000#clip0.mp4" \
 	  --driving "exported/demo-faces/test/id0001#clip0.mp4" --onnx exported/demo \
-	  --out exported/demo-result.mp4 --side-by-side --crop centre --force
-	@echo "demo: exported/demo-result.mp4 shows source | driving | result"
+	  --out exported/demo-result.mp4 --side-by-side --size 256 --crop centre --still exported/demo-frame.png --force
+	@echo "demo: exported/demo-result.mp4 (768x256) shows source | driving | result; exported/demo-frame.png is its middle frame"
 
 # On a GPU machine with PyTorch + CUDA, onnx, onnxruntime and cuda-python (no TensorRT needed): the CUDA layer,
 # TrtBackend over a stand-in, fp16 numerics in real half precision and vox-256 latency, written to

@@ -304,16 +304,10 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
     with tempfile.TemporaryDirectory(prefix="fomm-bench-") as tmp:
         tmp = Path(tmp)
         weights = str(ckpt) if ckpt else "random (seed 0)"
-        if ckpt is None:
-            import torch
+        if ckpt is None:  # what python -m fomm_deploy.training.random_checkpoint writes
+            from fomm_deploy.training.random_checkpoint import write_random_checkpoint
 
-            from fomm_deploy.training.checkpoint import save_checkpoint
-            from fomm_deploy.training.model import build_models
-
-            torch.manual_seed(0)
-            models = build_models(cfg)
-            ckpt = save_checkpoint(tmp / "random.pth.tar", generator=models.generator, kp_detector=models.kp_detector)
-            del models
+            ckpt = write_random_checkpoint(cfg, tmp / "random.pth.tar", seed=0)
         export_seconds = None
         if onnx_dir is None:
             log(f"exporting {cfg.name} (fp32, fp16 and int8, with the per-source split) ...")

@@ -77,7 +77,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         recorded = load_exported(onnx_dir).config
         if config is not None and resolve_config(config).model_params != recorded.model_params:
             raise InputError(f"--onnx {onnx_dir} was exported with config '{recorded.name}', not '{config}'; drop "
-                             f"--config (the export's is used) or pass --config {recorded.name}")
+                             f"--config (the export's is used) or pass --config {shlex.quote(recorded.name)}")
         cfg = recorded
     else:
         cfg = resolve_config(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -91,7 +92,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
               help="Results as OUT.json and OUT.md.")
 def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend: str, precision: str,
          out: Path) -> None:
-    """Measure fomm-serve's live throughput and latency against the number of concurrent sessions."""
+    """Measure fomm-serve's live throughput and latency against the number of concurrent sessions.
+
+    \b
+    Example (after make demo; writes serve-load.json and serve-load.md, about a minute):
+      python -m fomm_deploy.benchmarks.serve_load --onnx exported/demo --sessions 1,2,4 --seconds 10 --out serve-load
+    """
     import sys
 
     import cv2
@@ -124,7 +130,7 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     meta = {"model": onnx_dir.name, "backend": backend, "precision": precision, "seconds": seconds,
             "max_batch": max_batch, "machine": machine_info(),
             "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-            "command": "python -m fomm_deploy.benchmarks.serve_load " + " ".join(sys.argv[1:])}
+            "command": "python -m fomm_deploy.benchmarks.serve_load " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
     for suffix, text in ((".json", json.dumps({**meta, "rows": rows}, indent=2) + "\n"), (".md", markdown(rows, meta))):
         with atomic_path(out.with_name(out.name + suffix)) as tmp:
             tmp.write_text(text)

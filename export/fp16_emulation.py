@@ -22,6 +22,7 @@ order (the exporter's graphs are topologically sorted).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,13 @@ def _round16(x: np.ndarray) -> np.ndarray:
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
+    array = np.ascontiguousarray(np.asarray(x, np.float32))
+    with warnings.catch_warnings():
+        # The graph's initializers come from onnx's numpy_helper as read-only arrays, and torch warns once per
+        # process that it cannot protect them (a UserWarning printed on every fp16 export). The emulation only
+        # reads these tensors (every op here makes a new one), so the warning is filtered here, and only here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(array)
 
 
 def _conv(x, w, b, attrs, worst: bool) -> np.ndarray:

@@ -53,6 +53,7 @@ class AnimateOptions:
     split: bool | None = None
     out_format: str | None = None
     force: bool = False
+    still: Path | None = None  # also one PNG frame of the output, from the middle of the clip
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,14 @@ class Output:
     backend: str
     precision: str
     graphs: str  # "split graphs" or "reference generator"
+    still: str | None = None  # the PNG of one frame (--still)
+    still_frame: int | None = None  # which: the index of its driving frame, from --start on
 
     def summary(self) -> str:
         return (f"wrote {self.path}: {self.frames} frames ({self.duration:.2f} s at {self.fps:.2f} fps) from "
                 f"{self.driving_frames} driving frames, {self.size[0]}x{self.size[1]}, {self.sound}; "
-                f"{self.frames_per_second:.1f} frames/s with {self.backend} {self.precision} ({self.graphs})")
+                f"{self.frames_per_second:.1f} frames/s with {self.backend} {self.precision} ({self.graphs})"
+                + (f"; frame {self.still_frame} as {self.still}" if self.still else ""))
 
 
 def _to_stderr(message: str) -> None:
@@ -125,6 +129,8 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
         raise InputError("--paste-back writes the source's own size with the head pasted in: it cannot be combined "
                          "with --crop none, --side-by-side or --size")
     jobs = _plan_outputs(source, driving, out, o.out_format, o.force)
+    if o.still is not None:
+        _check_still(o.still, source, driving, out, o.force)
     if exported is None:
         exported = load_exported(o.onnx_dir)
     h, w = exported.frame_size
@@ -159,7 +165,8 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
                 reference_kp = clip.reference_keypoints(animator, o.reference_frame)
             animator.set_reference_keypoints(reference_kp)
         result = _write_one(animator, clip, portrait, box, target, paste_back=o.paste_back, side=side,
-                            side_by_side=o.side_by_side, audio=o.audio, backend=o.backend, precision=o.precision)
+                            side_by_side=o.side_by_side, audio=o.audio, backend=o.backend, precision=o.precision,
+                            still=o.still)
         written.append(result)
         if on_output is not None:
             on_output(result)
@@ -220,6 +227,17 @@ def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None,
             check_output_file(target, inputs={"--source": source, "--driving": driving}, force=force,
                               suffixes=tuple(CONTAINER_SUFFIXES))
     return jobs
+
+
+def _check_still(still: Path, source: Path, driving: Path, out: str, force: bool) -> None:
+    """--still is one PNG of one output, never an input or the output itself."""
+    from .fileio import check_output_file
+
+    if source.is_dir():
+        raise InputError("--still writes one frame of one output; with a --source folder there are several: "
+                         "animate the portrait you want alone")
+    check_output_file(still, inputs={"--source": source, "--driving": driving, "--out": Path(out)}, force=force,
+                      option="--still", suffixes=(".png",))
 
 
 def _load_portrait(path: Path, full: bool, frame_size: tuple[int, int]) -> np.ndarray:
@@ -352,6 +370,18 @@ class _DrivingClip:
         if chunk:
             yield np.stack(chunk), times
 
+    def middle_index(self) -> int:
+        """The index of the driving frame in the middle of the window, from what the container says (its
+        frame count, else its duration): where --still takes its frame."""
+        fps = self.info.fps or 25.0
+        total = self.info.frame_count or int(round(self.info.duration * fps))
+        n = total - int(round(self.start * fps))
+        if self.end is not None:
+            n = min(n, int(round((self.end - self.start) * fps)))
+        if self.max_frames is not None:
+            n = min(n, self.max_frames)
+        return max(0, n) // 2
+
     @property
     def audio_start(self) -> float:
         return self.info.video_start + self.start
@@ -397,11 +427,14 @@ def centre_box_of(width: int, height: int) -> tuple[int, int, int]:
 
 
 def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: str, *, paste_back: bool,
-               side: int, side_by_side: bool, audio: bool, backend: str, precision: str) -> Output:
-    """Animate the whole clip into ``target``; what was written."""
+               side: int, side_by_side: bool, audio: bool, backend: str, precision: str,
+               still: Path | None = None) -> Output:
+    """Animate the whole clip into ``target`` (and its middle frame into ``still``, a PNG, once the output is
+    complete); what was written."""
     import cv2
     from tqdm import tqdm
 
+    from .fileio import write_image
     from .framing import feather_mask
     from .framing import paste_back as paste
     from .preprocess import to_uint8
@@ -426,6 +459,9 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
             return img
         return cv2.resize(img, (side, side), interpolation=cv2.INTER_LANCZOS4)
 
+    still_index = clip.middle_index() if still is not None else -1
+    still_frame, still_at, index = None, None, 0
+
     source_panel = scaled(animator.source_uint8()) if side_by_side else None  # once, not per frame
     start = time.perf_counter()
     with VideoWriter(target, clip.info.fps, size, audio_from=clip.path if audio else None,
@@ -440,11 +476,17 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
                 else:
                     result = scaled(result)
                 writer.write(result, t)
+                if index <= still_index:  # the middle frame, or the last one of a clip shorter than announced
+                    still_frame, still_at = result.copy(), index
+                index += 1
             bar.update(len(frames))
+    if still_frame is not None:
+        write_image(still, cv2.cvtColor(still_frame, cv2.COLOR_RGB2BGR))
     seconds = time.perf_counter() - start
     sound = ("with audio" if writer.with_audio else "no audio" if not audio or kind in ("gif", "frames")
              else "no audio in the driving video")
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     return Output(path=target, frames=writer.frames, duration=writer.duration, fps=clip.info.fps,
                   driving_frames=writer.received, size=size, sound=sound, frames_per_second=writer.received / seconds,
-                  backend=backend, precision=precision, graphs=graphs)
+                  backend=backend, precision=precision, graphs=graphs,
+                  still=None if still is None else str(still), still_frame=still_at)

@@ -25,7 +25,7 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, device_opti
                    "folder: the folder the outputs go into (named after the portraits, in --format).")
 @click.option("--format", "out_format", type=click.Choice(list(OUT_FORMATS)), default=None,
               help="Format of each output with a --source folder (default mp4); otherwise --out's name decides.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists (never an input).")
+@click.option("--force", is_flag=True, help="Replace --out (and --still) if it exists (never an input).")
 @onnx_dir_option()
 @backend_option()
 @precision_option()
@@ -43,8 +43,8 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, device_opti
                    "has the source's size and only the head region moves. MP4/WebM drop an odd last row or "
                    "column.")
 @click.option("--size", type=click.IntRange(16, 4096), default=None, metavar="N",
-              help="Output frame side without --paste-back (default: the model's frame size; upscaled with "
-                   "Lanczos).")
+              help="Side of the output frame, of each of its three panels with --side-by-side (not with "
+                   "--paste-back). Default: the model's frame size; larger sizes are upscaled with Lanczos.")
 @click.option("--best-frame", is_flag=True,
               help="Use the driving frame whose pose is closest to the source's as the reference (reads the "
                    "video twice; relative motion only).")
@@ -59,6 +59,9 @@ from .names import (adapt_scale_option, backend_option, ckpt_option, device_opti
 @click.option("--no-audio", is_flag=True, help="Write no audio (default: the driving video's, when it has any).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 64), help="Frames per inference.")
 @click.option("--side-by-side", is_flag=True, help="Write source | driving | result instead of the result alone.")
+@click.option("--still", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE.png",
+              help="Also write the output's frame from the middle of the clip as a PNG (before video compression): "
+                   "a picture for a page or a thumbnail. Written once the output is complete.")
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default=None,
               help="With --crop none: how non-square images and frames are made square (pad or stretch; "
                    "default pad). --fit pad/stretch alone implies --crop none; crop is --crop centre.")
@@ -74,7 +77,8 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
                  crop: str | None, paste_back: bool, size: int | None, best_frame: bool,
                  reference_frame: int | None, start: float, end: float | None, max_frames: int | None, no_audio: bool,
                  batch: int,
-                 side_by_side: bool, fit: str | None, ckpt: Path | None, split: bool | None) -> None:
+                 side_by_side: bool, still: Path | None, fit: str | None, ckpt: Path | None,
+                 split: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write a video (or frames).
 
     The source is cropped around its face and the driving video around its face's path (--crop); the
@@ -83,19 +87,21 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
     Nothing is written until an output is complete: an interrupted run leaves no file.
 
     \b
-    Example:
-      fomm-export --ckpt vox-cpk.pth.tar --out exported
-      fomm-animate --source face.jpg --driving talk.mp4 --out result.mp4
-      fomm-animate ... --backend torch --device cuda --precision fp16   (a GPU without TensorRT)
-      fomm-animate --source portrait.png --driving talk.mp4 --out result.webm --paste-back
-      fomm-animate --source portraits/ --driving talk.mp4 --out results/ --format gif
+    Examples (exported/vox: upstream's vox-cpk.pth.tar, exported by the first line; make demo's is exported/demo):
+      fomm-export --ckpt vox-cpk.pth.tar --config vox-256 --out exported/vox
+      fomm-animate --onnx exported/vox --source face.jpg --driving talk.mp4 --out result.mp4
+      fomm-animate --onnx exported/vox ... --backend torch --device cuda --precision fp16   (a GPU without TensorRT)
+      fomm-animate --onnx exported/vox --source portrait.png --driving talk.mp4 --out result.webm --paste-back
+      fomm-animate --onnx exported/vox --source portraits/ --driving talk.mp4 --out results/ --format gif
+      fomm-animate --onnx exported/vox --source face.jpg --driving talk.mp4 --out side.mp4 --side-by-side \\
+        --size 256 --still side.png
     """
     options = options_from_cli(dict(out_format=out_format, force=force, onnx_dir=onnx_dir, backend=backend,
                                     precision=precision, providers=providers, device=device, relative=relative,
                                     adapt_scale=adapt_scale, crop=crop, paste_back=paste_back, size=size,
                                     best_frame=best_frame, reference_frame=reference_frame, start=start, end=end,
                                     max_frames=max_frames, no_audio=no_audio, batch=batch,
-                                    side_by_side=side_by_side, fit=fit, ckpt=ckpt, split=split))
+                                    side_by_side=side_by_side, still=still, fit=fit, ckpt=ckpt, split=split))
     animate(source, driving, out, options, log=lambda message: click.echo(message, err=True),
             on_output=lambda written: click.echo(written.summary()))
 

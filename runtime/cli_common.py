@@ -4,6 +4,7 @@ SIGINT / SIGTERM unwind the command like an exception, so that nothing half-writ
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
@@ -35,9 +36,19 @@ def _raise_stopped(signum, frame) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+def quiet_ffmpeg_log() -> None:
+    """Keep OpenCV's FFmpeg from printing its own complaints (``moov atom not found``, decoder errors) to
+    stderr: the command says what is wrong in its one ``Error:`` line, and a raw FFmpeg line before it only
+    confuses. OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` once, when it opens its first video, so this runs
+    before any command's work; -8 is FFmpeg's AV_LOG_QUIET. A value the user set is kept (32 shows FFmpeg's
+    messages again)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command with one-line errors (``FommError`` -> ``click.ClickException``, no traceback) and with
-    SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number.
+    SIGTERM treated like Ctrl-C: both unwind the command and exit with 128 + the signal number. OpenCV's
+    FFmpeg log is silenced first (``quiet_ffmpeg_log``).
 
     A signal can land in code that turns what it interrupted into an error of its own (an ``import`` cut
     short, then retried, reads as "not installed"; numpy's comparison of structured arrays re-raises it as a
@@ -61,6 +72,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"stopped by {name}; nothing half-written was left behind", err=True)
             sys.exit(128 + int(signal.Signals[name]))
 
+        quiet_ffmpeg_log()
         try:
             return fn(*args, **kwargs)
         except FommError as exc:

@@ -66,9 +66,9 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
 
     \b
     Example:
-      fomm-compare --onnx exported --backends torch,onnxruntime
-      fomm-compare --onnx exported --backends onnxruntime,tensorrt --precision fp16
-      fomm-compare --onnx exported --backends onnxruntime,torch --precision fp16 --device cuda
+      fomm-compare --onnx exported/vox --backends torch,onnxruntime
+      fomm-compare --onnx exported/vox --backends onnxruntime,tensorrt --precision fp16
+      fomm-compare --onnx exported/vox --backends onnxruntime,torch --precision fp16 --device cuda
     """
     from .compare import compare
     from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend

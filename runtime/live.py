@@ -19,16 +19,43 @@ import os
 import sys
 from pathlib import Path
 
-import click
-import numpy as np
+# What this command imports (module, the package that provides it), checked first when it runs as a script.
+REQUIRED = (("click", "click"), ("numpy", "numpy"), ("cv2", "opencv-python"), ("yaml", "pyyaml"),
+            ("onnxruntime", "onnxruntime"), ("imageio_ffmpeg", "imageio-ffmpeg"))
+
+
+def missing_packages(required=REQUIRED) -> list[str]:
+    """The packages of ``required`` this Python cannot import: the name for a missing one, the name and the
+    reason for one that is installed but does not load (OpenCV without the system's libGL)."""
+    import importlib
+
+    missing = []
+    for module, package in required:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            missing.append(package if exc.name in (module, None) else f"{package} (it needs {exc.name})")
+        except ImportError as exc:
+            missing.append(f"{package} (installed but it does not load: {str(exc).splitlines()[0]})")
+    return missing
+
 
 if __package__ in (None, ""):  # run as a script from a checkout: python runtime/live.py
+    # A Python without the project's packages (not the set-up .venv) says what to install, not a traceback.
+    _missing = missing_packages()
+    if _missing:
+        sys.exit(f"Error: python runtime/live.py needs {', '.join(_missing)}, which {sys.executable} lacks; set "
+                 "up the checkout with 'make setup' and run '.venv/bin/python runtime/live.py' (or .venv/bin/"
+                 "fomm-live), or install into your environment with: pip install -e \".[cpu]\"")
     _here = Path(__file__).resolve().parent
     # Python put runtime/ itself first on sys.path; its modules must be imported as fomm_deploy.runtime.*.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
     import fomm_deploy.runtime  # noqa: E402,F401 - the checkout's package (fomm_deploy/__init__.py)
     __package__ = "fomm_deploy.runtime"
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
 
 from .cli_common import CONTEXT, user_errors, version_option  # noqa: E402
 from .errors import ImageError, InputError  # noqa: E402
@@ -163,11 +190,12 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     KEYS_TABLE
 
     \b
-    Examples:
-      fomm-live --source avatar.jpg
-      fomm-live --source portraits/ --camera 1 --virtual-cam --output-size 1280x720
-      fomm-live --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
-      fomm-live --source portraits/ --camera clip.mp4 --no-window --out-size portrait --out p.mp4 --keys 30:f
+    Examples (exported/vox: an export of upstream's vox-cpk.pth.tar, see fomm-export --help):
+      fomm-live --onnx exported/vox --source avatar.jpg
+      fomm-live --onnx exported/vox --source portraits/ --camera 1 --virtual-cam --output-size 1280x720
+      fomm-live --onnx exported/vox --source avatar.jpg --camera clip.mp4 --no-window --out session.mp4
+      fomm-live --onnx exported/vox --source portraits/ --camera clip.mp4 --no-window --out-size portrait \\
+        --out p.mp4 --keys 30:f
     """
     from .graphs import load_exported, open_animator
 

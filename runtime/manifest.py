@@ -11,6 +11,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import platform
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,5 +207,5 @@ def _exports_hint(folder: Path) -> str:
     found = list(dict.fromkeys(found))[:5]
     if not found:
         return ""
-    return f"; exports found: {', '.join(found)}: pass --onnx {found[0]}"
+    return f"; exports found: {', '.join(found)}: pass --onnx {shlex.quote(found[0])}"
 

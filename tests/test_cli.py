@@ -35,6 +35,26 @@ def test_live_runs_as_a_script():
     assert res.returncode == 0 and "webcam" in res.stdout, res.stderr
 
 
+def test_live_as_a_script_without_the_packages_says_what_to_install(tmp_path):
+    """A fresh Python (a new virtual environment, none of the project's packages) runs the script from the
+    checkout: one Error: line naming what is missing and how to set up, no traceback."""
+    import os
+
+    bare = tmp_path / "bare venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    python = bare / "bin" / "python"
+    assert subprocess.run([str(python), "-c", "import click"], capture_output=True).returncode != 0
+    live = Path(__file__).resolve().parents[1] / "runtime" / "live.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    res = subprocess.run([str(python), str(live), "--help"], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=tmp_path)
+    assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: python runtime/live.py needs click, numpy, "
+                                                   "opencv-python, pyyaml, onnxruntime, imageio-ffmpeg"), res.stderr
+    assert "make setup" in lines[0] and 'pip install -e ".[cpu]"' in lines[0]
+
+
 COMMANDS = {
     "fomm-export": "fomm_deploy.export.cli:main",
     "fomm-animate": "fomm_deploy.runtime.cli:animate_main",
@@ -45,6 +65,8 @@ COMMANDS = {
     "fomm-serve": "fomm_deploy.runtime.serve.cli:main",
     "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
     "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
+    "python -m fomm_deploy.training.random_checkpoint": "fomm_deploy.training.random_checkpoint:main",
+    "python -m fomm_deploy.benchmarks.serve_load": "fomm_deploy.benchmarks.serve_load:main",
 }
 
 

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
+import shlex
 import time
 from pathlib import Path
 
 import click
 
 from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
+
+
+def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
+    """``log/<config>-<YYYYmmdd-HHMMSS>``: one word for a shell (upstream's ``log/<config> <date>`` has a
+    space, so a path printed from it breaks when pasted); a config file's stem is reduced to the same
+    characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", config_name).strip("-.") or "config"
+    return Path("log") / f"{name}-{now.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _remove_if_unused(log_dir: Path) -> None:
@@ -61,8 +71,8 @@ def check_device(device: str) -> str:
               help="train; reconstruction: the paper's reconstruction L1 on the test videos (needs --ckpt); "
                    "animate: animate test pairs (dataset_params.pairs_list, else random pairs).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where checkpoints, log.txt and train-vis/ go (default: log/<config> <date>, or the "
-                   "checkpoint's folder when resuming).")
+              help="Where checkpoints, log.txt and train-vis/ go (default: log/<config>-<YYYYmmdd-HHMMSS>, or "
+                   "the checkpoint's folder when resuming).")
 @click.option("--ckpt", "--checkpoint", "checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resume training from this checkpoint (ours or upstream's), or the model to evaluate. "
                    "Training continues with the epoch after the checkpoint's 'epoch' (the last one it "
@@ -105,7 +115,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
         if checkpoint is not None:
             log_dir = checkpoint.parent
         else:
-            log_dir = Path("log") / f"{cfg.name or 'config'} {_dt.datetime.now().strftime('%d_%m_%y_%H.%M.%S')}"
+            log_dir = default_log_dir(cfg.name, _dt.datetime.now())
     start = time.perf_counter()
     if mode == "train":
         created = not log_dir.exists()
@@ -129,7 +139,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
             click.echo(f"stopped at once by {exc or 'SIGINT'}; nothing more was saved", err=True)
             raise SystemExit(128 + _signal_number(str(exc) or "SIGINT")) from None
         if last is not None:
-            click.echo(f"training done in {elapsed(start)}; last checkpoint {last}")
+            click.echo(f"training done in {elapsed(start)}; last checkpoint {shlex.quote(str(last))}")
     elif mode == "reconstruction":
         out = log_dir / "reconstruction"
         result = reconstruction(cfg, checkpoint, data, out, log=lambda m: click.echo(m, err=True))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 import warnings
 from collections import Counter
@@ -325,7 +326,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
                 if rank == 0 and not distributed:
                     path = save(epoch, count, sums)
                     log(f"error during epoch {epoch + 1}: saved {path.name} (after {count} batches); "
-                        f"resume with --ckpt {path}")
+                        f"resume with --ckpt {shlex.quote(str(path))}")
                 raise
             finally:
                 bar.close()
@@ -333,7 +334,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
                 if rank == 0:
                     last_path = save(epoch, count, sums)
                     log(f"stopped in epoch {epoch + 1} after {count} of {len(plan) // batch} batches; saved "
-                        f"{last_path.name}; resume with --ckpt {last_path}")
+                        f"{last_path.name}; resume with --ckpt {shlex.quote(str(last_path))}")
                 break
             with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
                 warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
@@ -365,7 +366,7 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
         last_path = existing[-1] if existing else None
     if stop.requested:
         raise Interrupted(stop.requested, last_path, f"training stopped by {stop.requested}"
-                          + (f"; resume with --ckpt {last_path}" if last_path else ""))
+                          + (f"; resume with --ckpt {shlex.quote(str(last_path))}" if last_path else ""))
     return last_path
 
 

@@ -107,11 +107,19 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
       GET  /metrics      Prometheus text: sessions, frames, per-stage latency, dropped frames
 
     \b
-    Example:
-      fomm-serve --onnx exported/vox                              # http://127.0.0.1:8000/
-      FOMM_SERVE_TOKEN=... fomm-serve --onnx exported/vox --host 0.0.0.0 --backend tensorrt --precision fp16
-      curl -H "Authorization: Bearer $TOKEN" -F source=@face.jpg -F driving=@talk.mp4 -F crop=centre \\
-           http://HOST:8000/v1/animate -o result.mp4
+    Examples (exported/vox: an export of upstream's vox-cpk.pth.tar, see fomm-export --help):
+      fomm-serve --onnx exported/vox                    # this machine only: http://127.0.0.1:8000/
+      fomm-serve --onnx exported/vox --backend tensorrt --precision fp16          # on an NVIDIA GPU
+
+    Beyond this machine the server needs a token. Make one, export it for the server, and send it with curl
+    (the page asks for it; give it to the other machines' users):
+
+    \b
+      export FOMM_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+      fomm-serve --onnx exported/vox --host 0.0.0.0 --port 8000 &
+      curl --fail --retry 5 --retry-connrefused -H "Authorization: Bearer $FOMM_SERVE_TOKEN" \\
+           -F source=@face.jpg -F driving=@talk.mp4 -F crop=centre http://127.0.0.1:8000/v1/animate -o result.mp4
+      echo "token: $FOMM_SERVE_TOKEN"
     """
     try:
         import uvicorn

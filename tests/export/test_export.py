@@ -340,6 +340,7 @@ def _cli(*args, cwd):
 def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
     res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "fp16", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr, res.stderr  # torch's warnings are the exporter's business, not the user's
     out = tmp_path / "exported"  # the default --out, relative to the current directory
     assert (out / "manifest.json").exists()
     for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx",

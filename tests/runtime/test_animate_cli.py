@@ -74,6 +74,33 @@ def test_animate_writes_playable_mp4_with_audio(tmp_path, media, golden_export, 
     _assert_is_the_animation(result, media, golden_export, adapt_scale="--no-adapt-scale" not in extra)
 
 
+def test_still_is_the_middle_frame_of_the_output(tmp_path, media, golden_export):
+    """--still writes, as a PNG, exactly the frame the output has in the middle of the clip (here a folder of PNG
+    frames, so that the comparison is exact), at --size per side-by-side panel."""
+    frames = tmp_path / "frames"
+    still = tmp_path / "still.png"
+    common = ["--source", media / "source.png", "--driving", media / "driving.mp4", "--onnx", golden_export,
+              "--crop", "centre", "--side-by-side", "--size", "96"]
+    res = _animate(*common, "--out", f"{frames}/", "--still", still, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"frame {N_FRAMES // 2} as {still}" in res.stdout, res.stdout
+    written = sorted(frames.glob("*.png"))
+    assert len(written) == N_FRAMES
+    picture = cv2.imread(str(still))
+    assert picture.shape == (96, 3 * 96, 3)
+    np.testing.assert_array_equal(picture, cv2.imread(str(written[N_FRAMES // 2])))
+    assert not np.array_equal(picture, cv2.imread(str(written[0])))  # the middle, not the first frame
+    # One-line errors, before any work: an existing --still without --force, not a PNG, a --source folder.
+    for extra, message in ((["--out", tmp_path / "o.mp4"], f"--still {still} already exists; pass --force"),
+                           (["--source", media, "--out", tmp_path / "outs"], "--still writes one frame of one output")):
+        res = _animate(*common, "--still", still, *extra, cwd=tmp_path)
+        lines = res.stderr.splitlines()
+        assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"Error: {message}"), res.stderr
+    res = _animate(*common, "--out", tmp_path / "o.mp4", "--still", tmp_path / "still.jpg", cwd=tmp_path)
+    assert res.returncode == 1 and "--still must end in .png, got still.jpg" in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "still.png"]
+
+
 def _in_process_animation(media: Path, onnx_dir: Path, adapt_scale: bool) -> tuple[np.ndarray, np.ndarray]:
     """(the animation of source.png by driving.mp4, the still source), both (128, 128, 3) uint8 frames,
     computed here through the Animator with fomm-animate's default backend, precision and graphs."""
@@ -146,6 +173,8 @@ def test_runtime_cli_path_imports_no_torch(tmp_path, media, golden_export):
     ("bad-source", "is not an image"),
     ("missing-driving", "video not found"),
     ("bad-driving", "not a video OpenCV can read"),
+    ("text-as-mp4", "not a video OpenCV can read"),  # OpenCV's FFmpeg would add "moov atom not found" lines
+    ("truncated", "is truncated"),
     ("no-export", "no export folder"),
     ("not-mp4", "--out must end in .mp4"),
     ("no-fp16", "export with --precision fp16"),
@@ -160,12 +189,18 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
                 "bad-driving": ("--driving", media / "notes.txt"),
                 "no-export": ("--onnx", tmp_path / "nothing"),
                 "not-mp4": ("--out", tmp_path / "o.avi"),
-                "audio-only": ("--driving", tmp_path / "audio-only.mp4")}.get(case)
+                "audio-only": ("--driving", tmp_path / "audio-only.mp4"),
+                "text-as-mp4": ("--driving", tmp_path / "notes.mp4"),
+                "truncated": ("--driving", tmp_path / "cut off.mp4")}.get(case)
     if override:
         args[override[0]] = override[1]
     if case == "audio-only":  # an .mp4 without a single video frame
         subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(media / "tone.wav"), "-c:a", "aac",
                         str(args["--driving"])], check=True)
+    if case == "text-as-mp4":
+        (tmp_path / "notes.mp4").write_text("not a video")
+    if case == "truncated":
+        mc.truncated(tmp_path / "cut off.mp4", tmp_path)
     extra = []
     if case == "no-fp16":
         fp32_only = tmp_path / "fp32"
@@ -178,7 +213,7 @@ def test_user_errors_are_one_line_and_leave_no_file(tmp_path, media, golden_expo
     res = _animate(*flat, cwd=tmp_path)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = res.stderr.splitlines()  # exactly one line: nothing from FFmpeg or OpenCV before it
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
     assert re.search(re.escape(message), lines[0]), lines[0]
     assert not (tmp_path / "o.mp4").exists()

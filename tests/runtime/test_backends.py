@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -173,6 +174,12 @@ def test_export_folder_errors(tmp_path, golden_export):
     (tmp_path / "empty" / "vox" / "manifest.json").write_text("{}")
     with pytest.raises(FommError, match=r"exports found: .*vox: pass --onnx .*vox"):  # after make demo: exported/demo
         load_exported(tmp_path / "empty")
+    spaced = tmp_path / "my exports"  # the hint pastes into a shell as one word
+    (spaced / "vox").mkdir(parents=True)
+    (spaced / "vox" / "manifest.json").write_text("{}")
+    with pytest.raises(FommError) as info:
+        load_exported(spaced)
+    assert shlex.split(str(info.value).rsplit("pass --onnx ", 1)[1]) == [str(spaced / "vox")]
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(FommError, match="damaged"):
         load_exported(tmp_path)

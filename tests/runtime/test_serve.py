@@ -317,6 +317,72 @@ def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_help_token_example_runs_as_written(bundled_export, media, tmp_path):
+    """fomm-serve --help's token example, pasted into bash: the token it makes is the server's and curl's (the
+    port made a free one, exported/vox this test's export; the server listens on 0.0.0.0 for a few seconds,
+    behind the token)."""
+    import contextlib
+    import os
+    import signal
+    import textwrap
+
+    from fomm_deploy.runtime.serve.cli import TOKEN_RE
+
+    text = subprocess.run([sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--help"], capture_output=True,
+                          text=True, timeout=120).stdout
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip().startswith("export FOMM_SERVE_TOKEN=")), None)
+    assert first is not None, f"no 'export FOMM_SERVE_TOKEN=...' example in fomm-serve --help:\n{text}"
+    last = next(i for i in range(first, len(lines)) if not lines[i].strip())
+    script = textwrap.dedent("\n".join(lines[first:last]))
+    assert "fomm-serve " in script and "curl " in script and ":8000" in script, script
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tmp_path / "work"
+    (work / "exported").mkdir(parents=True)
+    (work / "exported" / "vox").symlink_to(bundled_export)
+    (work / "face.jpg").write_bytes(media["portrait"].read_bytes())
+    (work / "talk.mp4").write_bytes(media["driving"].read_bytes())
+    env = {**_env_without_token(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(["bash", "-e", "-c", script.replace("8000", str(port))], cwd=work, env=env,
+                                stdout=out, stderr=err, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the server the example left running in the background
+                os.killpg(proc.pid, signal.SIGTERM)
+    log = (tmp_path / "out.txt").read_text() + (tmp_path / "err.txt").read_text()
+    assert rc == 0, log
+    assert count_frames(work / "result.mp4") == 30, log
+    printed = (tmp_path / "out.txt").read_text().split("token: ", 1)[1].split()[0]
+    assert TOKEN_RE.fullmatch(printed) and "token required" in log, log
+
+
+def test_serve_load_help_example_runs(bundled_export, tmp_path):
+    """The load benchmark's --help example runs as written (shortened: 1 and 2 sessions for 1 s each), in a
+    folder where exported/demo is an export, and writes OUT.json and OUT.md."""
+    import re
+    import shlex
+
+    text = subprocess.run([sys.executable, "-m", "fomm_deploy.benchmarks.serve_load", "--help"], capture_output=True,
+                          text=True, timeout=120).stdout
+    example = next((line.strip() for line in text.splitlines()
+                    if line.strip().startswith("python -m fomm_deploy.benchmarks.serve_load ")), None)
+    assert example is not None and "--out " in example, text
+    args = shlex.split(re.sub(r"--seconds \S+", "--seconds 1", re.sub(r"--sessions \S+", "--sessions 1,2", example)))
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "demo").symlink_to(bundled_export)
+    res = subprocess.run([sys.executable, *args[1:]], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=_env_without_token())
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / args[args.index("--out") + 1]
+    rows = json.loads(out.with_name(out.name + ".json").read_text())["rows"]
+    assert [r["sessions"] for r in rows] == [1, 2] and all(r["frames"] > 0 for r in rows)
+    assert "| sessions |" in out.with_name(out.name + ".md").read_text()
+
+
 def _env_without_token() -> dict:
     import os
 

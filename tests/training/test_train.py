@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -241,22 +243,26 @@ def test_reconstruction_reports_l1_and_the_copy_baseline(tmp_path, synthetic_dat
     assert len(list((tmp_path / "strips").glob("*.png"))) == 1
 
 
-def _cli_config(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny-train.yaml"
+def _cli_config(tmp_path: Path, name: str = "tiny-train.yaml") -> Path:
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(tiny_train_config().to_dict()))
     return path
 
 
 def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     script = Path(sys.executable).parent / "fomm-train"
-    cfg = _cli_config(tmp_path)
-    log_dir = tmp_path / "log"
+    cfg = _cli_config(tmp_path, "tiny train.yaml")  # a config file whose name has a space
     run = lambda *a: subprocess.run([str(script), "--config", str(cfg), "--data", str(synthetic_data), *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    res = run("--log-dir", str(log_dir), "--epochs", "1")
+    res = run("--epochs", "1")  # the default log folder, log/<config>-<date>
     assert res.returncode == 0, res.stderr
-    ckpt = log_dir / "00000000-checkpoint.pth.tar"
-    assert ckpt.is_file() and (log_dir / "config.yaml").is_file()
+    # The printed checkpoint pastes into a shell as one word, and the default folder's name needs no quoting.
+    printed = shlex.split(res.stdout.rsplit("last checkpoint ", 1)[1])
+    assert len(printed) == 1, res.stdout
+    ckpt = tmp_path / printed[0]
+    log_dir = ckpt.parent
+    assert ckpt.name == "00000000-checkpoint.pth.tar" and ckpt.is_file() and (log_dir / "config.yaml").is_file()
+    assert log_dir.parent == tmp_path / "log" and re.fullmatch(r"tiny-train-\d{8}-\d{6}", log_dir.name), log_dir
     res = run("--mode", "reconstruction", "--checkpoint", str(ckpt))
     assert res.returncode == 0, res.stderr
     assert "reconstruction L1" in res.stdout and "copy-the-source-frame baseline" in res.stdout
@@ -436,6 +442,10 @@ def test_sigterm_to_the_process_group_stops_cleanly(tmp_path, synthetic_data):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
     assert "SIGTERM: stopping after this batch" in err and "resume with --ckpt" in err
+    # The hint pastes into a shell as it is printed, the folder's space included (the elapsed time follows it).
+    for hint in err.split("resume with --ckpt ")[1:]:
+        hinted = Path(shlex.split(hint.splitlines()[0])[0])
+        assert hinted.is_file() and hinted.parent == log_dir, err[-2000:]
     saved = sorted(log_dir.glob("*checkpoint.pth.tar"))
     assert saved and not list(log_dir.glob("*.tmp*")) and not list(log_dir.glob(".*"))
     raw = read_checkpoint(saved[-1])

@@ -28,10 +28,14 @@ from tests.runtime.conftest import RANDOM_WEIGHTS_INT8
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
-# The golden checkpoint has random weights, no int8 quality reference: its export with the default int8
-# budget fails (test_int8_budget_failure_...); tests that need its int8 graphs for their structure pass this
-# floor on purpose (one definition, beside the runtime tests' golden export); int8 quality is tested on the
-# bundled trained model (test_int8_quality_on_the_bundled_model).
+# The golden checkpoint has random weights, no int8 quality reference: whether its int8 graphs meet the default
+# int8 budget depends on the CPU's int8 kernels (tests/runtime/conftest.py), so no test here expects it to pass
+# or to fail. Budget failures are forced with explicit budgets that no graph can meet; tests that need its int8
+# graphs for their structure pass the floor RANDOM_WEIGHTS_INT8 (one definition, beside the runtime tests'
+# golden export); int8 quality is tested on the bundled trained model (test_int8_quality_on_the_bundled_model).
+# A PSNR budget no comparison reaches: the pixels of a reduced-precision graph are never all exactly equal to
+# fp32's (PSNR inf), and short of that 500 dB is far beyond float32's resolution.
+UNREACHABLE_DB = 500.0
 BUNDLED_CKPT, BUNDLED_CONFIG = REPO / "checkpoints" / "synthetic-faces.pth.tar", "synthetic-faces"
 
 
@@ -294,15 +298,17 @@ def test_fp16_budget_failure_leaves_nothing(tmp_path, golden_ckpt):
     out = tmp_path / "out"
     with pytest.raises(ParityError, match=r"PSNR .* dB < budget 500"):
         run_export(golden_ckpt, resolve_config("tiny-test"), out, precision="fp16",
-                   budgets={"fp16": Budget(kp_max_px=2.0, prediction_min_psnr_db=500.0)})
+                   budgets={"fp16": Budget(kp_max_px=2.0, prediction_min_psnr_db=UNREACHABLE_DB)})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_budget_failure_says_what_to_do_and_leaves_nothing(tmp_path, golden_ckpt):
-    """The random-weight golden model fails the int8 budget: the export stops with one ParityError."""
-    with pytest.raises(ParityError, match=r"generator\.int8\.onnx vs generator\.onnx.*PSNR .* dB < budget "
-                                          r"35\.0 dB.*--calibration VIDEO.*--precision fp16") as info:
-        run_export(golden_ckpt, resolve_config("tiny-test"), tmp_path / "out", precision="int8")
+    """An int8 graph under its budget (forced: no int8 graph reaches the budget passed here, on any CPU) stops
+    the export with one ParityError that names the graph, its PSNR and the budget, and says what to do."""
+    budgets = {"int8": Budget(kp_max_px=INT8_BUDGET.kp_max_px, prediction_min_psnr_db=UNREACHABLE_DB)}
+    with pytest.raises(ParityError, match=r"generator\.int8\.onnx vs generator\.onnx.*PSNR [0-9.]+ dB < budget "
+                                          r"500\.0 dB.*--calibration VIDEO.*--precision fp16") as info:
+        run_export(golden_ckpt, resolve_config("tiny-test"), tmp_path / "out", precision="int8", budgets=budgets)
     assert info.value.graph == "generator.int8.onnx vs generator.onnx"
     assert list(tmp_path.iterdir()) == []
 
@@ -338,16 +344,19 @@ def _cli(*args, cwd):
 
 
 def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
-    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "fp16", cwd=tmp_path)
+    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "fp16", "--min-psnr", "fp16=30",
+               cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "exported"  # the default --out, relative to the current directory
     assert (out / "manifest.json").exists()
+    budget = json.loads((out / "manifest.json").read_text())["parity"]["budgets"]["fp16"]  # --min-psnr's
+    assert budget == Budget(kp_max_px=FP16_BUDGET.kp_max_px, prediction_min_psnr_db=30.0).to_dict()
     for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx",
                  "source_encoder.onnx", "generator_frame.onnx"):
         line = next(line for line in res.stdout.splitlines() if line.startswith(name))
         assert " 16 " in line
     assert "dB vs fp32" in res.stdout and "px max vs fp32" in res.stdout
-    assert re.search(r"deployed split\.fp16 +PSNR [0-9.]+ dB end to end vs fp32 \(budget >= 40 dB\)", res.stdout)
+    assert re.search(r"deployed split\.fp16 +PSNR [0-9.]+ dB end to end vs fp32 \(budget >= 30 dB\)", res.stdout)
 
 
 @pytest.mark.parametrize("make_args, message", [
@@ -359,7 +368,14 @@ def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t))], "is a file"),
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t) / "sub")], "cannot write"),
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--engine"], "--engine needs"),
-    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "int8"], "< budget 35.0 dB.*--calibration"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "int8", "--min-psnr",
+                   f"int8={UNREACHABLE_DB:g}"], r"generator\.int8\.onnx vs generator\.onnx: .*PSNR [0-9.]+ dB < "
+                                                r"budget 500\.0 dB.*--calibration VIDEO.*--precision fp16"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--min-psnr", "int8"], "expected PRECISION=DB"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "all", "--min-psnr", "int8=x"],
+     "'x' is not a number of dB"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "fp16", "--min-psnr", "int8=30"],
+     "writes no int8 graphs"),
 ])
 def test_cli_user_errors_are_one_line_and_write_nothing(tmp_path, golden_ckpt, make_args, message):
     work = tmp_path / "work"

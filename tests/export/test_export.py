@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from fomm_deploy.export.checks import check_graph
-from fomm_deploy.export.exporter import run_export
+from fomm_deploy.export.exporter import BUDGET_HINTS, run_export
 from fomm_deploy.export.fp16 import fp16_node_types
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.config import config_from_dict, resolve_config
@@ -310,6 +310,113 @@ def test_int8_budget_failure_says_what_to_do_and_leaves_nothing(tmp_path, golden
                                           r"500\.0 dB.*--calibration VIDEO.*--precision fp16") as info:
         run_export(golden_ckpt, resolve_config("tiny-test"), tmp_path / "out", precision="int8", budgets=budgets)
     assert info.value.graph == "generator.int8.onnx vs generator.onnx"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- the gates: an export is published only when every comparison it records passed -------------------
+
+
+def _parity_records(parity: dict):
+    """(name, record) of every judged comparison in a manifest's parity section: each graph, each deployed
+    split, and their emulated fp16 best and worst cases."""
+    for group in ("results", "pipelines"):
+        for key, entry in parity[group].items():
+            yield f"{group}: {key}", entry
+            for mode, emulated in entry.get("emulated", {}).items():
+                yield f"{group}: {key} ({mode}-case fp16 arithmetic)", emulated
+
+
+@pytest.mark.parametrize("fixture", ["exported", "exported_ac", "bundled_int8"])
+def test_a_published_export_passed_every_comparison_it_records(request, fixture):
+    """What a published manifest.json records (every graph, the deployed splits, the emulated fp16 cases) all
+    passed its tolerance or budget: an export that failed one is never published."""
+    manifest = json.loads((request.getfixturevalue(fixture).out_dir / "manifest.json").read_text())
+    assert set(manifest["parity"]["results"]) == set(manifest["graphs"])  # every published graph was compared
+    records = dict(_parity_records(manifest["parity"]))
+    assert [name for name, record in records.items() if record["passed"] is not True] == []
+
+
+def _refused(ckpt: Path, out: Path, **options) -> ParityError:
+    """The ParityError that stops the export of ``ckpt`` (tiny-test) to ``out``; a test failure, naming the
+    records that failed, when the export is published instead."""
+    try:
+        result = run_export(ckpt, resolve_config("tiny-test"), out, **options)
+    except ParityError as exc:
+        return exc
+    failed = [name for name, record in _parity_records(result.manifest.parity) if not record["passed"]]
+    pytest.fail(f"the export was published; records in its manifest that failed their budget: {failed or 'none'}")
+
+
+class _DamageStaged:
+    """A ``progress`` callback that, at the first step starting with ``step``, rewrites the staged graph
+    ``graph`` so that its ``output`` is scaled by ``factor``: a graph of the right contract whose numbers are
+    off, as a wrong conversion would leave it."""
+
+    def __init__(self, out: Path, step: str, graph: str, output: str, factor: float) -> None:
+        self.out, self.step, self.graph, self.output, self.factor = out, step, graph, output, factor
+        self.fired = False
+
+    def __call__(self, message: str) -> None:
+        if self.fired or not message.startswith(self.step):
+            return
+        (staging,) = self.out.parent.glob(f".{self.out.name}.partial-*")
+        path = staging / self.graph
+        model = onnx.load(str(path))
+        raw, factor = f"{self.output}_undamaged", f"{self.output}_damage"
+        for node in model.graph.node:
+            for names in (node.input, node.output):
+                renamed = [raw if name == self.output else name for name in names]
+                del names[:]
+                names.extend(renamed)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(self.factor, np.float32), factor))
+        model.graph.node.append(onnx.helper.make_node("Mul", [raw, factor], [self.output]))
+        onnx.save(model, str(path))
+        self.fired = True
+
+
+def test_fp16_worst_case_gate_stops_an_export_that_onnx_runtime_numbers_pass(tmp_path, golden_ckpt, exported):
+    """A budget between the worst-case fp16 arithmetic and ONNX Runtime's CPU numbers (both measured on this
+    machine by the fixture's export; about 55 dB): every CPU comparison passes it, the emulated worst case of
+    generator.fp16 does not, and the export stops there, at the per-graph gate, writing nothing."""
+    parity = exported.manifest.parity
+    cpu = min([parity["results"][g]["prediction_psnr_db"] for g in ("generator.fp16", "generator_frame.fp16")]
+              + [parity["pipelines"]["split.fp16"]["prediction_psnr_db"]])
+    worst = parity["results"]["generator.fp16"]["emulated"]["worst"]["prediction_psnr_db"]
+    assert worst + 2 < cpu, (worst, cpu)  # fp16 arithmetic costs more than fp16 weights alone (else no such budget)
+    budget = round((worst + cpu) / 2, 1)
+    error = _refused(golden_ckpt, tmp_path / "out", precision="fp16",
+                     budgets={"fp16": Budget(kp_max_px=FP16_BUDGET.kp_max_px, prediction_min_psnr_db=budget)})
+    assert error.graph == "generator.fp16.onnx (worst-case fp16 arithmetic) vs generator.onnx"
+    assert re.search(rf"PSNR [0-9.]+ dB < budget {re.escape(str(budget))} dB", str(error)), str(error)
+    assert BUDGET_HINTS["fp16"] in str(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_gate_judges_the_source_encoder_that_nothing_else_judges(tmp_path, golden_ckpt):
+    """source_encoder.fp16's outputs are features, which no budget covers: its own comparison only requires them
+    to be finite. Here they are off (halved, once the graph is staged): the end-to-end comparison of the deployed
+    split (source_encoder.fp16 -> generator_frame.fp16 against generator.onnx) stops the export, writing nothing."""
+    out = tmp_path / "out"
+    damage = _DamageStaged(out, "measuring source_encoder.fp16.onnx", "source_encoder.fp16.onnx", "source_features",
+                           0.5)
+    error = _refused(golden_ckpt, out, precision="fp16", emulate_fp16=False, progress=damage)
+    assert damage.fired
+    assert error.graph == "source_encoder.fp16.onnx -> generator_frame.fp16.onnx vs generator.onnx"
+    assert f"dB < budget {FP16_BUDGET.prediction_min_psnr_db} dB" in str(error) and BUDGET_HINTS["fp16"] in str(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_worst_case_gate_stops_the_export(tmp_path, golden_ckpt):
+    """The deployed split's emulated worst case has a gate of its own. On the golden model its numbers equal
+    generator.fp16's, whose gate would stop the export first; so here the staged encoder is damaged only after
+    ONNX Runtime measured the split, and the emulation of the split is the one comparison that sees it."""
+    out = tmp_path / "out"
+    damage = _DamageStaged(out, "emulating fp16 arithmetic of source_encoder -> generator_frame",
+                           "source_encoder.fp16.onnx", "source_features", 0.5)
+    error = _refused(golden_ckpt, out, precision="fp16", progress=damage)
+    assert damage.fired
+    assert error.graph == "source_encoder.fp16 -> generator_frame.fp16 (worst-case fp16 arithmetic) vs generator.onnx"
+    assert f"dB < budget {FP16_BUDGET.prediction_min_psnr_db} dB" in str(error) and BUDGET_HINTS["fp16"] in str(error)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.contract import BUDGETS, Budget
 from fomm_deploy.runtime.errors import InputError
 
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def psnr_budgets(values: tuple[str, ...], writes: tuple[str, ...]) -> dict[str, Budget]:
+    """``--min-psnr PRECISION=DB`` values -> budgets replacing the contract's for those precisions (keypoint
+    budget unchanged). ``writes``: the precisions the export writes.
+
+    Raises:
+        InputError: not PRECISION=DB, a precision without a budget or that the export does not write, a DB
+            that is not a finite number, or a precision given twice.
+    """
+    budgets: dict[str, Budget] = {}
+    for value in values:
+        precision, sep, db = value.partition("=")
+        precision = precision.strip()
+        if not sep or precision not in BUDGETS:
+            raise InputError(f"--min-psnr {value}: expected PRECISION=DB with PRECISION one of "
+                             f"{', '.join(BUDGETS)}, e.g. --min-psnr int8=30")
+        try:
+            min_db = float(db)
+        except ValueError:
+            min_db = float("nan")
+        if not math.isfinite(min_db):
+            raise InputError(f"--min-psnr {value}: '{db}' is not a number of dB, e.g. --min-psnr {precision}=30")
+        if precision not in writes:
+            raise InputError(f"--min-psnr {value} sets the {precision} budget, and this export writes no "
+                             f"{precision} graphs: add --precision {precision} (or all), or drop --min-psnr {value}")
+        if precision in budgets:
+            raise InputError(f"--min-psnr gives the {precision} budget twice; give it once")
+        budgets[precision] = Budget(kp_max_px=BUDGETS[precision].kp_max_px, prediction_min_psnr_db=min_db)
+    return budgets
 
 
 @click.command(context_settings=CONTEXT)
@@ -29,6 +61,11 @@ def _size(n: int) -> str:
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Video whose frames calibrate and judge the int8 graphs (default: the bundled portrait under "
                    "synthetic head motion).")
+@click.option("--min-psnr", "min_psnr", multiple=True, metavar="PRECISION=DB",
+              help="Replace the graph contract's prediction PSNR budget of fp16 or int8 against fp32 ("
+                   + ", ".join(f"{p} {b.prediction_min_psnr_db:g} dB" for p, b in BUDGETS.items())
+                   + "), e.g. int8=30 to accept a lower int8 quality knowingly, or a higher value to demand more. "
+                   "Every graph and the deployed split are gated by it; manifest.json records it. Repeatable.")
 @click.option("--align-corners/--no-align-corners", default=None,
               help="Override the config's grid_sample convention. --align-corners reproduces how the published "
                    "checkpoints were trained (torch 1.0); the default (false) matches upstream code today.")
@@ -38,7 +75,7 @@ def _size(n: int) -> str:
 @version_option()
 @user_errors
 def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibration: Path | None,
-         align_corners: bool | None, engine: bool, force: bool) -> None:
+         min_psnr: tuple[str, ...], align_corners: bool | None, engine: bool, force: bool) -> None:
     """Export an FOMM checkpoint to ONNX: kp_detector.onnx and generator.onnx (opset 16), the per-source
     split (source_encoder.onnx once per portrait, generator_frame.onnx per frame), optional fp16 and int8
     variants, and manifest.json.
@@ -66,6 +103,7 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
     if calibration is not None and precision not in ("int8", "all"):
         raise InputError(f"--calibration calibrates the int8 graphs; --precision {precision} writes none: add "
                          "--precision int8 (or all), or drop --calibration")
+    budgets = psnr_budgets(min_psnr, PRECISIONS[precision])
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)
@@ -78,7 +116,7 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
                 bar.update(1)
 
         result = run_export(ckpt, cfg, out_dir, precision=precision, engine=engine, force=force, progress=progress,
-                            calibration=calibration)
+                            calibration=calibration, budgets=budgets)
     click.echo(f"Exported {ckpt.name} with config {cfg.name or cfg.source} (align_corners "
                f"{str(cfg.align_corners).lower()}) to {result.out_dir}/ in {result.seconds:.1f} s")
     header = f"{'graph':<24}{'size':>10}{'opset':>7}  parity"

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from fomm_deploy.export.checks import check_graph
-from fomm_deploy.export.exporter import run_export
+from fomm_deploy.export.exporter import BUDGET_HINTS, run_export
 from fomm_deploy.export.fp16 import fp16_node_types
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.config import config_from_dict, resolve_config
@@ -28,10 +28,14 @@ from tests.runtime.conftest import RANDOM_WEIGHTS_INT8
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
-# The golden checkpoint has random weights, no int8 quality reference: its export with the default int8
-# budget fails (test_int8_budget_failure_...); tests that need its int8 graphs for their structure pass this
-# floor on purpose (one definition, beside the runtime tests' golden export); int8 quality is tested on the
-# bundled trained model (test_int8_quality_on_the_bundled_model).
+# The golden checkpoint has random weights, no int8 quality reference: whether its int8 graphs meet the default
+# int8 budget depends on the CPU's int8 kernels (tests/runtime/conftest.py), so no test here expects it to pass
+# or to fail. Budget failures are forced with explicit budgets that no graph can meet; tests that need its int8
+# graphs for their structure pass the floor RANDOM_WEIGHTS_INT8 (one definition, beside the runtime tests'
+# golden export); int8 quality is tested on the bundled trained model (test_int8_quality_on_the_bundled_model).
+# A PSNR budget no comparison reaches: the pixels of a reduced-precision graph are never all exactly equal to
+# fp32's (PSNR inf), and short of that 500 dB is far beyond float32's resolution.
+UNREACHABLE_DB = 500.0
 BUNDLED_CKPT, BUNDLED_CONFIG = REPO / "checkpoints" / "synthetic-faces.pth.tar", "synthetic-faces"
 
 
@@ -294,16 +298,125 @@ def test_fp16_budget_failure_leaves_nothing(tmp_path, golden_ckpt):
     out = tmp_path / "out"
     with pytest.raises(ParityError, match=r"PSNR .* dB < budget 500"):
         run_export(golden_ckpt, resolve_config("tiny-test"), out, precision="fp16",
-                   budgets={"fp16": Budget(kp_max_px=2.0, prediction_min_psnr_db=500.0)})
+                   budgets={"fp16": Budget(kp_max_px=2.0, prediction_min_psnr_db=UNREACHABLE_DB)})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_budget_failure_says_what_to_do_and_leaves_nothing(tmp_path, golden_ckpt):
-    """The random-weight golden model fails the int8 budget: the export stops with one ParityError."""
-    with pytest.raises(ParityError, match=r"generator\.int8\.onnx vs generator\.onnx.*PSNR .* dB < budget "
-                                          r"35\.0 dB.*--calibration VIDEO.*--precision fp16") as info:
-        run_export(golden_ckpt, resolve_config("tiny-test"), tmp_path / "out", precision="int8")
+    """An int8 graph under its budget (forced: no int8 graph reaches the budget passed here, on any CPU) stops
+    the export with one ParityError that names the graph, its PSNR and the budget, and says what to do."""
+    budgets = {"int8": Budget(kp_max_px=INT8_BUDGET.kp_max_px, prediction_min_psnr_db=UNREACHABLE_DB)}
+    with pytest.raises(ParityError, match=r"generator\.int8\.onnx vs generator\.onnx.*PSNR [0-9.]+ dB < budget "
+                                          r"500\.0 dB.*--calibration VIDEO.*--precision fp16") as info:
+        run_export(golden_ckpt, resolve_config("tiny-test"), tmp_path / "out", precision="int8", budgets=budgets)
     assert info.value.graph == "generator.int8.onnx vs generator.onnx"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- the gates: an export is published only when every comparison it records passed -------------------
+
+
+def _parity_records(parity: dict):
+    """(name, record) of every judged comparison in a manifest's parity section: each graph, each deployed
+    split, and their emulated fp16 best and worst cases."""
+    for group in ("results", "pipelines"):
+        for key, entry in parity[group].items():
+            yield f"{group}: {key}", entry
+            for mode, emulated in entry.get("emulated", {}).items():
+                yield f"{group}: {key} ({mode}-case fp16 arithmetic)", emulated
+
+
+@pytest.mark.parametrize("fixture", ["exported", "exported_ac", "bundled_int8"])
+def test_a_published_export_passed_every_comparison_it_records(request, fixture):
+    """What a published manifest.json records (every graph, the deployed splits, the emulated fp16 cases) all
+    passed its tolerance or budget: an export that failed one is never published."""
+    manifest = json.loads((request.getfixturevalue(fixture).out_dir / "manifest.json").read_text())
+    assert set(manifest["parity"]["results"]) == set(manifest["graphs"])  # every published graph was compared
+    records = dict(_parity_records(manifest["parity"]))
+    assert [name for name, record in records.items() if record["passed"] is not True] == []
+
+
+def _refused(ckpt: Path, out: Path, **options) -> ParityError:
+    """The ParityError that stops the export of ``ckpt`` (tiny-test) to ``out``; a test failure, naming the
+    records that failed, when the export is published instead."""
+    try:
+        result = run_export(ckpt, resolve_config("tiny-test"), out, **options)
+    except ParityError as exc:
+        return exc
+    failed = [name for name, record in _parity_records(result.manifest.parity) if not record["passed"]]
+    pytest.fail(f"the export was published; records in its manifest that failed their budget: {failed or 'none'}")
+
+
+class _DamageStaged:
+    """A ``progress`` callback that, at the first step starting with ``step``, rewrites the staged graph
+    ``graph`` so that its ``output`` is scaled by ``factor``: a graph of the right contract whose numbers are
+    off, as a wrong conversion would leave it."""
+
+    def __init__(self, out: Path, step: str, graph: str, output: str, factor: float) -> None:
+        self.out, self.step, self.graph, self.output, self.factor = out, step, graph, output, factor
+        self.fired = False
+
+    def __call__(self, message: str) -> None:
+        if self.fired or not message.startswith(self.step):
+            return
+        (staging,) = self.out.parent.glob(f".{self.out.name}.partial-*")
+        path = staging / self.graph
+        model = onnx.load(str(path))
+        raw, factor = f"{self.output}_undamaged", f"{self.output}_damage"
+        for node in model.graph.node:
+            for names in (node.input, node.output):
+                renamed = [raw if name == self.output else name for name in names]
+                del names[:]
+                names.extend(renamed)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(self.factor, np.float32), factor))
+        model.graph.node.append(onnx.helper.make_node("Mul", [raw, factor], [self.output]))
+        onnx.save(model, str(path))
+        self.fired = True
+
+
+def test_fp16_worst_case_gate_stops_an_export_that_onnx_runtime_numbers_pass(tmp_path, golden_ckpt, exported):
+    """A budget between the worst-case fp16 arithmetic and ONNX Runtime's CPU numbers (both measured on this
+    machine by the fixture's export; about 55 dB): every CPU comparison passes it, the emulated worst case of
+    generator.fp16 does not, and the export stops there, at the per-graph gate, writing nothing."""
+    parity = exported.manifest.parity
+    cpu = min([parity["results"][g]["prediction_psnr_db"] for g in ("generator.fp16", "generator_frame.fp16")]
+              + [parity["pipelines"]["split.fp16"]["prediction_psnr_db"]])
+    worst = parity["results"]["generator.fp16"]["emulated"]["worst"]["prediction_psnr_db"]
+    assert worst + 2 < cpu, (worst, cpu)  # fp16 arithmetic costs more than fp16 weights alone (else no such budget)
+    budget = round((worst + cpu) / 2, 1)
+    error = _refused(golden_ckpt, tmp_path / "out", precision="fp16",
+                     budgets={"fp16": Budget(kp_max_px=FP16_BUDGET.kp_max_px, prediction_min_psnr_db=budget)})
+    assert error.graph == "generator.fp16.onnx (worst-case fp16 arithmetic) vs generator.onnx"
+    assert re.search(rf"PSNR [0-9.]+ dB < budget {re.escape(str(budget))} dB", str(error)), str(error)
+    assert BUDGET_HINTS["fp16"] in str(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_gate_judges_the_source_encoder_that_nothing_else_judges(tmp_path, golden_ckpt):
+    """source_encoder.fp16's outputs are features, which no budget covers: its own comparison only requires them
+    to be finite. Here they are off (halved, once the graph is staged): the end-to-end comparison of the deployed
+    split (source_encoder.fp16 -> generator_frame.fp16 against generator.onnx) stops the export, writing nothing."""
+    out = tmp_path / "out"
+    damage = _DamageStaged(out, "measuring source_encoder.fp16.onnx", "source_encoder.fp16.onnx", "source_features",
+                           0.5)
+    error = _refused(golden_ckpt, out, precision="fp16", emulate_fp16=False, progress=damage)
+    assert damage.fired
+    assert error.graph == "source_encoder.fp16.onnx -> generator_frame.fp16.onnx vs generator.onnx"
+    assert f"dB < budget {FP16_BUDGET.prediction_min_psnr_db} dB" in str(error) and BUDGET_HINTS["fp16"] in str(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_worst_case_gate_stops_the_export(tmp_path, golden_ckpt):
+    """The deployed split's emulated worst case has a gate of its own. On the golden model its numbers equal
+    generator.fp16's, whose gate would stop the export first; so here the staged encoder is damaged only after
+    ONNX Runtime measured the split, and the emulation of the split is the one comparison that sees it."""
+    out = tmp_path / "out"
+    damage = _DamageStaged(out, "emulating fp16 arithmetic of source_encoder -> generator_frame",
+                           "source_encoder.fp16.onnx", "source_features", 0.5)
+    error = _refused(golden_ckpt, out, precision="fp16", progress=damage)
+    assert damage.fired
+    assert error.graph == "source_encoder.fp16 -> generator_frame.fp16 (worst-case fp16 arithmetic) vs generator.onnx"
+    assert f"dB < budget {FP16_BUDGET.prediction_min_psnr_db} dB" in str(error) and BUDGET_HINTS["fp16"] in str(error)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -338,17 +451,20 @@ def _cli(*args, cwd):
 
 
 def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
-    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "fp16", cwd=tmp_path)
+    res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "fp16", "--min-psnr", "fp16=30",
+               cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "Warning" not in res.stderr, res.stderr  # torch's warnings are the exporter's business, not the user's
     out = tmp_path / "exported"  # the default --out, relative to the current directory
     assert (out / "manifest.json").exists()
+    budget = json.loads((out / "manifest.json").read_text())["parity"]["budgets"]["fp16"]  # --min-psnr's
+    assert budget == Budget(kp_max_px=FP16_BUDGET.kp_max_px, prediction_min_psnr_db=30.0).to_dict()
     for name in ("kp_detector.onnx", "generator.onnx", "kp_detector.fp16.onnx", "generator.fp16.onnx",
                  "source_encoder.onnx", "generator_frame.onnx"):
         line = next(line for line in res.stdout.splitlines() if line.startswith(name))
         assert " 16 " in line
     assert "dB vs fp32" in res.stdout and "px max vs fp32" in res.stdout
-    assert re.search(r"deployed split\.fp16 +PSNR [0-9.]+ dB end to end vs fp32 \(budget >= 40 dB\)", res.stdout)
+    assert re.search(r"deployed split\.fp16 +PSNR [0-9.]+ dB end to end vs fp32 \(budget >= 30 dB\)", res.stdout)
 
 
 @pytest.mark.parametrize("make_args, message", [
@@ -360,7 +476,14 @@ def test_cli_success_prints_the_table(tmp_path, golden_ckpt):
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t))], "is a file"),
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--out", str(_file(t) / "sub")], "cannot write"),
     (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--engine"], "--engine needs"),
-    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "int8"], "< budget 35.0 dB.*--calibration"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "int8", "--min-psnr",
+                   f"int8={UNREACHABLE_DB:g}"], r"generator\.int8\.onnx vs generator\.onnx: .*PSNR [0-9.]+ dB < "
+                                                r"budget 500\.0 dB.*--calibration VIDEO.*--precision fp16"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--min-psnr", "int8"], "expected PRECISION=DB"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "all", "--min-psnr", "int8=x"],
+     "'x' is not a number of dB"),
+    (lambda t, g: ["--ckpt", str(g), "--config", "tiny-test", "--precision", "fp16", "--min-psnr", "int8=30"],
+     "writes no int8 graphs"),
 ])
 def test_cli_user_errors_are_one_line_and_write_nothing(tmp_path, golden_ckpt, make_args, message):
     work = tmp_path / "work"

@@ -592,3 +592,59 @@ def test_live_portrait_side_limit_is_checked_on_the_real_size(server, tmp_path):
     with LiveClient(server.url) as client:
         reply = client.set_source(data.tobytes())
     assert reply.get("type") == "error" and "5000x2100" in reply["reason"], reply
+
+
+def _reason(client: LiveClient) -> str:
+    """The next message, which must be an error with a one-line reason."""
+    reply = client.receive(timeout=120)
+    assert isinstance(reply, dict), f"no error: the frame was animated ({reply.header})"
+    assert reply["type"] == "error", reply
+    assert reply["reason"] and "\n" not in reply["reason"], reply
+    return reply["reason"]
+
+
+def test_live_frame_over_the_byte_limit_gets_a_reason_and_the_session_goes_on(server, media):
+    """fomm-serve's default limit of bytes per live frame: a valid JPEG of exactly that many bytes is animated,
+    one byte more is refused with the limit in the reason, and the session goes on. (Zero bytes after the JPEG's
+    end-of-image marker make it larger without changing the picture: decoders stop at the marker.)"""
+    from fomm_deploy.runtime.serve.app import Limits
+
+    limit = Limits().max_frame_bytes
+    frame = bgr_frames(media["driving"])[0]
+    ok, jpeg = cv2.imencode(".jpg", frame)
+    assert ok and len(jpeg) < limit
+    at_limit = jpeg.tobytes() + b"\0" * (limit - len(jpeg))
+    with LiveClient(server.url) as client:
+        client.control({"type": "options", "crop": "centre"})
+        client.send(at_limit)
+        accepted = client.receive(timeout=120)
+        assert not isinstance(accepted, dict), accepted
+        assert accepted.image.shape == (64, 64, 3) and accepted.header["frame"] == 1
+        client.send(at_limit + b"\0")
+        assert _reason(client) == f"frame larger than {limit} bytes"
+        after = client.animate(frame)  # the session goes on; the refused frame was never counted
+        assert not isinstance(after, dict), after
+        assert after.image.shape == (64, 64, 3) and after.header["frame"] == 2 and after.header["dropped"] == 0
+
+
+def test_live_frame_over_the_side_limit_gets_a_reason_and_the_session_goes_on(server, media):
+    """fomm-serve's default limit of pixels on a live frame's side: a frame that long is animated, one pixel
+    longer (a small file, far under the byte and pixel-count limits) is refused with its size and the limit in
+    the reason, and the session goes on."""
+    from fomm_deploy.runtime.serve.app import Limits
+
+    side = Limits().max_frame_side
+    frame = bgr_frames(media["driving"])[0]
+    with LiveClient(server.url) as client:
+        client.control({"type": "options", "crop": "centre"})
+        for width in (side, side + 1):  # the driving frame, stretched to a wide strip
+            wide = cv2.resize(frame, (width, 64), interpolation=cv2.INTER_AREA)
+            client.send(wide)
+            if width == side:
+                accepted = client.receive(timeout=120)
+                assert not isinstance(accepted, dict), accepted
+                assert accepted.image.shape == (64, 64, 3)
+        assert _reason(client) == f"the frame is {side + 1}x64; frames may be at most {side} px on a side"
+        after = client.animate(frame)
+        assert not isinstance(after, dict), after
+        assert after.image.shape == (64, 64, 3) and after.header["frame"] == 2

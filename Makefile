@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The bundled demo model: FOMM trained by fomm-train on synthetic talking faces (see README, "Training").
+# The bundled demo model: FOMM trained by fomm-train on synthetic talking faces (see docs/training.md).
 # Its 64x64 cartoon faces are too small for OpenCV's face detector, and they fill the frame already, so the
 # demo animates them with --crop centre; --size 256 scales each side-by-side panel up to 256 px (Lanczos) so
 # that the result can be seen, and --still writes its middle frame as a PNG; --force lets `make demo` run again.

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.contract import Budget
-from fomm_deploy.runtime.keypoints import normalize_kp
+from fomm_deploy.runtime.core.config import FommConfig
+from fomm_deploy.runtime.core.precision import Budget
+from fomm_deploy.runtime.core.keypoints import normalize_kp
 
 from .roofline import Peaks, Work, graph_work, measure_peaks
 
@@ -105,7 +105,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
 
 def machine_info() -> dict[str, str]:
     """The machine (platform, CPU, cores, GPU) and the tool versions (``manifest.tool_versions``) of a run."""
-    from fomm_deploy.runtime.manifest import tool_versions
+    from fomm_deploy.runtime.core.manifest import tool_versions
 
     info = {"platform": platform.platform(), "cores": str(os.cpu_count())}
     try:
@@ -136,8 +136,8 @@ def machine_info() -> dict[str, str]:
 
 def bench_frames(cfg: FommConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The bundled portrait and ``n`` frames of synthetic head motion at the model size (float32 HWC)."""
-    from fomm_deploy.runtime.preprocess import prepare_frame
-    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.media.preprocess import prepare_frame
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
     face = prepare_frame(sample_face(), cfg.frame_size)
     frames = head_motion(face, n + 1, seed=3)
@@ -248,7 +248,7 @@ def available_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs this machine can run."""
 
     pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
-    from fomm_deploy.runtime.names import tensorrt_missing
+    from fomm_deploy.runtime.backends.cuda import tensorrt_missing
 
     if not tensorrt_missing():
         try:
@@ -355,7 +355,7 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
 def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
     """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
     and the baseline) and, given ``peaks`` (one per entry), its floor and ``x floor``."""
-    from fomm_deploy.runtime.manifest import graph_file_name
+    from fomm_deploy.runtime.core.manifest import graph_file_name
 
     counted: dict[str, Work] = {}
 
@@ -418,7 +418,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
     """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
     import cv2
 
-    from fomm_deploy.runtime.fileio import write_image
+    from fomm_deploy.runtime.core.fileio import write_image
 
     rows = [result.baseline] + result.results
     palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
@@ -464,7 +464,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
 
 
 def write_json(result: BenchResult, path: Path) -> Path:
-    from fomm_deploy.runtime.fileio import atomic_path
+    from fomm_deploy.runtime.core.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.errors import FommError, InputError
-from fomm_deploy.runtime.names import device_option
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.errors import FommError, InputError
+from fomm_deploy.runtime.core.names import device_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -58,12 +58,12 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
       fomm-bench --peak --backends onnxruntime:int8 --variants split
       fomm-bench --backends torch:fp32,torch:fp16 --device cuda   (a GPU without TensorRT)
     """
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.names import parse_backend_pairs
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.names import parse_backend_pairs
 
     from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
-    from fomm_deploy.runtime.fileio import check_output_file
+    from fomm_deploy.runtime.core.fileio import check_output_file
 
     # Output paths are checked before the benchmark runs, so a typo cannot lose its results. They are
     # reports: an existing one is replaced.
@@ -87,7 +87,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         pairs = available_backends()
         if device and device.startswith("cuda"):
             pairs.append(("torch", "fp16"))
-    from fomm_deploy.runtime.names import check_backend_device
+    from fomm_deploy.runtime.core.names import check_backend_device
 
     for backend, precision in pairs:  # torch fp16 on the CPU, --device for ONNX Runtime: say so before exporting
         if backend == "torch" or device is None:
@@ -107,7 +107,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         write_json(result, json_path)
         click.echo(f"wrote {json_path}")
     if md_path:
-        from fomm_deploy.runtime.fileio import atomic_path
+        from fomm_deploy.runtime.core.fileio import atomic_path
 
         with atomic_path(md_path) as tmp:
             tmp.write_text(f"Command: `{command}`\n\n" + table)

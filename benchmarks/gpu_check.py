@@ -388,8 +388,8 @@ def _expected_outputs(spec, feed) -> dict[str, np.ndarray]:
 def check_trt_logic(smoke: bool, tmp: Path) -> dict[str, Any]:
     from fomm_deploy.runtime.backends import cuda as cuda_module
     from fomm_deploy.runtime.backends.tensorrt import TrtBackend
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.contract import graph_specs
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.contract import graph_specs
 
     api = cuda_layer(smoke)
     cfg = resolve_config("tiny-test")
@@ -465,16 +465,17 @@ def check_fp16_numerics(smoke: bool) -> dict[str, Any]:
     import torch
 
     from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.runtime.compare import compare
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.contract import FP16_BUDGET, graph_specs
+    from fomm_deploy.runtime.core.compare import compare
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.contract import graph_specs
+    from fomm_deploy.runtime.core.precision import FP16_BUDGET
 
     device = "cuda" if _has_cuda() else "cpu"
     models_to_check = [("golden-small", GOLDEN_CKPT, "tiny-test"), ("synthetic-faces", BUNDLED_CKPT, "synthetic-faces")]
     if not smoke:
         models_to_check.append(("vox-256 (random weights)", None, "vox-256"))
     out: dict[str, Any] = {"device": device, "budget": FP16_BUDGET.to_dict(),
-                           "policy": "export/fp16.py FP16_SCOPES in half, kp_detector fp32 (FP32_AT_FP16)"}
+                           "policy": "runtime/core/precision.py: FP16_SCOPES in half, kp_detector fp32 (FP32_AT_FP16)"}
     for label, ckpt, config in models_to_check:
         cfg = resolve_config(config)
         feeds = sample_feeds(_load(ckpt, cfg, "cpu"), cfg, 2, 1)
@@ -543,8 +544,8 @@ def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
     from fomm_deploy.benchmarks.bench import timed_calls
     from fomm_deploy.export.inputs import sample_feeds
     from fomm_deploy.runtime.backends.torch_ref import TorchBackend
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.contract import graph_specs
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.contract import graph_specs
     from fomm_deploy.training.checkpoint import save_checkpoint
 
     cuda = _has_cuda()

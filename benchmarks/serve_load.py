@@ -103,8 +103,8 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     import cv2
 
     from fomm_deploy.benchmarks.bench import machine_info
-    from fomm_deploy.runtime.fileio import atomic_path
-    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.core.fileio import atomic_path
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
     from fomm_deploy.runtime.serve.client import ServerProcess
 
     try:

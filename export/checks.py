@@ -9,8 +9,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
-from fomm_deploy.runtime.contract import OPSET, GraphSpec
-from fomm_deploy.runtime.errors import ContractError
+from fomm_deploy.runtime.core.contract import OPSET, GraphSpec
+from fomm_deploy.runtime.core.errors import ContractError
 
 # Operators of the standard domain that TensorRT's ONNX parser (onnx-tensorrt, TensorRT 10/11) supports
 # and that an FOMM export may reasonably produce. Anything else fails the export loudly.

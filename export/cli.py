@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.contract import BUDGETS, Budget
-from fomm_deploy.runtime.errors import InputError
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget
+from fomm_deploy.runtime.core.errors import InputError
 
 
 def _size(n: int) -> str:
@@ -55,7 +55,7 @@ def psnr_budgets(values: tuple[str, ...], writes: tuple[str, ...]) -> dict[str, 
                    "Default: vox-256.")
 @click.option("--out", "out_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
               help="Output folder for the graphs and manifest.json.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(list(EXPORT_PRECISIONS)), default="fp32", show_default=True,
               help="fp32 graphs only; fp16 adds mixed-precision *.fp16.onnx (TensorRT, GPUs); int8 adds *.int8.onnx "
                    "(ONNX Runtime on CPU; the keypoint detector and source encoder stay fp32); all adds both. The fp32 graphs are always written, as the reference.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -93,9 +93,9 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
     """
     from tqdm import tqdm
 
-    from fomm_deploy.runtime.contract import graph_specs
+    from fomm_deploy.runtime.core.contract import graph_specs
 
-    from .exporter import PRECISIONS, run_export
+    from .exporter import run_export
 
     from .exporter import check_out_dir
 
@@ -103,11 +103,11 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
     if calibration is not None and precision not in ("int8", "all"):
         raise InputError(f"--calibration calibrates the int8 graphs; --precision {precision} writes none: add "
                          "--precision int8 (or all), or drop --calibration")
-    budgets = psnr_budgets(min_psnr, PRECISIONS[precision])
+    budgets = psnr_budgets(min_psnr, EXPORT_PRECISIONS[precision])
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)
-    n_steps = 2 * len(graph_specs(cfg)) * len(PRECISIONS[precision]) + 2 * len(PRECISIONS[precision]) + 1
+    n_steps = 2 * len(graph_specs(cfg)) * len(EXPORT_PRECISIONS[precision]) + 2 * len(EXPORT_PRECISIONS[precision]) + 1
     with tqdm(total=n_steps, desc="fomm-export", unit="step", leave=False, disable=None,
               bar_format="{desc}: {n}/{total} {bar} {elapsed}") as bar:
         def progress(message: str) -> None:

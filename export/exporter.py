@@ -10,7 +10,7 @@ measured against the fp32 graph (``contract.BUDGETS``). Finally the deployed spl
 precision (``source_encoder.fp16`` feeding ``generator_frame.fp16``; at int8 the fp32 encoder feeding
 ``generator_frame.int8``) is measured end to end against the fp32 reference generator and gated by the
 same budget. Comparisons are
-``runtime/compare.py``'s; file names are ``runtime/manifest.py``'s; inputs are ``inputs.py``'s.
+``runtime/core/compare.py``'s; file names are ``runtime/core/manifest.py``'s; inputs are ``inputs.py``'s.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import onnx
 import torch
 
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
-from fomm_deploy.runtime.compare import Comparison, compare
-from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.contract import BUDGETS, OPSET, Budget, GraphSpec, graph_specs, tolerance
-from fomm_deploy.runtime.errors import ExportError
-from fomm_deploy.runtime.fileio import make_staging_dir, sha256_file
-from fomm_deploy.runtime.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
-                                          stored_precision)
+from fomm_deploy.runtime.core.compare import Comparison, compare
+from fomm_deploy.runtime.core.config import FommConfig
+from fomm_deploy.runtime.core.contract import OPSET, GraphSpec, graph_specs
+from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget, tolerance
+from fomm_deploy.runtime.core.errors import ExportError
+from fomm_deploy.runtime.core.fileio import make_staging_dir, sha256_file
+from fomm_deploy.runtime.core.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
+                                               stored_precision)
 from fomm_deploy.training.checkpoint import load_checkpoint
 from fomm_deploy.training.model.wrappers import flat_module
 
@@ -46,7 +47,6 @@ from .inputs import calibration_frames, real_feeds, sample_feeds
 from .narrow_heads import with_row_sum_heads
 from .subpixel import with_subpixel_upsampling
 
-PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3
 # What a failing reduced-precision budget tells the user to do.
@@ -299,7 +299,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 def check_engine_prerequisites() -> None:
     """``--engine`` needs the tensorrt package and a CUDA GPU; say exactly what is missing."""
     from fomm_deploy.runtime.backends.cuda import device_count
-    from fomm_deploy.runtime.names import tensorrt_missing
+    from fomm_deploy.runtime.backends.cuda import tensorrt_missing
 
     missing = tensorrt_missing()
     # Asked of the CUDA layer the engines will run on (cuda-python / pycuda), never of torch: a CPU build of
@@ -348,11 +348,11 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
     Raises:
         ExportError, InputError, CheckpointError, ContractError, ParityError: with nothing written to ``out_dir``.
     """
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f"unknown precision '{precision}'; choose from {', '.join(EXPORT_PRECISIONS)}")
     if engine:
         check_engine_prerequisites()
-    chosen = [VARIANTS[p] for p in PRECISIONS[precision] if p in VARIANTS]
+    chosen = [VARIANTS[p] for p in EXPORT_PRECISIONS[precision] if p in VARIANTS]
     budget = {v.precision: dict(BUDGETS, **(budgets or {}))[v.precision] for v in chosen}
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
@@ -390,7 +390,7 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
             record(name, "fp32", path, fp32, "PyTorch")
             for variant in chosen:
                 if stored_precision(name, variant.precision) != variant.precision:
-                    continue  # this graph stays fp32 at this precision (manifest.FP32_AT_INT8)
+                    continue  # this graph stays fp32 at this precision (precision.FP32_AT_INT8)
                 step(f"{variant.verb} {name} to {variant.precision}")
                 out = staging / graph_file_name(name, variant.precision)
                 _save(variant.build(job, name, model, path, out), spec, cfg, out)
@@ -429,7 +429,7 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         raise
     if engine:  # after publishing: engines are cached artefacts of the graphs, each written atomically
         step("building TensorRT engines")
-        trt_precisions = tuple(p for p in PRECISIONS[precision] if p in ("fp32", "fp16"))
+        trt_precisions = tuple(p for p in EXPORT_PRECISIONS[precision] if p in ("fp32", "fp16"))
         build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
     return ExportResult(out_dir, manifest, reports, pipelines, emulated_pipelines, time.perf_counter() - t0)
 

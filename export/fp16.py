@@ -14,22 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# Module scopes (as they appear in node names of the TorchScript exporter, e.g.
-# "/generator/bottleneck/r0/conv1/Conv" or, for the split graphs, "/bottleneck/r0/conv1/Conv") whose work
-# is convolutional feature extraction and tolerates fp16. Anything else stays fp32: the keypoint heads
-# ("/kp/", "/jacobian/"), the anti-alias downsampling ("/down/"), heatmaps, motions and grid sampling.
-FP16_SCOPES = (
-    "/predictor/",  # keypoint-detector hourglass
-    "/first/",
-    "/down_blocks.",
-    "/bottleneck/",
-    "/up_blocks.",
-    "/final/",
-    "/hourglass/",  # dense-motion hourglass
-    "/mask/",
-    "/occlusion/",
-)
-FP16_OPS = {"Conv", "BatchNormalization", "Relu", "AveragePool", "Resize", "Concat", "Add", "Mul"}
+from fomm_deploy.runtime.core.precision import FP16_OPS, in_fp16_scope, runs_fp16
+
 # Inputs that must keep their float32 type whatever the node's precision (Resize's roi and scales).
 _KEEP_FP32_INPUTS = {("Resize", 1), ("Resize", 2)}
 # Ops that move or select values without arithmetic: they run in whatever type their data input has. A node
@@ -38,21 +24,16 @@ _KEEP_FP32_INPUTS = {("Resize", 1), ("Resize", 2)}
 # keypoint-independent reshapes). Shape reads no values: it never needs its input cast.
 TYPE_AGNOSTIC_OPS = {"Reshape", "Transpose", "Concat", "Slice", "Split", "Identity", "Pad", "Squeeze", "Unsqueeze",
                      "Flatten", "Expand", "Gather", "Tile", "Shape", "MaxPool"}
-# Graphs that stay fully fp32 in an fp16 deployment (their ``*.fp16.onnx`` holds the fp32 graph). kp_detector:
-# its temperature-0.1 softmax turns fp16 feature errors into keypoint jumps (worst-case emulation of the
-# golden fixture: 3.2 px with the hourglass in fp16, best case 1.2 px, budget 2 px), and it is 2.6 of the ~110 GFLOP of a
-# vox-256 step, so fp32 costs little.
-FP32_AT_FP16 = ("kp_detector",)
 
 
 def default_fp16_predicate(node: onnx.NodeProto) -> bool:
-    return node.op_type in FP16_OPS and any(scope in node.name for scope in FP16_SCOPES)
+    return node.op_type in FP16_OPS and in_fp16_scope(node.name)
 
 
 def mixed_fp16_for_graph(graph: str, model: onnx.ModelProto) -> onnx.ModelProto:
     """The fp16 deployment's graph ``graph``: :func:`convert_to_mixed_fp16`, or an fp32 copy for
-    :data:`FP32_AT_FP16`."""
-    if graph in FP32_AT_FP16:
+    the graphs the precision policy keeps in fp32 (``precision.FP32_AT_FP16``)."""
+    if not runs_fp16(graph):
         return onnx.ModelProto.FromString(model.SerializeToString())
     return convert_to_mixed_fp16(model)
 

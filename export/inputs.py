@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.contract import graph_specs
-from fomm_deploy.runtime.errors import InputError
-from fomm_deploy.runtime.feeds import generator_feed
-from fomm_deploy.runtime.keypoints import KP
+from fomm_deploy.runtime.core.config import FommConfig
+from fomm_deploy.runtime.core.contract import graph_specs
+from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.feeds import generator_feed
+from fomm_deploy.runtime.core.keypoints import KP
 
 CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
 
@@ -110,11 +110,11 @@ def calibration_frames(cfg: FommConfig, video: Path | None) -> tuple[np.ndarray,
     Raises:
         InputError: the video has fewer than 4 frames.
     """
-    from fomm_deploy.runtime.preprocess import prepare_frame
-    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.media.preprocess import prepare_frame
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
     if video is not None:
-        from fomm_deploy.runtime.video import iter_frames
+        from fomm_deploy.runtime.media.video import iter_frames
 
         frames = [prepare_frame(f, cfg.frame_size) for f in iter_frames(video)]
         if len(frames) < 4:

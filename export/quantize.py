@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .fp16 import FP16_SCOPES
+from fomm_deploy.runtime.core.precision import in_fp16_scope
+
 from .narrow_heads import ROW_CONV_SCOPE
 
 
@@ -57,7 +58,7 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
     """
     consumers = _readers(model.graph)
     convs = [n for n in model.graph.node
-             if n.op_type == "Conv" and any(s in n.name for s in FP16_SCOPES) and not _encodes_the_source(n.name)
+             if n.op_type == "Conv" and in_fp16_scope(n.name) and not _encodes_the_source(n.name)
              and ROW_CONV_SCOPE not in n.name
              and not any(c.op_type in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
     relus = [readers[0] for readers in (consumers.get(c.output[0], []) for c in convs)

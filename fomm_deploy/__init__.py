@@ -23,5 +23,5 @@ _here = _Path(__file__).resolve().parent
 _checkout = _here.parent
 # Only in a source checkout: the sub-package folders are siblings of this one, next to pyproject.toml.
 if not (_here / "runtime").is_dir() and (_checkout / "pyproject.toml").is_file() \
-        and (_checkout / "runtime" / "contract.py").is_file():
+        and (_checkout / "runtime" / "core" / "contract.py").is_file():
     __path__.append(str(_checkout))  # noqa: F821 - __path__ is defined for packages

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
-from .cli_common import CONTEXT, user_errors, version_option
-from .names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, max_frames_option,
-                    onnx_dir_option, precision_option, providers_option, relative_option)
+from .core.cli_common import CONTEXT, user_errors, version_option
+from .core.names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, max_frames_option,
+                         onnx_dir_option, precision_option, providers_option, relative_option)
 
 
 @click.command(context_settings=CONTEXT)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .backends.base import Backend
-from .errors import InputError
-from .feeds import driving_inputs, kp_from_outputs, source_inputs
-from .keypoints import KP, normalize_kp
-from .preprocess import prepare_frame, to_nchw, to_uint8_hwc
+from .core.errors import InputError
+from .core.feeds import driving_inputs, kp_from_outputs, source_inputs
+from .core.keypoints import KP, normalize_kp
+from .media.preprocess import prepare_frame, to_nchw, to_uint8_hwc
 
 
 class Animator:
@@ -178,7 +178,7 @@ def pose_distances(kp: KP, candidates: np.ndarray) -> np.ndarray:
         kp: the keypoints to match (1, K, 2).
         candidates: keypoint values of every candidate, (N, K, 2).
     """
-    from .keypoints import convex_hull_area
+    from .core.keypoints import convex_hull_area
 
     def normalise(points: np.ndarray) -> np.ndarray:
         centred = points - points.mean(axis=0, keepdims=True)

@@ -8,17 +8,17 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_common import CONTEXT, user_errors, version_option
-from .errors import InputError, ParityError
-from .names import device_option, onnx_dir_option, precision_option, providers_option
+from .core.cli_common import CONTEXT, user_errors, version_option
+from .core.errors import InputError, ParityError
+from .core.names import device_option, onnx_dir_option, precision_option, providers_option
 
 
 def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """One feed per graph: ``batch`` driving frames animating one source, keypoints (and the source encoding)
     from the reference backends, so both backends see the same inputs."""
-    from .feeds import generator_feed, kp_from_outputs
-    from .preprocess import prepare_frame, to_nchw
-    from .samples import head_motion, sample_face
+    from .core.feeds import generator_feed, kp_from_outputs
+    from .media.preprocess import prepare_frame, to_nchw
+    from .media.samples import head_motion, sample_face
 
     h, w = exported.frame_size
     if kind == "real":
@@ -70,7 +70,7 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
       fomm-compare --onnx exported/vox --backends onnxruntime,tensorrt --precision fp16
       fomm-compare --onnx exported/vox --backends onnxruntime,torch --precision fp16 --device cuda
     """
-    from .compare import compare
+    from .core.compare import compare
     from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
 
     names = [b.strip() for b in backends.split(",") if b.strip()]

@@ -13,11 +13,11 @@ from .backends.base import Backend
 from .backends.onnxrt import OrtBackend
 from .backends.tensorrt import TrtBackend
 from .backends.torch_ref import TorchBackend
-from .config import ConfigError, FommConfig, config_from_dict, resolve_config
-from .contract import GraphSpec, graph_specs
-from .errors import CheckpointError, ExportFolderError
-from .manifest import MANIFEST_NAME, Manifest, graph_file_name
-from .names import BACKENDS, check_backend_device
+from .core.config import ConfigError, FommConfig, config_from_dict, resolve_config
+from .core.contract import GraphSpec, graph_specs
+from .core.errors import CheckpointError, ExportFolderError
+from .core.manifest import MANIFEST_NAME, Manifest, graph_file_name
+from .core.names import BACKENDS, check_backend_device
 
 BACKEND_CLASSES: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OrtBackend, "tensorrt": TrtBackend}
 if set(BACKEND_CLASSES) != set(BACKENDS):  # the name table and the classes must not drift apart

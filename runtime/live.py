@@ -57,12 +57,13 @@ if __package__ in (None, ""):  # run as a script from a checkout: python runtime
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .cli_common import CONTEXT, user_errors, version_option  # noqa: E402
-from .errors import ImageError, InputError  # noqa: E402
-from .fileio import check_output_file  # noqa: E402
-from .names import (backend_option, check_max_frames, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
-                    precision_option, providers_option, relative_option, tensorrt_missing)
-from .preprocess import list_portraits  # noqa: E402
+from .core.cli_common import CONTEXT, user_errors, version_option  # noqa: E402
+from .core.errors import ImageError, InputError  # noqa: E402
+from .core.fileio import check_output_file  # noqa: E402
+from .backends.cuda import tensorrt_missing  # noqa: E402
+from .core.names import (backend_option, check_max_frames, device_option, max_frames_option,  # noqa: E402
+                         onnx_dir_option, precision_option, providers_option, relative_option)
+from .media.preprocess import list_portraits  # noqa: E402
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402
 from .webcam.preview import parse_output_size  # noqa: E402
@@ -97,9 +98,9 @@ def choose_backend(requested: str, exported, providers: tuple[str, ...] | None =
 
 def _warn_without_face(portraits: list[Path]) -> None:
     """Say which portraits show no face: FOMM animates a face centred in the frame with some margin."""
-    from .errors import BackendUnavailableError
-    from .framing import FaceDetector
-    from .preprocess import load_source, to_uint8
+    from .core.errors import BackendUnavailableError
+    from .media.framing import FaceDetector
+    from .media.preprocess import load_source, to_uint8
 
     try:
         detector = FaceDetector()

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fomm_deploy.runtime.samples import sample_face_path
-from fomm_deploy.runtime.video import ffmpeg_exe
+from fomm_deploy.runtime.media.samples import sample_face_path
+from fomm_deploy.runtime.media.video import ffmpeg_exe
 
 
 def ffmpeg(*args: str) -> None:

@@ -69,7 +69,7 @@ def test_installed_wheel_imports_and_finds_its_data(wheel, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     probe = ("import fomm_deploy, fomm_deploy.runtime.graphs as g; "
-             "from fomm_deploy.runtime.config import resolve_config; from fomm_deploy.runtime.samples import sample_face_path; "
+             "from fomm_deploy.runtime.core.config import resolve_config; from fomm_deploy.runtime.media.samples import sample_face_path; "
              "print(fomm_deploy.__file__); print(g.__file__); print(resolve_config('vox-256').num_kp); "
              "print(sample_face_path().stat().st_size > 0)")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -94,5 +94,5 @@ def test_live_runs_as_a_script_from_an_uninstalled_checkout(tmp_path):
                          text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Usage: python " in res.stdout and "live.py" in res.stdout.splitlines()[0]
-    assert str(copy / "runtime" / "cli_common.py") in res.stderr
+    assert str(copy / "runtime" / "core" / "cli_common.py") in res.stderr
     assert str(REPO / "runtime" / "cli_common.py") not in res.stderr

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fomm_deploy.runtime.config import FommConfig, bundled_config_names, resolve_config
-from fomm_deploy.runtime.errors import CheckpointError
-from fomm_deploy.runtime.fileio import atomic_path, sha256_file
+from fomm_deploy.runtime.core.config import FommConfig, bundled_config_names, resolve_config
+from fomm_deploy.runtime.core.errors import CheckpointError
+from fomm_deploy.runtime.core.fileio import atomic_path, sha256_file
 
 from .model import Models, build_models
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 
 
 def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
@@ -47,7 +47,7 @@ def check_device(device: str) -> str:
 
     import torch
 
-    from fomm_deploy.runtime.errors import InputError
+    from fomm_deploy.runtime.core.errors import InputError
 
     device = device.strip().lower()
     if device == "cpu":
@@ -100,8 +100,8 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
       torchrun --nproc_per_node 4 -m fomm_deploy.training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
       fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
     """
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.errors import FommError, InputError, Interrupted
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.errors import FommError, InputError, Interrupted
 
     from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train

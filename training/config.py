@@ -1,7 +1,7 @@
 """The training sections of a FOMM config: ``dataset_params``, ``train_params``, ``reconstruction_params``,
 ``animate_params`` and ``visualizer_params``, in upstream's YAML schema.
 
-The runtime's :class:`~fomm_deploy.runtime.config.FommConfig` carries these sections as plain data (deployment
+The runtime's :class:`~fomm_deploy.runtime.core.config.FommConfig` carries these sections as plain data (deployment
 never reads them); :func:`training_config` parses and validates them with the same schema machinery, so a
 misspelt or mistyped key is named the same way. Field names are upstream's keys, defaults its defaults.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from fomm_deploy.runtime.config import FommConfig, build_section
-from fomm_deploy.runtime.errors import ConfigError
+from fomm_deploy.runtime.core.config import FommConfig, build_section
+from fomm_deploy.runtime.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class FlipParams:

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import AugmentationParams
-from fomm_deploy.runtime.errors import DatasetError, VideoError
-from fomm_deploy.runtime.preprocess import IMAGE_SUFFIXES
-from fomm_deploy.runtime.video import VIDEO_SUFFIXES, iter_frames
+from fomm_deploy.runtime.core.errors import DatasetError, VideoError
+from fomm_deploy.runtime.media.preprocess import IMAGE_SUFFIXES
+from fomm_deploy.runtime.media.video import VIDEO_SUFFIXES, iter_frames
 
 
 

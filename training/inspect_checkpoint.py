@@ -12,9 +12,9 @@ import click
 import numpy as np
 import torch
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.keypoints import normalize_kp
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.keypoints import normalize_kp
 
 from .checkpoint import load_checkpoint, sha256_file
 from .model.wrappers import kp_to_numpy, kp_to_torch

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.errors import InputError
+from fomm_deploy.runtime.core.config import FommConfig
+from fomm_deploy.runtime.core.errors import InputError
 
 from .model.blocks import AntiAliasInterpolation2d, inverse_2x2, make_coordinate_grid
 from .config import training_config

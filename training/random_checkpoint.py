@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.config import FommConfig, resolve_config
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.config import FommConfig, resolve_config
 
 
 def write_random_checkpoint(cfg: FommConfig, path: str | Path, seed: int = 0) -> Path:
@@ -46,7 +46,7 @@ def main(config: str, out: Path, seed: int, force: bool) -> None:
       python -m fomm_deploy.training.random_checkpoint --config vox-256 --out vox-random.pth.tar
       fomm-export --ckpt vox-random.pth.tar --config vox-256 --precision fp16 --out exported/vox-random
     """
-    from fomm_deploy.runtime.fileio import check_output_file
+    from fomm_deploy.runtime.core.fileio import check_output_file
 
     cfg = resolve_config(config)
     check_output_file(out, force=force)

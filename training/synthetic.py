@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fomm_deploy.runtime.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.preprocess import to_uint8
+from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.media.preprocess import to_uint8
 
 SUPERSAMPLE = 3  # draw at 3x and downscale: smooth edges without an anti-aliasing renderer
 
@@ -148,7 +148,7 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int =
     """Write ``videos`` synthetic videos into ``out/train`` and ``out/test``; returns both lists of paths."""
     from tqdm import tqdm
 
-    from fomm_deploy.runtime.video import VideoWriter
+    from fomm_deploy.runtime.media.video import VideoWriter
 
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(videos * test_fraction))) if videos > 1 else 0

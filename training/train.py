@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from fomm_deploy.runtime.config import FommConfig
-from fomm_deploy.runtime.errors import DatasetError, InputError, Interrupted
-from fomm_deploy.runtime.fileio import write_image
+from fomm_deploy.runtime.core.config import FommConfig
+from fomm_deploy.runtime.core.errors import DatasetError, InputError, Interrupted
+from fomm_deploy.runtime.core.fileio import write_image
 
 from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -435,9 +435,9 @@ def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
 def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, *, num_pairs: int | None = None,
                   seed: int = 0, log=print) -> list[Path]:
     """Animate test videos' first frames with other test videos (relative motion); writes MP4s."""
-    from fomm_deploy.runtime.keypoints import normalize_kp
-    from fomm_deploy.runtime.preprocess import to_uint8
-    from fomm_deploy.runtime.video import VideoWriter
+    from fomm_deploy.runtime.core.keypoints import normalize_kp
+    from fomm_deploy.runtime.media.preprocess import to_uint8
+    from fomm_deploy.runtime.media.video import VideoWriter
 
     models = load_checkpoint(checkpoint, cfg).models
     dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)

@@ -100,7 +100,7 @@ def visualisation_grid(batch: dict, generated: dict, *, kp_size: int = 5, draw_b
 def draw_visualisation(batch: dict, generated: dict, path: Path, *, kp_size: int = 5,
                        draw_border: bool = True) -> Path:
     """Write :func:`visualisation_grid` as a PNG (atomically)."""
-    from fomm_deploy.runtime.fileio import write_image
+    from fomm_deploy.runtime.core.fileio import write_image
 
     grid = visualisation_grid(batch, generated, kp_size=kp_size, draw_border=draw_border)
     return write_image(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..contract import GraphSpec, check_feed
-from ..errors import ContractError
+from ..core.contract import GraphSpec, check_feed
+from ..core.errors import ContractError
 
 
 class Backend(abc.ABC):

@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, FommError, InputError
+from ..core.errors import BackendUnavailableError, FommError, InputError
 
 LAYERS = ("cuda-python", "pycuda")  # preference order
 
@@ -344,6 +344,20 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError, AttributeError):
         return False
+
+
+def tensorrt_missing() -> list[str]:
+    """What the TensorRT backend needs and this environment lacks (empty when it can be tried).
+
+    Only imports are probed here (``cuda.bindings`` itself, not any ``cuda.*`` namespace package); whether
+    a GPU answers is the CUDA layer's to say when a backend activates.
+    """
+    missing = []
+    if not _has_module("tensorrt"):
+        missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
+    if not available_layers():
+        missing.append("a CUDA layer for GPU memory (cuda-python or pycuda)")
+    return missing
 
 
 def available_layers() -> list[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import GraphSpec
-from ..errors import BackendUnavailableError, ContractError, ExportFolderError, InputError
-from ..fileio import sha256_file
-from ..names import ORT_PROVIDERS as _PROVIDERS
+from ..core.contract import GraphSpec
+from ..core.errors import BackendUnavailableError, ContractError, ExportFolderError, InputError
+from ..core.fileio import sha256_file
+from ..core.names import ORT_PROVIDERS as _PROVIDERS
 from .base import Backend
 
 # Batch sizes the TensorRT execution provider's engine covers (min, opt, max): one engine for 1..8 frames

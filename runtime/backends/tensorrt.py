@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import GraphSpec
-from ..errors import BackendUnavailableError, ContractError, ExportFolderError, FommError, InputError
-from ..fileio import atomic_path, sha256_file
-from ..manifest import engine_file_name, graph_file_name
+from ..core.contract import GraphSpec
+from ..core.errors import BackendUnavailableError, ContractError, ExportFolderError, FommError, InputError
+from ..core.fileio import atomic_path, sha256_file
+from ..core.manifest import engine_file_name, graph_file_name
 from . import cuda as cuda_layer
 from .base import Backend
 

@@ -2,7 +2,7 @@
 that needs no TensorRT.
 
 On the CPU it is the fp32 reference. On a CUDA device it can also run the fp16 graphs' precision policy in
-half precision (no autocast: the blocks that ``export/fp16.py`` puts in fp16, ``FP16_SCOPES``, are converted to
+half precision (no autocast: the blocks that the precision policy (``runtime/core/precision.py``) puts in fp16, ``FP16_SCOPES``, are converted to
 half and get their inputs cast at their borders; keypoint heads, heatmaps, motions, the 2x2 inverse and grid
 sampling stay fp32; the keypoint detector stays fully fp32, ``FP32_AT_FP16``), with channels-last memory and the
 per-frame step replayed as a CUDA graph (static input and output tensors per batch size).
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import FommConfig
-from ..contract import GraphSpec
-from ..errors import CheckpointError, BackendUnavailableError, InputError
+from ..core.config import FommConfig
+from ..core.contract import GraphSpec
+from ..core.errors import CheckpointError, BackendUnavailableError, InputError
 from .base import Backend
 
 
@@ -37,17 +37,17 @@ def module_scope_path(name: str) -> str:
 
 def fp16_blocks(module: Any, graph: str) -> list[str]:
     """Names of the outermost submodules of ``module`` (a ``flat_module`` of ``graph``) that the fp16 policy
-    runs in half precision: those whose scope path matches ``export/fp16.py``'s ``FP16_SCOPES``; none for the
+    runs in half precision: those whose scope path is in the precision policy's ``FP16_SCOPES``; none for the
     graphs in ``FP32_AT_FP16``."""
-    from fomm_deploy.export.fp16 import FP16_SCOPES, FP32_AT_FP16
+    from ..core.precision import in_fp16_scope, runs_fp16
 
-    if graph in FP32_AT_FP16:
+    if not runs_fp16(graph):
         return []
     chosen: list[str] = []
     for name, _ in module.named_modules():
         if not name or any(name.startswith(c + ".") for c in chosen):
             continue
-        if any(scope in module_scope_path(name) for scope in FP16_SCOPES):
+        if in_fp16_scope(module_scope_path(name)):
             chosen.append(name)
     return chosen
 

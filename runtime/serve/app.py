@@ -38,11 +38,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import FommError, ImageError, InputError
+from ..core.errors import FommError, ImageError, InputError
 from . import MAX_IMAGE_SIDE
 from .engines import Engines
-from ..webcam.framing import ready_to_calibrate
-from .live import CROPS, LiveHub, LiveSession, decode_jpeg, encode_jpeg
+from ..webcam.framer import ready_to_calibrate
+from .sessions import CROPS, SessionHub, SocketSession, decode_jpeg, encode_jpeg
 from .metrics import Metrics, server_metrics
 
 log = logging.getLogger("fomm_deploy.serve")
@@ -154,8 +154,8 @@ def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
 
 def _check_media(source: Path, driving: Path, limits: Limits) -> None:
     """The uploads are an image and a video within the limits (decoded; ``FommError`` for unusable ones)."""
-    from ..preprocess import load_source
-    from ..video import open_video
+    from ..media.preprocess import load_source
+    from ..media.video import open_video
 
     try:
         image = load_source(source)  # the animation decodes it again, reduced when large
@@ -176,7 +176,7 @@ def _check_media(source: Path, driving: Path, limits: Limits) -> None:
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
     """A portrait sent over a live session -> RGB float32, through the same decoder as files."""
-    from ..preprocess import decode_image
+    from ..media.preprocess import decode_image
 
     try:  # at full size, so the side limit sees the real size (no reduced decode)
         image = decode_image(np.frombuffer(data, np.uint8), "the portrait")
@@ -190,12 +190,12 @@ def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
 def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
                metrics: Metrics | None = None) -> Starlette:
     """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
-    from ..preprocess import IMAGE_SUFFIXES
-    from ..samples import sample_face
-    from ..video import VIDEO_SUFFIXES
+    from ..media.preprocess import IMAGE_SUFFIXES
+    from ..media.samples import sample_face
+    from ..media.video import VIDEO_SUFFIXES
 
     metrics = metrics or server_metrics()
-    hub = LiveHub(engines, metrics)
+    hub = SessionHub(engines, metrics)
     state = {"jobs": 0, "sessions": 0}
     default_source = sample_face()
 
@@ -309,14 +309,14 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
         state["sessions"] += 1
         metrics.inc("fomm_serve_sessions_total")
         try:
-            session = await run_in_threadpool(LiveSession, engines, default_source)
+            session = await run_in_threadpool(SocketSession, engines, default_source)
             await _live(ws, session)
         except WebSocketDisconnect:
             pass
         finally:
             state["sessions"] -= 1
 
-    async def _live(ws: WebSocket, session: LiveSession) -> None:
+    async def _live(ws: WebSocket, session: SocketSession) -> None:
         send_lock = asyncio.Lock()
         newest: dict = {}
         arrived = asyncio.Event()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import CONTEXT, user_errors, version_option
-from ..errors import BackendUnavailableError, InputError
-from ..names import backend_option, device_option, onnx_dir_option, precision_option, providers_option
+from ..core.cli_common import CONTEXT, user_errors, version_option
+from ..core.errors import BackendUnavailableError, InputError
+from ..core.names import backend_option, device_option, onnx_dir_option, precision_option, providers_option
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"

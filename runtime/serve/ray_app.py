@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..cli_common import _raise_stopped
+from ..core.cli_common import _raise_stopped
 
 # Live sessions and animations a replica serves at once before the autoscaler adds another replica.
 TARGET_ONGOING_REQUESTS = 4

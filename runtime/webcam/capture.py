@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import CameraError
+from ..core.errors import CameraError
 from .frames import Captured
 from .slots import LatestSlot
 

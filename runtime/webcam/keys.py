@@ -7,7 +7,7 @@ Every key is a plain character (or Esc), which ``cv2.waitKey`` reports as the sa
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 # (keys, what they do), as the help overlay, the log, --help and docs/live.md list them.
 KEYS_HELP = [

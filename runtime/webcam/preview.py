@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .frames import Result
 
 GHOST_OPACITY = 0.5  # the ghost portrait's weight over the camera crop (avatarify's overlay is about this)
@@ -58,7 +58,7 @@ def draw_ghost(camera_bgr: np.ndarray, still_rgb: np.ndarray, box: tuple[int, in
     unchanged. Returns a new BGR frame."""
     import cv2
 
-    from ..framing import paste_back
+    from ..media.framing import paste_back
 
     side = box[2]
     return paste_back(camera_bgr, cv2.cvtColor(still_rgb, cv2.COLOR_RGB2BGR), box,

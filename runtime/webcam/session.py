@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import load_source
+from ..media.preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
-from .framing import CALIBRATE_FRAMES, FaceFramer, frame_for_model, ready_to_calibrate
+from .framer import CALIBRATE_FRAMES, FaceFramer, frame_for_model, ready_to_calibrate
 from .keys import ANIMATOR_ACTIONS, KEYS_HELP, MOVES, key_action, keys_help_text, portrait_number
 from .preview import compose_preview, draw_lines, letterbox
 from .slots import LatestSlot
@@ -323,7 +323,7 @@ class LiveSession:
         """
         import cv2
 
-        from ..video import VideoWriter
+        from ..media.video import VideoWriter
 
         opts = self.options
         window = "fomm-live (h: help, q: quit)"

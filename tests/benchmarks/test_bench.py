@@ -70,7 +70,7 @@ def test_bench_checks_its_outputs_and_the_export_before_any_work(tmp_path, golde
         assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert "checkpoint" not in res.stderr, res.stderr
     from fomm_deploy.export.exporter import run_export
-    from fomm_deploy.runtime.config import resolve_config
+    from fomm_deploy.runtime.core.config import resolve_config
 
     out = tmp_path / "tiny export"
     run_export(golden_dir / "checkpoint.pth.tar", resolve_config("tiny-test"), out, emulate_fp16=False)

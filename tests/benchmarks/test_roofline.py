@@ -96,7 +96,7 @@ def test_each_path_is_charged_the_work_of_the_graph_files_it_runs(tmp_path):
 
     from fomm_deploy.benchmarks.bench import Entry, add_work
     from fomm_deploy.export.quantize import quantize_int8
-    from fomm_deploy.runtime.manifest import graph_file_name
+    from fomm_deploy.runtime.core.manifest import graph_file_name
 
     rng = np.random.default_rng(2)
 

@@ -13,8 +13,8 @@ def traced_golden_graph(golden_dir: Path, tmp_path: Path, name: str = "generator
     """The fp32 ONNX graph ``name`` of the golden checkpoint (tiny-test) as the exporter traces it, and a feed."""
     from fomm_deploy.export.exporter import export_form, export_graph
     from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.runtime.config import resolve_config
-    from fomm_deploy.runtime.contract import graph_specs
+    from fomm_deploy.runtime.core.config import resolve_config
+    from fomm_deploy.runtime.core.contract import graph_specs
     from fomm_deploy.training.checkpoint import load_checkpoint
     from fomm_deploy.training.model.wrappers import flat_module
 

@@ -1,4 +1,4 @@
-"""runtime/compare.py, runtime/manifest.py and fileio.sha256_file: the judges and the names export relies on."""
+"""runtime/core/compare.py, runtime/core/manifest.py and fileio.sha256_file: the judges and the names export relies on."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.compare import compare, kp_pixel_error, psnr
-from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.contract import FP16_BUDGET, INT8_BUDGET, Budget, budget, graph_specs
-from fomm_deploy.runtime.errors import ExportFolderError, InputError, ParityError
-from fomm_deploy.runtime.feeds import generator_feed, source_inputs
-from fomm_deploy.runtime.fileio import sha256_file
-from fomm_deploy.runtime.keypoints import KP
-from fomm_deploy.runtime.manifest import (MANIFEST_FORMAT, CheckpointInfo, GraphEntry, Manifest, engine_file_name,
-                                          graph_file_name, tool_versions)
+from fomm_deploy.runtime.core.compare import compare, kp_pixel_error, psnr
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.contract import graph_specs
+from fomm_deploy.runtime.core.precision import FP16_BUDGET, INT8_BUDGET, Budget, budget
+from fomm_deploy.runtime.core.errors import ExportFolderError, InputError, ParityError
+from fomm_deploy.runtime.core.feeds import generator_feed, source_inputs
+from fomm_deploy.runtime.core.fileio import sha256_file
+from fomm_deploy.runtime.core.keypoints import KP
+from fomm_deploy.runtime.core.manifest import (MANIFEST_FORMAT, CheckpointInfo, GraphEntry, Manifest, engine_file_name,
+                                               graph_file_name, tool_versions)
 
 
 def test_psnr_and_keypoint_pixels():
@@ -185,7 +186,7 @@ def test_feed_holds_the_keypoints_it_was_given():
 
 
 def test_kp_from_outputs_copies_reused_buffers():
-    from fomm_deploy.runtime.feeds import kp_from_outputs
+    from fomm_deploy.runtime.core.feeds import kp_from_outputs
 
     buffers = {"kp_value": np.ones((1, 2, 2), np.float32), "kp_jacobian": np.ones((1, 2, 2, 2), np.float32)}
     kp = kp_from_outputs(buffers)

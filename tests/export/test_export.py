@@ -16,13 +16,14 @@ from fomm_deploy.export.checks import check_graph
 from fomm_deploy.export.exporter import BUDGET_HINTS, run_export
 from fomm_deploy.export.fp16 import fp16_node_types
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
-from fomm_deploy.runtime.config import config_from_dict, resolve_config
-from fomm_deploy.runtime.contract import FP16_BUDGET, INT8_BUDGET, OPSET, Budget, graph_specs
-from fomm_deploy.runtime.errors import ContractError, ExportError, ParityError
-from fomm_deploy.runtime.feeds import generator_feed
-from fomm_deploy.runtime.fileio import sha256_file
-from fomm_deploy.runtime.keypoints import KP
-from fomm_deploy.runtime.manifest import MANIFEST_FORMAT, graph_file_name
+from fomm_deploy.runtime.core.config import config_from_dict, resolve_config
+from fomm_deploy.runtime.core.contract import OPSET, graph_specs
+from fomm_deploy.runtime.core.precision import FP16_BUDGET, INT8_BUDGET, Budget
+from fomm_deploy.runtime.core.errors import ContractError, ExportError, ParityError
+from fomm_deploy.runtime.core.feeds import generator_feed
+from fomm_deploy.runtime.core.fileio import sha256_file
+from fomm_deploy.runtime.core.keypoints import KP
+from fomm_deploy.runtime.core.manifest import MANIFEST_FORMAT, graph_file_name
 from fomm_deploy.training.checkpoint import CheckpointError
 from tests.runtime.conftest import RANDOM_WEIGHTS_INT8
 
@@ -214,7 +215,7 @@ def test_fp16_graphs_keep_float32_io_and_sensitive_ops_in_fp32(exported):
 
 
 def test_fp16_deployment_keeps_the_keypoint_detector_fp32(exported):
-    """Policy (export/fp16.py FP32_AT_FP16): with its hourglass in fp16 the worst-case emulation moves the golden
+    """Policy (runtime/core/precision.py FP32_AT_FP16): with its hourglass in fp16 the worst-case emulation moves the golden
     keypoints by 3.2 px (best case 1.2 px, budget 2 px); kp_detector.fp16.onnx holds the fp32 graph."""
     model = onnx.load(str(exported.out_dir / "kp_detector.fp16.onnx"))
     assert fp16_node_types(model)["fp16"] == set()
@@ -264,7 +265,7 @@ def test_the_deployed_split_is_measured_end_to_end(exported, golden_inputs, gold
                    kp["kp_source_jacobian"][:1]), KP(kp["kp_driving_value"], kp["kp_driving_jacobian"])))
     ref = _run(out / "generator.onnx", {"source": np.repeat(golden_inputs["source"], len(kp["kp_driving_value"]), 0),
                                          **kp})
-    from fomm_deploy.runtime.compare import psnr
+    from fomm_deploy.runtime.core.compare import psnr
 
     assert FP16_BUDGET.prediction_min_psnr_db <= psnr(chained["prediction"], ref["prediction"]) < 200
 
@@ -599,7 +600,7 @@ def test_int8_quality_on_the_bundled_model(bundled_int8):
 
 
 def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
-    from fomm_deploy.runtime.samples import write_sample_driving_video
+    from fomm_deploy.runtime.media.samples import write_sample_driving_video
 
     from fomm_deploy.export.inputs import calibration_frames
 
@@ -618,7 +619,7 @@ def test_int8_calibration_video_splits_real_frames(tmp_path, golden_ckpt):
 
 
 def test_cli_int8_calibration_too_short_is_a_clear_error(tmp_path, golden_ckpt):
-    from fomm_deploy.runtime.samples import write_sample_driving_video
+    from fomm_deploy.runtime.media.samples import write_sample_driving_video
 
     video = write_sample_driving_video(tmp_path / "short.mp4", frames=3, size=96)
     res = _cli("--ckpt", str(golden_ckpt), "--config", "tiny-test", "--precision", "int8", "--calibration",

@@ -14,7 +14,7 @@ from fomm_deploy.export import fp16 as fp16_module
 from fomm_deploy.export.fp16 import convert_to_mixed_fp16
 from fomm_deploy.export.fp16_emulation import Fp16Emulator, emulate
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
-from fomm_deploy.runtime.contract import FP16_BUDGET
+from fomm_deploy.runtime.core.precision import FP16_BUDGET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ def test_bundled_model_worst_case_fp16_fits_the_budget(tmp_path):
     """The bundled synthetic-faces model, exported at fp16: the worst-case emulation of every fp16 graph and of
     the deployed split is within budget (measured 74.2 dB for the split)."""
     from fomm_deploy.export.exporter import run_export
-    from fomm_deploy.runtime.config import resolve_config
+    from fomm_deploy.runtime.core.config import resolve_config
 
     result = run_export(REPO / "checkpoints" / "synthetic-faces.pth.tar", resolve_config("synthetic-faces"),
                         tmp_path / "out", precision="fp16")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fomm_deploy.export.narrow_heads import RowSumConv, narrow_head, with_row_sum_heads
-from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.training.model import build_models
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fomm_deploy.export.subpixel import SubpixelUpBlock, with_subpixel_upsampling
-from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.training.model import build_models
 from fomm_deploy.training.model.blocks import UpBlock2d
 

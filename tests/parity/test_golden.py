@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_deploy.runtime.config import load_config
-from fomm_deploy.runtime.keypoints import KP, movement_scale, normalize_kp
+from fomm_deploy.runtime.core.config import load_config
+from fomm_deploy.runtime.core.keypoints import KP, movement_scale, normalize_kp
 from fomm_deploy.training.checkpoint import load_checkpoint
 
 KP_ATOL = 2e-5

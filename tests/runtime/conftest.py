@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fomm_deploy.export.exporter import run_export
-from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.contract import INT8_BUDGET, Budget
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.precision import INT8_BUDGET, Budget
 
 # The golden checkpoint has random weights: no int8 quality reference. What its int8 graphs measure against fp32
 # depends on the CPU's int8 kernels, not on this code: generator.int8 gave 27.4 dB on ONNX Runtime's AVX2

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.compare import psnr
+from fomm_deploy.runtime.core.compare import psnr
 from fomm_deploy.runtime.graphs import load_exported, open_animator
-from fomm_deploy.runtime.preprocess import load_source, prepare_frame
-from fomm_deploy.runtime.samples import head_motion, sample_face
-from fomm_deploy.runtime.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
+from fomm_deploy.runtime.media.preprocess import load_source, prepare_frame
+from fomm_deploy.runtime.media.samples import head_motion, sample_face
+from fomm_deploy.runtime.media.video import VideoWriter, ffmpeg_exe, has_audio, iter_frames, open_video
 from tests import media_corpus as mc
 
 FPS = 20
@@ -433,7 +433,7 @@ def test_animate_function_writes_and_reports_like_the_command(tmp_path, media, g
 
 def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
     from fomm_deploy.runtime.animate import AnimateOptions, animate
-    from fomm_deploy.runtime.errors import InputError
+    from fomm_deploy.runtime.core.errors import InputError
 
     with pytest.raises(InputError, match="--end 0.2 must be after --start 0.5"):
         animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",

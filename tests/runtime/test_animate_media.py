@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.samples import sample_face
-from fomm_deploy.runtime.video import iter_timed_frames, open_video
+from fomm_deploy.runtime.media.samples import sample_face
+from fomm_deploy.runtime.media.video import iter_timed_frames, open_video
 from tests import media_corpus as mc
 
 

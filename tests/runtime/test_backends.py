@@ -15,10 +15,11 @@ from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.backends.tensorrt import (BUILDER_REVISION, EngineKey, engine_key, engine_path_for,
                                                    onnx_file_for)
-from fomm_deploy.runtime.contract import check_feed, tolerance
-from fomm_deploy.runtime.errors import FommError, InputMismatchError
+from fomm_deploy.runtime.core.contract import check_feed
+from fomm_deploy.runtime.core.precision import tolerance
+from fomm_deploy.runtime.core.errors import FommError, InputMismatchError
 from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
-from fomm_deploy.runtime.keypoints import KP
+from fomm_deploy.runtime.core.keypoints import KP
 
 from .conftest import RANDOM_WEIGHTS_INT8
 

@@ -12,8 +12,8 @@ import pytest
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     import click
-    from fomm_deploy.runtime.cli_common import user_errors
-    from fomm_deploy.runtime.errors import BackendUnavailableError
+    from fomm_deploy.runtime.core.cli_common import user_errors
+    from fomm_deploy.runtime.core.errors import BackendUnavailableError
 
     @click.command()
     @click.option("--signal-first", is_flag=True)

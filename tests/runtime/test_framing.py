@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime import framing
-from fomm_deploy.runtime.framing import ClipTracker, FaceDetector, clip_box, cut, fill_gaps, follow_boxes, paste_back
+from fomm_deploy.runtime.media import framing
+from fomm_deploy.runtime.media.framing import ClipTracker, FaceDetector, clip_box, cut, fill_gaps, follow_boxes, paste_back
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"
 # The face in astronaut.png (512x512): Haar's frontal square on the upright photo, the ground truth.
@@ -89,7 +89,7 @@ def _hit(found, truth) -> bool:
     return err < 0.35 and abs(found[2] / truth[2] - 1) < 0.35
 
 
-# fomm-live's detector: FaceFramer's defaults (runtime/webcam/framing.py), the same FaceDetector at 320 px
+# fomm-live's detector: FaceFramer's defaults (runtime/webcam/framer.py), the same FaceDetector at 320 px
 # detection width without histogram equalisation; its row's follow box is FaceFramer's smoothed box, and
 # "clip box holds face" asks whether that box held the face in every frame (live mode has no clip box).
 LIVE = "live: `FaceFramer` (320 px wide, no equalisation)"
@@ -104,7 +104,7 @@ DETECTORS = {
 def live_boxes(clip) -> tuple[list[tuple[int, int, int]], np.ndarray]:
     """fomm-live's crop box (``FaceFramer`` with its defaults) on each frame of ``clip``, and the centres those
     boxes would have on the true faces (``FaceFramer`` raises the box by ``raise_by`` of the face side)."""
-    from fomm_deploy.runtime.webcam.framing import FaceFramer
+    from fomm_deploy.runtime.webcam.framer import FaceFramer
 
     framer = FaceFramer()
     boxes = [framer.box(np.ascontiguousarray(frame[..., ::-1]))[0] for frame, _ in clip]  # camera frames are BGR
@@ -285,7 +285,7 @@ def test_live_detector_on_the_generated_set():
     """fomm-live's FaceFramer on the set above (runtime/FRAMING.md, row "live"): measured 83 % of the first 60
     stills and 81 % of their tilted ones, every frame of the 40-frame clip, its box around the face in every
     frame with 1.08 % jitter (1.52 % without its smoothing). Thresholds with some slack; nothing timed."""
-    from fomm_deploy.runtime.webcam.framing import FaceFramer
+    from fomm_deploy.runtime.webcam.framer import FaceFramer
 
     detector = FaceFramer()._tracker.detector  # the detector live mode runs, as the FRAMING.md row describes it
     assert (detector.detect_width, detector.equalize) == (DETECTORS[LIVE]["detect_width"], DETECTORS[LIVE]["equalize"])

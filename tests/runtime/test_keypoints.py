@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.errors import KeypointError
-from fomm_deploy.runtime.keypoints import KP, convex_hull_area, movement_scale, normalize_kp
+from fomm_deploy.runtime.core.errors import KeypointError
+from fomm_deploy.runtime.core.keypoints import KP, convex_hull_area, movement_scale, normalize_kp
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ import pytest
 from fomm_deploy.runtime.animator import Animator
 from fomm_deploy.runtime.backends.base import Backend
 from fomm_deploy.runtime import graphs, live
-from fomm_deploy.runtime.errors import BackendUnavailableError, CameraError, InputError
+from fomm_deploy.runtime.core.errors import BackendUnavailableError, CameraError, InputError
 from fomm_deploy.runtime.graphs import load_exported, make_backend
-from fomm_deploy.runtime.preprocess import list_portraits
-from fomm_deploy.runtime.samples import sample_face, sample_face_path
-from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.media.preprocess import list_portraits
+from fomm_deploy.runtime.media.samples import sample_face, sample_face_path
+from fomm_deploy.runtime.media.video import VideoWriter, iter_frames
 from fomm_deploy.runtime.webcam.capture import open_camera
 from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
-from fomm_deploy.runtime.webcam.framing import FaceFramer
+from fomm_deploy.runtime.webcam.framer import FaceFramer
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveReport, LiveSession
 from fomm_deploy.runtime.webcam.virtualcam import require_pyvirtualcam
 

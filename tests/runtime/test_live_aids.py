@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from fomm_deploy.runtime.animator import Animator
-from fomm_deploy.runtime.errors import InputError
-from fomm_deploy.runtime.framing import FaceDetector
+from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.media.framing import FaceDetector
 from fomm_deploy.runtime.graphs import load_exported
-from fomm_deploy.runtime.preprocess import list_portraits
-from fomm_deploy.runtime.samples import sample_face, sample_face_path
-from fomm_deploy.runtime.video import VideoWriter, iter_frames
+from fomm_deploy.runtime.media.preprocess import list_portraits
+from fomm_deploy.runtime.media.samples import sample_face, sample_face_path
+from fomm_deploy.runtime.media.video import VideoWriter, iter_frames
 from fomm_deploy.runtime.webcam.frames import Captured, Framed, Result
-from fomm_deploy.runtime.webcam.framing import FaceFramer
+from fomm_deploy.runtime.webcam.framer import FaceFramer
 from fomm_deploy.runtime.webcam.keys import parse_key_script
 from fomm_deploy.runtime.webcam.preview import letterbox, parse_output_size
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession

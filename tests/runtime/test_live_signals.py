@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fomm_deploy.runtime.samples import sample_face_path, write_sample_driving_video
-from fomm_deploy.runtime.video import iter_frames
+from fomm_deploy.runtime.media.samples import sample_face_path, write_sample_driving_video
+from fomm_deploy.runtime.media.video import iter_frames
 
 FPS = 25
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.errors import VideoError
-from fomm_deploy.runtime.preprocess import load_image
-from fomm_deploy.runtime.video import VideoWriter, iter_timed_frames, open_video
+from fomm_deploy.runtime.core.errors import VideoError
+from fomm_deploy.runtime.media.preprocess import load_image
+from fomm_deploy.runtime.media.video import VideoWriter, iter_timed_frames, open_video
 from tests import media_corpus as mc
 
 

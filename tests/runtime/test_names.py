@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fomm_deploy.runtime.errors import InputError
+from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.graphs import BACKEND_CLASSES
-from fomm_deploy.runtime.names import (BACKEND_PRECISIONS, check_backend_precision, parse_backend_pairs,
-                                       parse_providers)
+from fomm_deploy.runtime.core.names import (BACKEND_PRECISIONS, check_backend_precision, parse_backend_pairs,
+                                            parse_providers)
 
 
 def test_every_backend_name_has_a_class():
@@ -36,13 +36,13 @@ def test_pairs_refuse_what_no_backend_runs(bad, why):
 def test_precision_rules():
     check_backend_precision("onnxruntime", "int8")
     check_backend_precision("tensorrt", "fp16")
-    with pytest.raises(InputError, match="runs fp32 \(the reference\), or fp16 with --device cuda"):
+    with pytest.raises(InputError, match=r"runs fp32 \(the reference\), or fp16 with --device cuda"):
         check_backend_precision("torch", "int8")
 
 
 def test_device_rules():
     """torch fp16 runs on CUDA only (the fp16 graphs' policy in half precision); --device is torch's option."""
-    from fomm_deploy.runtime.names import check_backend_device
+    from fomm_deploy.runtime.core.names import check_backend_device
 
     assert check_backend_device("torch", "fp32", None) == "cpu"
     assert check_backend_device("torch", "fp16", "cuda:1") == "cuda:1"
@@ -70,7 +70,7 @@ def test_providers():
 def test_local_file_refuses_urls():
     import click
 
-    from fomm_deploy.runtime.names import local_file
+    from fomm_deploy.runtime.core.names import local_file
 
     assert str(local_file(None, None, "clips/a.mp4")) == "clips/a.mp4"
     assert local_file(None, None, None) is None
@@ -78,12 +78,3 @@ def test_local_file_refuses_urls():
         local_file(None, None, "https://example.com/a.mp4")
 
 
-def test_require_tensorrt_names_what_is_missing(monkeypatch):
-    from fomm_deploy.runtime import names
-    from fomm_deploy.runtime.errors import BackendUnavailableError
-
-    monkeypatch.setattr(names, "tensorrt_missing", lambda: ["A", "B"])
-    with pytest.raises(BackendUnavailableError, match="needs A and B; or use --backend onnxruntime"):
-        names.require_tensorrt()
-    monkeypatch.setattr(names, "tensorrt_missing", lambda: [])
-    names.require_tensorrt()

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.errors import ImageError, InputError
-from fomm_deploy.runtime.preprocess import (fit_square, list_portraits, load_image, prepare_frame, to_rgb_float,
-                                            to_uint8, to_uint8_hwc)
-from fomm_deploy.runtime.samples import head_motion, sample_face
+from fomm_deploy.runtime.core.errors import ImageError, InputError
+from fomm_deploy.runtime.media.preprocess import (fit_square, list_portraits, load_image, prepare_frame, to_rgb_float,
+                                                  to_uint8, to_uint8_hwc)
+from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
 
 @pytest.fixture

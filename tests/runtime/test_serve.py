@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from fomm_deploy.runtime.serve.client import LiveClient, ServerProcess
-from fomm_deploy.runtime.video import ffmpeg_exe, has_audio, iter_frames, open_video
+from fomm_deploy.runtime.media.video import ffmpeg_exe, has_audio, iter_frames, open_video
 
 from ..media_corpus import count_frames
 
@@ -30,7 +30,7 @@ UPLOAD_MB = 1.5
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     """A portrait (JPEG) and a driving clip with audio (the sample face under head motion, 30 frames, a tone)."""
-    from fomm_deploy.runtime.samples import write_sample_driving_video
+    from fomm_deploy.runtime.media.samples import write_sample_driving_video
 
     folder = tmp_path_factory.mktemp("serve_media")
     portrait = folder / "portrait.jpg"
@@ -394,7 +394,7 @@ def _env_without_token() -> dict:
 
 def calibrate(client: LiveClient, frame: np.ndarray) -> list:
     """Send ``frame`` until the session takes it as its reference pose (a steady frame, as fomm-live's rule)."""
-    from fomm_deploy.runtime.webcam.framing import CALIBRATE_FRAMES
+    from fomm_deploy.runtime.webcam.framer import CALIBRATE_FRAMES
 
     replies = [client.animate(frame) for _ in range(CALIBRATE_FRAMES)]
     assert [r.header["calibrated"] for r in replies] == [False] * (CALIBRATE_FRAMES - 1) + [True]
@@ -533,8 +533,8 @@ def test_session_limit(bundled_export, media):
 
 def test_one_batch_of_sessions_equals_each_session_alone(bundled_export):
     from fomm_deploy.runtime.animator import animate_together
-    from fomm_deploy.runtime.preprocess import load_image, prepare_frame
-    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.media.preprocess import load_image, prepare_frame
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
     from fomm_deploy.runtime.serve.engines import Engines
 
     engines = Engines(bundled_export, max_batch=8)
@@ -552,17 +552,17 @@ def test_one_batch_of_sessions_equals_each_session_alone(bundled_export):
 
 def test_frames_that_wait_together_go_in_one_generator_call(bundled_export):
     """While the engine is busy, the newest frames of three sessions wait; they then run as one batch."""
-    from fomm_deploy.runtime.preprocess import prepare_frame
-    from fomm_deploy.runtime.samples import head_motion, sample_face
+    from fomm_deploy.runtime.media.preprocess import prepare_frame
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
     from fomm_deploy.runtime.serve.engines import Engines
-    from fomm_deploy.runtime.serve.live import LiveHub, LiveSession
+    from fomm_deploy.runtime.serve.sessions import SessionHub, SocketSession
     from fomm_deploy.runtime.serve.metrics import server_metrics
 
     engines = Engines(bundled_export, max_batch=8)
     frames = head_motion(prepare_frame(sample_face(), engines.frame_size), 6, seed=2)
-    hub = LiveHub(engines, server_metrics())
+    hub = SessionHub(engines, server_metrics())
     try:
-        sessions = [LiveSession(engines, sample_face()) for _ in range(4)]
+        sessions = [SocketSession(engines, sample_face()) for _ in range(4)]
         with engines.lock:  # the engine is busy: the worker takes the first frame and waits for the lock
             first = hub.submit(sessions[0], frames[0], True)
             wait_for(lambda: not hub._pending, "the worker to take the first frame")

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.fileio import atomic_path
+from fomm_deploy.runtime.core.fileio import atomic_path
 from fomm_deploy.runtime.serve.client import ServerProcess
-from fomm_deploy.runtime.video import ffmpeg_exe
+from fomm_deploy.runtime.media.video import ffmpeg_exe
 
 pytestmark = pytest.mark.browser
 
@@ -68,7 +68,7 @@ def test_page_puppeteers_the_portrait_with_the_fake_camera(bundled_export, tmp_p
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from fomm_deploy.runtime.samples import sample_face_path, write_sample_driving_video
+    from fomm_deploy.runtime.media.samples import sample_face_path, write_sample_driving_video
 
     # The camera: the sample face under head motion (it loops), as chromium's fake capture reads it.
     clip = write_sample_driving_video(tmp_path / "camera.mp4", frames=50, size=240, seed=5)

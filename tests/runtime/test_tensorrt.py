@@ -25,8 +25,8 @@ from fomm_deploy.runtime.backends import onnxrt
 from fomm_deploy.runtime.backends import tensorrt as trt_backend
 from fomm_deploy.runtime.backends.onnxrt import OrtBackend, check_providers, tensorrt_ep_options
 from fomm_deploy.runtime.backends.tensorrt import BUILDER_REVISION, TrtBackend, engine_key, timing_cache_path
-from fomm_deploy.runtime.errors import BackendUnavailableError, ContractError, FommError, InputError
-from fomm_deploy.runtime.fileio import sha256_file
+from fomm_deploy.runtime.core.errors import BackendUnavailableError, ContractError, FommError, InputError
+from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.graphs import load_exported, make_backend
 
 from .trt_standin import StandinCuda, StandinError, make_tensorrt
@@ -435,9 +435,7 @@ def test_cuda_python_layer_calls(monkeypatch):
 
 def test_engine_prerequisites_ask_the_cuda_layer_not_torch(monkeypatch):
     from fomm_deploy.export import exporter
-    from fomm_deploy.runtime import names
-
-    monkeypatch.setattr(names, "tensorrt_missing", lambda: [])
+    monkeypatch.setattr(cuda_layer, "tensorrt_missing", lambda: [])
     monkeypatch.setattr(cuda_layer, "device_count", lambda: 0)
     with pytest.raises(FommError, match="a CUDA GPU visible to this process"):
         exporter.check_engine_prerequisites()

@@ -9,10 +9,11 @@ import torch
 
 from fomm_deploy.export.inputs import sample_feeds
 from fomm_deploy.runtime.backends.torch_ref import TorchBackend, apply_fp16_policy, fp16_blocks, module_scope_path
-from fomm_deploy.runtime.compare import compare
-from fomm_deploy.runtime.config import resolve_config
-from fomm_deploy.runtime.contract import FP16_BUDGET, graph_specs
-from fomm_deploy.runtime.errors import InputError
+from fomm_deploy.runtime.core.compare import compare
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.contract import graph_specs
+from fomm_deploy.runtime.core.precision import FP16_BUDGET
+from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.training.checkpoint import load_checkpoint
 from fomm_deploy.training.model.wrappers import flat_module
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_deploy.runtime.keypoints import inverse_2x2 as inverse_2x2_np
+from fomm_deploy.runtime.core.keypoints import inverse_2x2 as inverse_2x2_np
 from fomm_deploy.training.model import AntiAliasInterpolation2d, inverse_2x2, kp2gaussian, make_coordinate_grid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_no_general_matrix_inverse_in_product_code():
 
 
 def test_kp_detector_jacobian_starts_at_identity():
-    from fomm_deploy.runtime.config import resolve_config
+    from fomm_deploy.runtime.core.config import resolve_config
     from fomm_deploy.training.model import build_kp_detector
 
     kp = build_kp_detector(resolve_config("tiny-test")).eval()

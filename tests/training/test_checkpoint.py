@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fomm_deploy.runtime.config import config_from_dict, resolve_config
+from fomm_deploy.runtime.core.config import config_from_dict, resolve_config
 from fomm_deploy.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from fomm_deploy.training.model import build_models
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fomm_deploy.training.config import training_config
-from fomm_deploy.runtime.config import (
+from fomm_deploy.runtime.core.config import (
     ConfigError,
     bundled_config_names,
     bundled_config_path,

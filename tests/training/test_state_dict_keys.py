@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fomm_deploy.runtime.config import resolve_config
+from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.training.model import build_models
 
 KEYS_DIR = Path(__file__).resolve().parents[1] / "data" / "upstream-keys"

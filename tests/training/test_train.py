@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from fomm_deploy.runtime.config import config_from_dict, resolve_config
-from fomm_deploy.runtime.errors import FommError, Interrupted
+from fomm_deploy.runtime.core.config import config_from_dict, resolve_config
+from fomm_deploy.runtime.core.errors import FommError, Interrupted
 from fomm_deploy.training.checkpoint import load_checkpoint, read_checkpoint
 from fomm_deploy.training.data import Augmenter, DatasetError, FramesDataset, read_video
 from fomm_deploy.training.losses import GeneratorFullModel, Transform, Vgg19
@@ -103,7 +103,7 @@ def test_video_layouts(tmp_path, synthetic_data):
     cv2.imwrite(str(strip), np.concatenate(list(frames[:3]), axis=1)[..., ::-1])
     np.testing.assert_array_equal(read_video(strip, (128, 128, 3)), frames[:3])
     gif = tmp_path / "clip.gif"
-    from fomm_deploy.runtime.video import ffmpeg_exe
+    from fomm_deploy.runtime.media.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(mp4), str(gif)], check=True)
     assert read_video(gif, (64, 64, 3)).shape[1:] == (64, 64, 3)
@@ -120,7 +120,7 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     (root / "train" / "broken.mp4").write_text("not a video")
     one = root / "train" / "short.mp4"
     frame = np.zeros((128, 128, 3), np.uint8)
-    from fomm_deploy.runtime.video import VideoWriter
+    from fomm_deploy.runtime.media.video import VideoWriter
 
     with VideoWriter(one, 25, (128, 128)) as w:
         w.write(frame)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from fomm_deploy.runtime.config import FommConfig
+from fomm_deploy.runtime.core.config import FommConfig
 
 from .discriminator import MultiScaleDiscriminator
 from .generator import OcclusionAwareGenerator

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fomm_deploy.runtime.keypoints import KP
+from fomm_deploy.runtime.core.keypoints import KP
 
 from .generator import OcclusionAwareGenerator
 from .keypoint_detector import KPDetector

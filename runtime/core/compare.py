@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .contract import Budget, tolerance
+from .precision import Budget, tolerance
 from .errors import ParityError
 
 __all__ = ["Comparison", "OutputError", "compare", "kp_pixel_error", "psnr"]

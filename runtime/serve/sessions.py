@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..animator import animate_together
-from ..errors import ImageError, InputError
-from ..webcam.framing import FaceFramer, frame_for_model
+from ..core.errors import ImageError, InputError
+from ..webcam.framer import FaceFramer, frame_for_model
 from .engines import Engines
 from .metrics import Metrics
 
@@ -65,7 +65,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-class LiveSession:
+class SocketSession:
     """One puppeteering session: its animator, framer, options and counters.
 
     Only the worker thread touches the animator (``commands`` carry changes to it); only the connection's
@@ -120,18 +120,18 @@ class _Pending:
     t: float
 
 
-class LiveHub:
+class SessionHub:
     """The batching worker: one thread, the only caller of the live sessions' animators."""
 
     def __init__(self, engines: Engines, metrics: Metrics) -> None:
         self.engines, self.metrics = engines, metrics
         self._cond = threading.Condition()
-        self._pending: dict[LiveSession, _Pending] = {}  # newest framed frame per session, oldest first
+        self._pending: dict[SocketSession, _Pending] = {}  # newest framed frame per session, oldest first
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="fomm-serve-live", daemon=True)
         self._thread.start()
 
-    def submit(self, session: LiveSession, model: np.ndarray, calibrate_ok: bool) -> Future:
+    def submit(self, session: SocketSession, model: np.ndarray, calibrate_ok: bool) -> Future:
         """Queue a session's framed frame, replacing (and dropping) one it still has waiting. The future
         resolves to a :class:`LiveResult`, or to None for a frame that was dropped."""
         future: Future = Future()
@@ -151,7 +151,7 @@ class LiveHub:
             self._cond.notify()
         self._thread.join(timeout=10)
 
-    def _take(self) -> list[tuple[LiveSession, _Pending]]:
+    def _take(self) -> list[tuple[SocketSession, _Pending]]:
         with self._cond:
             self._cond.wait_for(lambda: self._pending or self._stop)
             if self._stop:
@@ -173,7 +173,7 @@ class LiveHub:
                     if not p.future.done():
                         p.future.set_exception(exc)
 
-    def _run(self, taken: list[tuple[LiveSession, _Pending]]) -> None:
+    def _run(self, taken: list[tuple[SocketSession, _Pending]]) -> None:
         t0 = time.perf_counter()
         animate, still = [], []
         for session, p in taken:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VideoError
-from .fileio import current_umask
+from ..core.errors import VideoError
+from ..core.fileio import current_umask
 
 # File suffixes treated as videos (OpenCV reads all of them, GIF included).
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
@@ -263,7 +263,7 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, audio_from: str | Path | None = None,
                  audio_start: float = 0.0, crf: int = 18, container: str | None = None) -> None:
-        from .fileio import make_staging_dir
+        from ..core.fileio import make_staging_dir
 
         self.path = Path(path)
         self.container = container or container_for(path) or "mp4"

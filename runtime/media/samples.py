@@ -76,7 +76,7 @@ def write_sample_driving_video(path: str | Path, *, frames: int = 50, fps: float
 def main() -> None:
     import click
 
-    from .cli_common import CONTEXT, user_errors, version_option
+    from ..core.cli_common import CONTEXT, user_errors, version_option
 
     @click.command(context_settings=CONTEXT)
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4")

@@ -17,44 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from .contract import GraphSpec
-from .errors import ExportFolderError, InputError
+from .errors import ExportFolderError
 from .fileio import atomic_path
+from .precision import PRECISION_SUFFIX, stored_precision
 
-__all__ = ["FP32_AT_INT8", "MANIFEST_FORMAT", "MANIFEST_NAME", "PRECISION_SUFFIX", "CheckpointInfo", "GraphEntry",
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "CheckpointInfo", "GraphEntry",
            "Manifest", "engine_file_name", "graph_file_name", "graph_key", "tool_versions"]
 
 # Version 2: typed parity results (``parity.results`` per graph, ``parity.pipelines`` for the deployed pairs).
 MANIFEST_FORMAT = "fomm-deploy-manifest/2"
 MANIFEST_NAME = "manifest.json"
-PRECISION_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
-# Graphs that int8 keeps in fp32 (an int8 deployment uses their fp32 files):
-# * kp_detector: its temperature-0.1 softmax turns small int8 feature errors into keypoint jumps of many
-#   pixels, and it is a small share of a step;
-# * source_encoder: it runs once per source, so int8 saves no per-frame time, and a quantised encoder cost
-#   15 dB of PSNR on the bundled model (see export/quantize.py).
-FP32_AT_INT8 = ("kp_detector", "source_encoder")
-
-
-def _precision_suffix(precision: str) -> str:
-    if precision not in PRECISION_SUFFIX:
-        raise InputError(f"unknown precision '{precision}'; choose from {', '.join(PRECISION_SUFFIX)}")
-    return PRECISION_SUFFIX[precision]
-
-
-def stored_precision(graph: str, precision: str) -> str:
-    """The precision of the file that runs ``graph`` in a ``precision`` deployment (int8 keeps some fp32)."""
-    _precision_suffix(precision)
-    return "fp32" if precision == "int8" and graph in FP32_AT_INT8 else precision
 
 
 def graph_key(graph: str, precision: str) -> str:
     """The manifest key of a graph file: ``generator``, ``generator.fp16``, ``generator_frame.int8``."""
-    return graph + _precision_suffix(stored_precision(graph, precision))
+    return graph + PRECISION_SUFFIX[stored_precision(graph, precision)]
 
 
 def graph_file_name(graph: str, precision: str) -> str:
     """The ONNX file of ``graph`` in a ``precision`` deployment: ``<graph>.onnx``, ``<graph>.fp16.onnx``,
-    ``<graph>.int8.onnx``; at int8 the graphs in :data:`FP32_AT_INT8` name their fp32 file."""
+    ``<graph>.int8.onnx``; at int8 the graphs in ``precision.FP32_AT_INT8`` name their fp32 file."""
     return graph_key(graph, precision) + ".onnx"
 
 

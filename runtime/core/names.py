@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from .errors import BackendUnavailableError, InputError
+from .errors import InputError
+from .precision import PRECISIONS
 
 # Backend name -> the precisions it runs. torch is the fp32 reference, and on a CUDA device also runs the fp16
 # graphs' precision policy (check_backend_device); int8 graphs are for ONNX Runtime on CPU.
@@ -26,7 +27,6 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda")
 # (backend, precision) pairs that need a CUDA device.
 CUDA_ONLY: tuple[tuple[str, str], ...] = (("torch", "fp16"),)
 BACKENDS: tuple[str, ...] = tuple(BACKEND_PRECISIONS)
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # Short ONNX Runtime provider names (what --providers takes) -> ONNX Runtime's own names.
 ORT_PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -119,30 +119,6 @@ def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
     if not pairs:
         raise InputError("--backends is empty; give backend:precision pairs such as onnxruntime:fp32")
     return pairs
-
-
-def tensorrt_missing() -> list[str]:
-    """What the TensorRT backend needs and this environment lacks (empty when it can be tried).
-
-    Only imports are probed here (``cuda.bindings`` itself, not any ``cuda.*`` namespace package); whether
-    a GPU answers is the CUDA layer's to say when a backend activates.
-    """
-    from .backends.cuda import _has_module, available_layers
-
-    missing = []
-    if not _has_module("tensorrt"):
-        missing.append("the 'tensorrt' Python package (pip install 'fomm-deploy[gpu]')")
-    if not available_layers():
-        missing.append("a CUDA layer for GPU memory (cuda-python or pycuda)")
-    return missing
-
-
-def require_tensorrt() -> None:
-    """Raise :class:`BackendUnavailableError` naming what the TensorRT backend lacks here."""
-    missing = tensorrt_missing()
-    if missing:
-        raise BackendUnavailableError("the TensorRT backend needs " + " and ".join(missing)
-                                      + "; or use --backend onnxruntime")
 
 
 # ---- click options: the same names, defaults and help text in every command ---------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, InputError
+from ..core.errors import ImageError, InputError
 
 FIT_MODES = ("crop", "pad", "stretch")
 # File suffixes read as still images (lower case): the one list for portrait folders and image inputs.

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import BackendUnavailableError
+from ..core.errors import BackendUnavailableError
 
 Face = tuple[float, float, float]  # cx, cy, side
 CropBox = tuple[int, int, int]  # x, y, side

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..core.errors import BackendUnavailableError, InputError
 
 
 def _fit_box(cx: float, cy: float, side: float, frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -97,7 +97,7 @@ class FaceFramer:
 
     def __init__(self, *, crop: bool = True, scale: float = 2.0, raise_by: float = 0.12, smoothing: float = 0.6,
                  detect_width: int = 320) -> None:
-        from ..framing import ClipTracker, FaceDetector
+        from ..media.framing import ClipTracker, FaceDetector
 
         if not scale > 0:  # also NaN
             raise InputError(f"--crop-scale must be greater than 0 (the crop side over the face side), got {scale}")
@@ -153,7 +153,7 @@ class FaceFramer:
 
     @staticmethod
     def _centre(w: int, h: int) -> tuple[int, int, int]:
-        from ..framing import centre_box
+        from ..media.framing import centre_box
 
         return centre_box(w, h)
 
@@ -161,7 +161,7 @@ class FaceFramer:
     def cut(frame: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
         """The square crop (side x side, same dtype and channel order as ``frame``); parts outside the frame
         repeat its border pixels (``runtime.framing.cut``, shared with fomm-animate)."""
-        from ..framing import cut
+        from ..media.framing import cut
 
         return cut(frame, box)
 

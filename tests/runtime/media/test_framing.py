@@ -2,7 +2,7 @@
 
 The set: scikit-image's astronaut.png (public domain, NASA; tests/data/astronaut.png) rotated by up to 30
 degrees, scaled, moved and partly occluded inside a 16:9 frame, where the true face position is known.
-``python tests/runtime/test_framing.py`` prints the table that runtime/FRAMING.md shows.
+``python tests/runtime/media/test_framing.py`` prints the table that runtime/FRAMING.md shows.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from fomm_deploy.runtime.media import framing
 from fomm_deploy.runtime.media.framing import ClipTracker, FaceDetector, clip_box, cut, fill_gaps, follow_boxes, paste_back
 
-ASTRONAUT = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"
+ASTRONAUT = Path(__file__).resolve().parents[2] / "data" / "astronaut.png"
 # The face in astronaut.png (512x512): Haar's frontal square on the upright photo, the ground truth.
 FACE_CX, FACE_CY, FACE_SIDE = 224.8, 112.8, 97.6
 FRAME_W, FRAME_H = 640, 360
@@ -315,5 +315,5 @@ def _table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    # python tests/runtime/test_framing.py [N_STILLS N_CLIP_FRAMES [ONLY]]: ONLY, e.g. live, picks rows by name
+    # python tests/runtime/media/test_framing.py [N_STILLS N_CLIP_FRAMES [ONLY]]: ONLY, e.g. live, picks rows by name
     print(_table(measure(*(int(a) for a in sys.argv[1:3]), *sys.argv[3:4])))

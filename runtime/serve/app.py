@@ -74,6 +74,279 @@ class Problem(HTTPException):
     """A request the server refuses: ``status`` and a one-line ``detail``."""
 
 
+def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
+               metrics: Metrics | None = None) -> Starlette:
+    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
+    server = ServeApp(engines, token, limits, metrics or server_metrics())
+    routes = [Route("/", server.page), Route("/healthz", healthz), Route("/metrics", server.metrics_route),
+              Route("/v1/animate", server.animate, methods=["POST"]), WebSocketRoute("/v1/live", server.live)]
+    return Starlette(routes=routes,
+                     exception_handlers={HTTPException: server.problem, FommError: user_error, Exception: bug},
+                     lifespan=server.lifespan)
+
+
+class ServeApp:
+    """The app's state and its routes: the engines, the token and the limits, the jobs and sessions running."""
+
+    def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics):
+        from ..media.samples import sample_face
+
+        self.engines, self.token, self.limits, self.metrics = engines, token, limits, metrics
+        self.hub = SessionHub(engines, metrics)
+        self.jobs = 0
+        self.sessions = 0
+        self.default_source = sample_face()
+        self.index_html = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    def authorised(self, headers, extra: str | None = None) -> bool:
+        return self.token is None or token_matches(self.token, _bearer(headers.get("authorization"))) or \
+            token_matches(self.token, extra)
+
+    def require_token(self, request: Request) -> None:
+        if not self.authorised(request.headers):
+            raise Problem(401, "missing or wrong token: send Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": "Bearer"})
+
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(self.index_html,
+                            headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                                     "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"})
+
+    async def metrics_route(self, request: Request) -> Response:
+        self.require_token(request)
+        self.metrics.set("fomm_serve_sessions", self.sessions)
+        self.metrics.set("fomm_serve_animate_active", self.jobs)
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def animate(self, request: Request) -> Response:
+        """POST /v1/animate: one job slot of ``max_jobs``, its uploads removed when the request ends."""
+        self.require_token(request)
+        if self.jobs >= self.limits.max_jobs:
+            self.metrics.inc("fomm_serve_animate_requests_total", code="429")
+            return _error(429, f"busy: {self.jobs} animation(s) running, the server's limit (--max-jobs); "
+                               "retry later", {"Retry-After": "5"})
+        self.jobs += 1
+        folders: list[Path] = []
+        started = time.perf_counter()
+        try:
+            response = await self._animate(request, folders)
+            self.metrics.observe("fomm_serve_animate_seconds", time.perf_counter() - started)
+            return response
+        finally:
+            self.jobs -= 1
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    async def _animate(self, request: Request, folders: list) -> Response:
+        from ..animate import animate as animate_file
+        from ..animate_cli import options_from_cli
+
+        _check_upload_headers(request, self.limits)
+        tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
+        folders.append(tmp)
+        source, driving, fields = await self._receive_upload(request, tmp)
+        out = tmp / "result.mp4"
+        options = _within_limits(parse_animate_form(fields, source, driving, out), self.limits)
+        try:
+            await run_in_threadpool(_check_media, source, driving, self.limits)
+            await run_in_threadpool(lambda: animate_file(source, driving, str(out), options_from_cli(options),
+                                                         log=lambda _message: None, exported=self.engines.exported,
+                                                         animator_factory=self.engines.animator))
+        except FommError as exc:  # the user's input: its one-line reason, without the server's paths
+            raise Problem(400, " ".join(str(exc).replace(str(tmp) + "/", "").split())) from None
+        self.metrics.inc("fomm_serve_animate_requests_total", code="200")
+        return Response(out.read_bytes(), media_type="video/mp4",
+                        headers={"Content-Disposition": 'attachment; filename="animated.mp4"'})
+
+    async def _receive_upload(self, request: Request, tmp: Path) -> tuple[Path, Path, dict[str, str]]:
+        """The multipart body, within the byte limit: the source and the driving saved in ``tmp``, the fields."""
+        parser = MultiPartParser(request.headers, _limited(request, self.limits.max_upload_bytes), max_files=3,
+                                 max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise Problem(400, f"malformed multipart form: {exc.message}") from None
+        except ClientDisconnect:
+            raise Problem(400, "the client went away during the upload") from None
+        try:
+            return _save_form(form, tmp)
+        finally:
+            await form.close()
+
+    async def live(self, ws: WebSocket) -> None:
+        """/v1/live: one session of ``max_sessions``, after the token check."""
+        if not await self._admit(ws):
+            return
+        self.sessions += 1
+        self.metrics.inc("fomm_serve_sessions_total")
+        try:
+            session = await run_in_threadpool(SocketSession, self.engines, self.default_source)
+            await LiveChannel(ws, session, self.hub, self.limits, self.metrics).run()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.sessions -= 1
+
+    async def _admit(self, ws: WebSocket) -> bool:
+        """Whether the socket is let in: closed with the reason when its token is wrong or the server is full."""
+        offered = ws.scope.get("subprotocols") or []
+        given = next((p[len("bearer."):] for p in offered if p.startswith("bearer.")), None)
+        if not self.authorised(ws.headers, given):
+            await ws.close(code=1008, reason="missing or wrong token")
+            return False
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if self.sessions >= self.limits.max_sessions:  # accepted first, so that the client can read why
+            await ws.close(code=1013,
+                           reason=f"busy: the server holds its limit of {self.limits.max_sessions} sessions")
+            return False
+        return True
+
+    async def problem(self, request: Request, exc: HTTPException) -> Response:
+        if request.url.path == "/v1/animate":
+            self.metrics.inc("fomm_serve_animate_requests_total", code=str(exc.status_code))
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.hub.close)
+
+
+class LiveChannel:
+    """One live session's socket: camera frames in (the newest one wins), animated frames and replies out.
+
+    Two tasks share it: ``receive`` reads the socket (frames and control messages), ``process`` animates the
+    newest frame and sends the result; one lock keeps their messages whole.
+    """
+
+    def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics):
+        self.ws, self.session, self.hub, self.limits, self.metrics = ws, session, hub, limits, metrics
+        self.send_lock = asyncio.Lock()
+        self.newest: dict = {}
+        self.arrived = asyncio.Event()
+        self.gone = asyncio.Event()
+
+    async def run(self) -> None:
+        receiver = asyncio.create_task(self.receive())
+        try:
+            await self.process()
+        finally:
+            receiver.cancel()
+
+    async def send_json(self, obj: dict) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(obj))
+
+    async def receive(self) -> None:
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if msg.get("bytes") is not None:
+                    await self._take_frame(msg["bytes"])
+                elif msg.get("text") is not None:
+                    try:
+                        await self.control(msg["text"])
+                    except FommError as exc:
+                        await self.send_json({"type": "error", "reason": str(exc)})
+        finally:
+            self.gone.set()
+            self.arrived.set()
+
+    async def _take_frame(self, data: bytes) -> None:
+        if len(data) > self.limits.max_frame_bytes:
+            await self.send_json({"type": "error", "reason": f"frame larger than {self.limits.max_frame_bytes} bytes"})
+            return
+        if "frame" in self.newest:  # not yet picked up: the newer one wins
+            self.session.dropped += 1
+            self.metrics.inc("fomm_serve_frames_dropped_total")
+        self.newest["frame"] = (data, time.perf_counter())
+        self.arrived.set()
+
+    async def control(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+            if not isinstance(msg, dict):
+                raise ValueError
+        except ValueError:
+            raise InputError("control messages are JSON objects with a 'type'") from None
+        kind = msg.get("type")
+        if kind == "source":
+            raw = _portrait_bytes(msg, self.limits)
+            self.session.set_source(await run_in_threadpool(_load_portrait_bytes, raw, self.limits))
+            await self.send_json({"type": "source", "ok": True})
+        elif kind == "recalibrate":
+            self.session.recalibrate()
+            await self.send_json({"type": "recalibrate", "ok": True})
+        elif kind == "options":
+            if "relative" in msg:
+                self.session.set_relative(bool(msg["relative"]))
+            if "crop" in msg:
+                if msg["crop"] not in CROPS:
+                    raise InputError(f"crop is one of {', '.join(CROPS)}")
+                self.session.set_crop(msg["crop"])
+            await self.send_json({"type": "options", "ok": True})
+        else:
+            raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
+
+    async def process(self) -> None:
+        while True:
+            await self.arrived.wait()
+            self.arrived.clear()
+            if self.gone.is_set():
+                return
+            item = self.newest.pop("frame", None)
+            if item is not None:
+                await self._answer(*item)
+
+    async def _answer(self, data: bytes, t_in: float) -> None:
+        """One camera frame animated and sent back with its header; a bad frame gets its reason instead."""
+        session = self.session
+        try:
+            t0 = time.perf_counter()
+            bgr = await run_in_threadpool(decode_jpeg, data, self.limits.max_frame_side)
+            t1 = time.perf_counter()
+            box, found, stable, model = await run_in_threadpool(session.frame, bgr)
+            t2 = time.perf_counter()
+            result = await asyncio.wrap_future(self.hub.submit(session, model, ready_to_calibrate(found, stable)))
+            if result is None:  # replaced by the session's next frame
+                return
+            t3 = time.perf_counter()
+            jpeg = await run_in_threadpool(encode_jpeg, result.portrait)
+            t4 = time.perf_counter()
+        except FommError as exc:
+            await self.send_json({"type": "error", "reason": str(exc)})
+            return
+        for stage, seconds in (("decode", t1 - t0), ("framing", t2 - t1), ("encode", t4 - t3)):
+            self.metrics.observe("fomm_serve_stage_seconds", seconds, stage=stage)
+        session.frames += 1
+        self.metrics.inc("fomm_serve_frames_total")
+        header = json.dumps({"frame": session.frames, "calibrated": result.calibrated, "batch": result.batch,
+                             "dropped": session.dropped, "face": bool(found), "box": list(box),
+                             "server_ms": round((t4 - t_in) * 1000, 2),
+                             "inference_ms": round(result.inference_s * 1000, 2),
+                             "session": session.id}).encode()
+        async with self.send_lock:
+            await self.ws.send_bytes(struct.pack(">I", len(header)) + header + jpeg)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def user_error(request: Request, exc: FommError) -> Response:
+    return _error(400, " ".join(str(exc).split()))
+
+
+async def bug(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s", request.url.path)
+    return _error(500, "internal error (the server's log has the details)")
+
+
 def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
@@ -131,6 +404,15 @@ def _form_message(exc: click.ClickException) -> str:
     return message
 
 
+def _check_upload_headers(request: Request, limits: Limits) -> None:
+    """A multipart form whose announced length is within the limit (``_limited`` counts what really arrives)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Problem(415, "send multipart/form-data with the fields source (an image) and driving (a video)")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limits.max_upload_bytes):
+        raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
+
+
 async def _limited(request: Request, limit: int):
     received = 0
     async for chunk in request.stream():
@@ -138,6 +420,27 @@ async def _limited(request: Request, limit: int):
         if received > limit:
             raise Problem(413, f"the request is larger than the limit of {limit} bytes")
         yield chunk
+
+
+def _save_form(form, folder: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The form's two files, source and driving, saved in ``folder``, and its other fields (each given once)."""
+    from ..media.preprocess import IMAGE_SUFFIXES
+    from ..media.video import VIDEO_SUFFIXES
+
+    files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
+    fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+    if len(form.multi_items()) != len(set(form.keys())):
+        raise Problem(400, "a form field is given twice")
+    for name in ("source", "driving"):
+        if name not in files:
+            raise Problem(400, f"form field {name!r} is missing (or not a file): send the "
+                               f"{'portrait image' if name == 'source' else 'driving video'} as a file")
+        fields.pop(name, None)
+    for name in set(files) - {"source", "driving"}:
+        raise Problem(400, f"unexpected file field {name!r}; files go in source and driving")
+    source = _save(files["source"], folder, "source", IMAGE_SUFFIXES)
+    driving = _save(files["driving"], folder, "driving", VIDEO_SUFFIXES)
+    return source, driving, fields
 
 
 def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
@@ -150,6 +453,16 @@ def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
     if path.stat().st_size == 0:
         raise Problem(400, f"form field {name!r} is an empty file")
     return path
+
+
+def _within_limits(options: dict, limits: Limits) -> dict:
+    """The animation's options with the driving clip ending by the server's limit of seconds."""
+    if options["start"] >= limits.max_video_seconds:
+        raise Problem(413, f"start {options['start']:g} s is past the server's limit of "
+                           f"{limits.max_video_seconds:g} s of driving video")
+    if options["end"] is None or options["end"] > limits.max_video_seconds:
+        options["end"] = limits.max_video_seconds  # whatever the container claims, no more is animated
+    return options
 
 
 def _check_media(source: Path, driving: Path, limits: Limits) -> None:
@@ -174,6 +487,20 @@ def _check_media(source: Path, driving: Path, limits: Limits) -> None:
                            f"{limits.max_video_seconds:g} s and {limits.max_video_frames} frames")
 
 
+def _portrait_bytes(msg: dict, limits: Limits) -> bytes:
+    """The portrait a ``source`` control message carries: base64 (or a data: URL), within the upload limit."""
+    data = msg.get("image", "")
+    if not isinstance(data, str):
+        raise InputError("'image' is a base64 string (or a data: URL)")
+    try:
+        raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data, validate=True)
+    except (binascii.Error, IndexError):
+        raise InputError("'image' is not valid base64") from None
+    if len(raw) > limits.max_upload_bytes:
+        raise InputError(f"the portrait is larger than {limits.max_upload_bytes} bytes")
+    return raw
+
+
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
     """A portrait sent over a live session -> RGB float32, through the same decoder as files."""
     from ..media.preprocess import decode_image
@@ -185,271 +512,3 @@ def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
     if max(image.shape[:2]) > limits.max_image_side:
         raise ImageError(f"the portrait is {image.shape[1]}x{image.shape[0]}; at most {limits.max_image_side} px")
     return image
-
-
-def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
-               metrics: Metrics | None = None) -> Starlette:
-    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
-    from ..media.preprocess import IMAGE_SUFFIXES
-    from ..media.samples import sample_face
-    from ..media.video import VIDEO_SUFFIXES
-
-    metrics = metrics or server_metrics()
-    hub = SessionHub(engines, metrics)
-    state = {"jobs": 0, "sessions": 0}
-    default_source = sample_face()
-
-    def authorised(headers, extra: str | None = None) -> bool:
-        return token is None or token_matches(token, _bearer(headers.get("authorization"))) or \
-            token_matches(token, extra)
-
-    def require_token(request: Request) -> None:
-        if not authorised(request.headers):
-            raise Problem(401, "missing or wrong token: send Authorization: Bearer <token>",
-                          headers={"WWW-Authenticate": "Bearer"})
-
-    index_html = (STATIC / "index.html").read_text(encoding="utf-8")
-
-    async def page(request: Request) -> Response:
-        return HTMLResponse(index_html,
-                            headers={"Cache-Control": "no-store", "Content-Security-Policy":
-                                     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-                                     "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"})
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def metrics_route(request: Request) -> Response:
-        require_token(request)
-        metrics.set("fomm_serve_sessions", state["sessions"])
-        metrics.set("fomm_serve_animate_active", state["jobs"])
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    async def animate(request: Request) -> Response:
-        require_token(request)
-        if state["jobs"] >= limits.max_jobs:
-            metrics.inc("fomm_serve_animate_requests_total", code="429")
-            return _error(429, f"busy: {state['jobs']} animation(s) running, the server's limit (--max-jobs); "
-                               "retry later", {"Retry-After": "5"})
-        state["jobs"] += 1
-        folders: list[Path] = []
-        started = time.perf_counter()
-        try:
-            response = await _animate(request, folders)
-            metrics.observe("fomm_serve_animate_seconds", time.perf_counter() - started)
-            return response
-        finally:
-            state["jobs"] -= 1
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    async def _animate(request: Request, folders: list) -> Response:
-        from ..animate import animate as animate_file
-        from ..animate_cli import options_from_cli
-
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise Problem(415, "send multipart/form-data with the fields source (an image) and driving (a video)")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_upload_bytes):
-            raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
-        tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
-        folders.append(tmp)
-        parser = MultiPartParser(request.headers, _limited(request, limits.max_upload_bytes), max_files=3,
-                                 max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise Problem(400, f"malformed multipart form: {exc.message}") from None
-        except ClientDisconnect:
-            raise Problem(400, "the client went away during the upload") from None
-        try:
-            files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
-            fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
-            if len(form.multi_items()) != len(set(form.keys())):
-                raise Problem(400, "a form field is given twice")
-            for name in ("source", "driving"):
-                if name not in files:
-                    raise Problem(400, f"form field {name!r} is missing (or not a file): send the "
-                                       f"{'portrait image' if name == 'source' else 'driving video'} as a file")
-                fields.pop(name, None)
-            for name in set(files) - {"source", "driving"}:
-                raise Problem(400, f"unexpected file field {name!r}; files go in source and driving")
-            source = _save(files["source"], tmp, "source", IMAGE_SUFFIXES)
-            driving = _save(files["driving"], tmp, "driving", VIDEO_SUFFIXES)
-        finally:
-            await form.close()
-        out = tmp / "result.mp4"
-        options = parse_animate_form(fields, source, driving, out)
-        if options["start"] >= limits.max_video_seconds:
-            raise Problem(413, f"start {options['start']:g} s is past the server's limit of "
-                               f"{limits.max_video_seconds:g} s of driving video")
-        if options["end"] is None or options["end"] > limits.max_video_seconds:
-            options["end"] = limits.max_video_seconds  # whatever the container claims, no more is animated
-        try:
-            await run_in_threadpool(_check_media, source, driving, limits)
-            await run_in_threadpool(lambda: animate_file(source, driving, str(out), options_from_cli(options),
-                                                         log=lambda _message: None, exported=engines.exported,
-                                                         animator_factory=engines.animator))
-        except FommError as exc:  # the user's input: its one-line reason, without the server's paths
-            raise Problem(400, " ".join(str(exc).replace(str(tmp) + "/", "").split())) from None
-        metrics.inc("fomm_serve_animate_requests_total", code="200")
-        return Response(out.read_bytes(), media_type="video/mp4",
-                        headers={"Content-Disposition": 'attachment; filename="animated.mp4"'})
-
-    async def live(ws: WebSocket) -> None:
-        offered = ws.scope.get("subprotocols") or []
-        given = next((p[len("bearer."):] for p in offered if p.startswith("bearer.")), None)
-        if not authorised(ws.headers, given):
-            await ws.close(code=1008, reason="missing or wrong token")
-            return
-        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        if state["sessions"] >= limits.max_sessions:  # accepted first, so that the client can read why
-            await ws.close(code=1013, reason=f"busy: the server holds its limit of {limits.max_sessions} sessions")
-            return
-        state["sessions"] += 1
-        metrics.inc("fomm_serve_sessions_total")
-        try:
-            session = await run_in_threadpool(SocketSession, engines, default_source)
-            await _live(ws, session)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            state["sessions"] -= 1
-
-    async def _live(ws: WebSocket, session: SocketSession) -> None:
-        send_lock = asyncio.Lock()
-        newest: dict = {}
-        arrived = asyncio.Event()
-        gone = asyncio.Event()
-
-        async def send_json(obj: dict) -> None:
-            async with send_lock:
-                await ws.send_text(json.dumps(obj))
-
-        async def control(text: str) -> None:
-            try:
-                msg = json.loads(text)
-                if not isinstance(msg, dict):
-                    raise ValueError
-            except ValueError:
-                raise InputError("control messages are JSON objects with a 'type'") from None
-            kind = msg.get("type")
-            if kind == "source":
-                data = msg.get("image", "")
-                if not isinstance(data, str):
-                    raise InputError("'image' is a base64 string (or a data: URL)")
-                try:
-                    raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data,
-                                           validate=True)
-                except (binascii.Error, IndexError):
-                    raise InputError("'image' is not valid base64") from None
-                if len(raw) > limits.max_upload_bytes:
-                    raise InputError(f"the portrait is larger than {limits.max_upload_bytes} bytes")
-                session.set_source(await run_in_threadpool(_load_portrait_bytes, raw, limits))
-                await send_json({"type": "source", "ok": True})
-            elif kind == "recalibrate":
-                session.recalibrate()
-                await send_json({"type": "recalibrate", "ok": True})
-            elif kind == "options":
-                if "relative" in msg:
-                    session.set_relative(bool(msg["relative"]))
-                if "crop" in msg:
-                    if msg["crop"] not in CROPS:
-                        raise InputError(f"crop is one of {', '.join(CROPS)}")
-                    session.set_crop(msg["crop"])
-                await send_json({"type": "options", "ok": True})
-            else:
-                raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
-
-        async def receive() -> None:
-            try:
-                while True:
-                    msg = await ws.receive()
-                    if msg["type"] == "websocket.disconnect":
-                        return
-                    if msg.get("bytes") is not None:
-                        data = msg["bytes"]
-                        if len(data) > limits.max_frame_bytes:
-                            await send_json({"type": "error", "reason": f"frame larger than "
-                                                                        f"{limits.max_frame_bytes} bytes"})
-                            continue
-                        if "frame" in newest:  # not yet picked up: the newer one wins
-                            session.dropped += 1
-                            metrics.inc("fomm_serve_frames_dropped_total")
-                        newest["frame"] = (data, time.perf_counter())
-                        arrived.set()
-                    elif msg.get("text") is not None:
-                        try:
-                            await control(msg["text"])
-                        except FommError as exc:
-                            await send_json({"type": "error", "reason": str(exc)})
-            finally:
-                gone.set()
-                arrived.set()
-
-        async def process() -> None:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                if gone.is_set():
-                    return
-                item = newest.pop("frame", None)
-                if item is None:
-                    continue
-                data, t_in = item
-                try:
-                    t0 = time.perf_counter()
-                    bgr = await run_in_threadpool(decode_jpeg, data, limits.max_frame_side)
-                    t1 = time.perf_counter()
-                    box, found, stable, model = await run_in_threadpool(session.frame, bgr)
-                    t2 = time.perf_counter()
-                    result = await asyncio.wrap_future(hub.submit(session, model, ready_to_calibrate(found, stable)))
-                    if result is None:  # replaced by the session's next frame
-                        continue
-                    t3 = time.perf_counter()
-                    jpeg = await run_in_threadpool(encode_jpeg, result.portrait)
-                    t4 = time.perf_counter()
-                except FommError as exc:
-                    await send_json({"type": "error", "reason": str(exc)})
-                    continue
-                for stage, seconds in (("decode", t1 - t0), ("framing", t2 - t1), ("encode", t4 - t3)):
-                    metrics.observe("fomm_serve_stage_seconds", seconds, stage=stage)
-                session.frames += 1
-                metrics.inc("fomm_serve_frames_total")
-                header = json.dumps({"frame": session.frames, "calibrated": result.calibrated, "batch": result.batch,
-                                     "dropped": session.dropped, "face": bool(found), "box": list(box),
-                                     "server_ms": round((t4 - t_in) * 1000, 2),
-                                     "inference_ms": round(result.inference_s * 1000, 2),
-                                     "session": session.id}).encode()
-                async with send_lock:
-                    await ws.send_bytes(struct.pack(">I", len(header)) + header + jpeg)
-
-        receiver = asyncio.create_task(receive())
-        try:
-            await process()
-        finally:
-            receiver.cancel()
-
-    async def problem(request: Request, exc: HTTPException) -> Response:
-        if request.url.path == "/v1/animate":
-            metrics.inc("fomm_serve_animate_requests_total", code=str(exc.status_code))
-        return _error(exc.status_code, str(exc.detail), exc.headers)
-
-    async def user_error(request: Request, exc: FommError) -> Response:
-        return _error(400, " ".join(str(exc).split()))
-
-    async def bug(request: Request, exc: Exception) -> Response:
-        log.exception("internal error on %s", request.url.path)
-        return _error(500, "internal error (the server's log has the details)")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        try:
-            yield
-        finally:
-            await run_in_threadpool(hub.close)
-
-    return Starlette(routes=[Route("/", page), Route("/healthz", healthz), Route("/metrics", metrics_route),
-                             Route("/v1/animate", animate, methods=["POST"]), WebSocketRoute("/v1/live", live)],
-                     exception_handlers={HTTPException: problem, FommError: user_error, Exception: bug},
-                     lifespan=lifespan)

@@ -16,7 +16,7 @@ import shlex
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import DatasetRepeater, FramesDataset
 from .losses import VGG19_WEIGHTS_HELP, DiscriminatorFullModel, GeneratorFullModel, Vgg19, uses_vgg19
-from .model import build_discriminator, build_models
+from .model import Models, build_discriminator, build_models
 from .model.wrappers import kp_to_numpy, kp_to_torch
 from .visualize import draw_visualisation
 
@@ -147,6 +147,295 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
+    """Train and return the path of the last checkpoint written (rank 0).
+
+    Resuming (``opts.checkpoint``): a checkpoint's ``epoch`` is the last epoch it completed, for ours and
+    for upstream's, so training continues with the next one; a checkpoint written on an interruption
+    records the batch it stopped at and continues there, drawing the same samples as an uninterrupted run.
+    SIGINT / SIGTERM stop after the current batch, write ``<epoch>-interrupted-checkpoint.pth.tar`` and
+    raise :class:`Interrupted` (with the checkpoint); an error inside the training loop also saves one
+    before it is raised again. A second signal stops at once (``KeyboardInterrupt``), writing nothing.
+    """
+    return _Training(cfg, opts, log).run()
+
+
+class _Training:
+    """One run of :func:`train`: set up in upstream's order (processes, data, perceptual loss, models,
+    optimizers, DDP wrappers), then its epochs, their checkpoints, and the stop on a signal."""
+
+    def __init__(self, cfg: FommConfig, opts: TrainOptions, log) -> None:
+        self.cfg, self.opts, self.log = cfg, opts, log
+        self.rank, self.world, local_rank = _dist_info()
+        self.distributed = self.world > 1
+        self.device = torch.device(opts.device if not self.distributed or opts.device == "cpu"
+                                   else f"cuda:{local_rank}")
+        self.tcfg = training_config(cfg)
+        self.tp = tp = self.tcfg.train_params
+        self.batch = per_process_batch(tp.batch_size, self.world)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.epochs = opts.epochs if opts.epochs is not None else tp.num_epochs
+        self.use_gan = tp.loss_weights.generator_gan != 0
+        self.say = log if self.rank == 0 else (lambda m: None)
+        if not cfg.estimate_jacobian and tp.loss_weights.equivariance_jacobian != 0:
+            self.say("note: train_params.loss_weights.equivariance_jacobian is "
+                     f"{tp.loss_weights.equivariance_jacobian} but the config estimates no jacobians, so that loss "
+                     "term is skipped")
+        self.dataset = self._dataset()
+        vgg = self._vgg()
+        models, raw, self.start = self._starting_point()
+        self.models = Models(*(m.to(self.device).train() for m in models))
+        self.optimizers, self.schedulers = self._optimizers(raw)
+        self.generator_full, self.discriminator_full = self._loss_models(vgg)
+        self.log_dir = opts.log_dir
+        if self.rank == 0:
+            (self.log_dir / "train-vis").mkdir(parents=True, exist_ok=True)
+        self.workers = default_workers() if opts.workers is None else opts.workers
+
+    # -- set-up ------------------------------------------------------------------------------------------
+
+    def _dataset(self) -> DatasetRepeater:
+        params = self.tcfg.dataset_params
+        dataset = FramesDataset(self.opts.data, self.cfg.frame_shape, id_sampling=params.id_sampling, is_train=True,
+                                random_seed=self.opts.seed, augmentation=params.augmentation_params, log=self.say)
+        if dataset.skipped:
+            self.say(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
+        repeated = DatasetRepeater(dataset, self.tp.num_repeats)
+        if len(repeated) < self.tp.batch_size:
+            raise DatasetError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
+                               f"(train_params.batch_size {self.tp.batch_size}); add videos or raise num_repeats")
+        return repeated
+
+    def _vgg(self) -> Vgg19 | None:
+        if not uses_vgg19(self.cfg):
+            return None
+        if self.opts.vgg19 is None:
+            raise InputError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
+        return Vgg19.from_file(self.opts.vgg19).to(self.device)
+
+    def _starting_point(self) -> tuple[Models, dict, _Start]:
+        """The models, the checkpoint's contents and where to start: resumed from ``opts.checkpoint``, or new."""
+        cfg, opts = self.cfg, self.opts
+        if opts.checkpoint is None:
+            torch.manual_seed(opts.seed)
+            return build_models(cfg, discriminator=True), {}, _Start()
+        has_disc = "discriminator" in read_checkpoint(opts.checkpoint)
+        loaded = load_checkpoint(opts.checkpoint, cfg, discriminator=has_disc, device="cpu")
+        models, raw = loaded.models, loaded.raw
+        if not has_disc:  # some published checkpoints carry no discriminator: start a fresh one
+            torch.manual_seed(opts.seed)
+            models = models._replace(discriminator=build_discriminator(cfg))
+            self.say("the checkpoint has no discriminator; a new one is initialised")
+        start = _Start(epoch=(loaded.epoch if loaded.epoch is not None else -1) + 1)
+        progress = raw.get("fomm_progress")
+        if isinstance(progress, dict) and int(progress.get("epoch", -1)) == start.epoch:
+            start.skip_batches = int(progress.get("batches_done", 0))
+            start.sums = dict(progress.get("loss_sums", {}))
+        if start.epoch >= self.epochs:
+            raise InputError(f"{opts.checkpoint} has already trained {start.epoch} of {self.epochs} epochs; "
+                             "pass --epochs N with a larger N to train further")
+        return models, raw, start
+
+    def _optimizers(self, raw: dict) -> tuple[dict, dict]:
+        """Adam per module and MultiStepLR, from the checkpoint's states when it has them."""
+        tp, models = self.tp, self.models
+        optimizers = {
+            "optimizer_generator": torch.optim.Adam(models.generator.parameters(), lr=tp.lr_generator,
+                                                    betas=(0.5, 0.999)),
+            "optimizer_discriminator": torch.optim.Adam(models.discriminator.parameters(), lr=tp.lr_discriminator,
+                                                        betas=(0.5, 0.999)),
+            "optimizer_kp_detector": torch.optim.Adam(models.kp_detector.parameters(), lr=tp.lr_kp_detector,
+                                                      betas=(0.5, 0.999)),
+        }
+        for name, opt in optimizers.items():
+            if name in raw and raw[name].get("state"):
+                opt.load_state_dict(raw[name])
+        schedulers = {name.replace("optimizer", "scheduler"): torch.optim.lr_scheduler.MultiStepLR(
+            opt, list(tp.epoch_milestones), gamma=0.1, last_epoch=-1) for name, opt in optimizers.items()}
+        if self.start.epoch:
+            _restore_learning_rates(optimizers, schedulers, raw, tp, self.start.epoch, self.say)
+        return optimizers, schedulers
+
+    def _loss_models(self, vgg: Vgg19 | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The generator's and the discriminator's full models (their losses), under DDP when distributed."""
+        models, device = self.models, self.device
+        generator_full = GeneratorFullModel(models.kp_detector, models.generator,
+                                            models.discriminator if self.use_gan else None, self.cfg, vgg).to(device)
+        discriminator_full = DiscriminatorFullModel(models.discriminator, self.cfg).to(device)
+        if not self.distributed:
+            return generator_full, discriminator_full
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if device.type == "cuda":  # synchronised batch norm across GPUs, as upstream's DataParallel + sync BN
+            generator_full = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator_full)
+        self.say(f"{self.world} processes: global batch {self.tp.batch_size} = {self.world} x {self.batch}; batch norm "
+                 + ("synchronised across GPUs" if device.type == "cuda" else
+                    "not synchronised on CPU (gloo): each process normalises its own share of the batch"))
+        ids = [device.index] if device.type == "cuda" else None
+        generator_full = DDP(generator_full, device_ids=ids, find_unused_parameters=True)
+        if self.use_gan:
+            discriminator_full = DDP(discriminator_full, device_ids=ids)
+        return generator_full, discriminator_full
+
+    # -- the epochs --------------------------------------------------------------------------------------
+
+    def run(self) -> Path | None:
+        last_path = None
+        with StopRequest(self.say) as stop:
+            for epoch in range(self.start.epoch, self.epochs):
+                done = self._epoch(epoch, stop)
+                if stop.requested and done.count < done.total:
+                    if self.rank == 0:
+                        last_path = self._save_interrupted(done)
+                    break
+                last_path = self._end_epoch(done, stop) or last_path
+                if stop.requested:
+                    break
+        return self._finish(stop, last_path)
+
+    def _epoch(self, epoch: int, stop: StopRequest) -> _Epoch:
+        """One epoch's batches, from where a resumed run stopped, to its end or to a stop all processes agree
+        on. An error saves a checkpoint (one process only) and goes on up; a second signal writes nothing."""
+        from tqdm import tqdm
+
+        plan = epoch_plan(len(self.dataset), epoch, self.opts.seed, self.rank, self.world, self.batch)
+        skip = self.start.skip_batches if epoch == self.start.epoch else 0
+        loader = DataLoader(self.dataset, batch_size=self.batch, sampler=_PlanSampler(plan[skip * self.batch:]),
+                            num_workers=self.workers, drop_last=True, worker_init_fn=_quiet_worker)
+        done = _Epoch(epoch, total=len(plan) // self.batch, count=skip, sums=dict(self.start.sums) if skip else {})
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", initial=skip, total=done.total,
+                   disable=(self.rank != 0) or not self.opts.progress or None)
+        try:
+            for x in bar:
+                self._step(done, {k: v.to(self.device) for k, v in x.items()})
+                if self.rank == 0:
+                    bar.set_postfix({k: f"{v / done.count:.3f}" for k, v in done.sums.items()})
+                if _stop_agreed(stop, self.distributed, self.device):
+                    break
+        except KeyboardInterrupt:
+            raise  # a second signal: quit at once, write nothing
+        except Exception:
+            if self.rank == 0 and not self.distributed:
+                path = self._save(epoch, done.count, done.sums)
+                self.log(f"error during epoch {epoch + 1}: saved {path.name} (after {done.count} batches); "
+                         f"resume with --ckpt {shlex.quote(str(path))}")
+            raise
+        finally:
+            bar.close()
+        return done
+
+    def _step(self, done: _Epoch, x: dict) -> None:
+        """One batch: the generator and the keypoint detector step, then the discriminator (with a GAN loss)."""
+        optimizers = self.optimizers
+        losses, generated = self.generator_full(x, generator=_batch_generator(self.opts.seed, done.epoch,
+                                                                              done.count, self.rank))
+        loss = sum(v.mean() for v in losses.values())
+        loss.backward()
+        optimizers["optimizer_generator"].step()
+        optimizers["optimizer_generator"].zero_grad()
+        optimizers["optimizer_kp_detector"].step()
+        optimizers["optimizer_kp_detector"].zero_grad()
+        if self.use_gan:
+            optimizers["optimizer_discriminator"].zero_grad()
+            d_losses = self.discriminator_full(x, generated)
+            sum(v.mean() for v in d_losses.values()).backward()
+            optimizers["optimizer_discriminator"].step()
+            optimizers["optimizer_discriminator"].zero_grad()
+            losses.update(d_losses)
+        for k, v in losses.items():
+            done.sums[k] = done.sums.get(k, 0.0) + float(v.mean().detach())
+        done.count += 1
+        done.x, done.generated = x, generated
+
+    def _end_epoch(self, done: _Epoch, stop: StopRequest) -> Path | None:
+        """The schedulers step; rank 0 logs the mean losses, draws the last batch, and writes the epoch's
+        checkpoint when one is due (every ``checkpoint_freq`` epochs, the last epoch, a stop): its path."""
+        with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            for sched in self.schedulers.values():
+                sched.step()
+        if self.rank != 0:
+            return None
+        epoch = done.epoch
+        means = {k: v / max(done.count, 1) for k, v in done.sums.items()}
+        line = f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
+        with open(self.log_dir / "log.txt", "a") as f:
+            f.write(line + "\n")
+        if done.x is not None and done.generated is not None:
+            self._visualise(done)
+        if (epoch + 1) % self.tp.checkpoint_freq == 0 or epoch + 1 == self.epochs or stop.requested:
+            path = self._save(epoch, None, done.sums)
+            self.log(f"epoch {epoch + 1}: {'; '.join(f'{k} {v:.4f}' for k, v in means.items())}; saved {path.name}")
+            return path
+        return None
+
+    def _visualise(self, done: _Epoch) -> None:
+        """The epoch's last batch, drawn to ``train-vis/<epoch>-rec.png``."""
+        x, generated = done.x, done.generated
+        if "deformation" in generated and "deformed" not in generated:  # skipped while training
+            with torch.no_grad():
+                generated["deformed"] = self.models.generator.deform_input(x["source"], generated["deformation"])
+        draw_visualisation(x, generated, self.log_dir / "train-vis" / f"{done.epoch:08d}-rec.png",
+                           kp_size=self.tcfg.visualizer_params.kp_size,
+                           draw_border=self.tcfg.visualizer_params.draw_border)
+
+    # -- checkpoints and the end -------------------------------------------------------------------------
+
+    def _save(self, epoch: int, batches_done: int | None, sums: dict[str, float]) -> Path:
+        """``epoch`` complete (``batches_done`` None), or interrupted after ``batches_done`` of its batches."""
+        extra: dict = {name: _plain_scheduler_state(s) for name, s in self.schedulers.items()}
+        if batches_done is not None:
+            extra["fomm_progress"] = {"epoch": epoch, "batches_done": batches_done, "loss_sums": dict(sums)}
+        done = epoch if batches_done is None else epoch - 1
+        # An interrupted epoch gets its own name: it never replaces the checkpoint of a completed epoch.
+        name = f"{epoch:08d}-{'' if batches_done is None else 'interrupted-'}checkpoint.pth.tar"
+        return save_checkpoint(self.log_dir / name, generator=self.models.generator,
+                               kp_detector=self.models.kp_detector, discriminator=self.models.discriminator,
+                               optimizers=self.optimizers, epoch=done, extra=extra)
+
+    def _save_interrupted(self, done: _Epoch) -> Path:
+        path = self._save(done.epoch, done.count, done.sums)
+        self.log(f"stopped in epoch {done.epoch + 1} after {done.count} of {done.total} batches; saved "
+                 f"{path.name}; resume with --ckpt {shlex.quote(str(path))}")
+        return path
+
+    def _finish(self, stop: StopRequest, last_path: Path | None) -> Path | None:
+        """Leave the process group; the last checkpoint (the newest there if this run wrote none); on a stop,
+        :class:`Interrupted` with it."""
+        if self.distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+        if last_path is None and self.rank == 0:
+            existing = sorted(self.log_dir.glob("*-checkpoint.pth.tar"))
+            last_path = existing[-1] if existing else None
+        if stop.requested:
+            raise Interrupted(stop.requested, last_path, f"training stopped by {stop.requested}"
+                              + (f"; resume with --ckpt {shlex.quote(str(last_path))}" if last_path else ""))
+        return last_path
+
+
+@dataclass
+class _Start:
+    """Where a run starts: its first epoch and, resuming inside that epoch, the batches done and their loss sums."""
+
+    epoch: int = 0
+    skip_batches: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Epoch:
+    """An epoch under way: ``count`` of its ``total`` batches done, their loss sums, the last batch and output."""
+
+    epoch: int
+    total: int
+    count: int
+    sums: dict[str, float]
+    x: dict | None = None
+    generated: dict | None = None
+
+
 def _restore_learning_rates(optimizers: dict, schedulers: dict, raw: dict, tp, start_epoch: int, log) -> None:
     """Put each optimizer at the rate of ``start_epoch``. A checkpoint of ours carries its scheduler states
     (exact); one of upstream's does not, and its optimizer state holds whatever rate upstream's scheduler
@@ -173,201 +462,6 @@ def _restore_learning_rates(optimizers: dict, schedulers: dict, raw: dict, tp, s
         rates = ", ".join(f"{n.split('_', 1)[1]} {o.param_groups[0]['lr']:.3g}" for n, o in optimizers.items())
         log(f"upstream checkpoint without scheduler states: learning rates for epoch {start_epoch + 1} "
             f"computed from the config ({rates})")
-
-
-def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
-    """Train and return the path of the last checkpoint written (rank 0).
-
-    Resuming (``opts.checkpoint``): a checkpoint's ``epoch`` is the last epoch it completed, for ours and
-    for upstream's, so training continues with the next one; a checkpoint written on an interruption
-    records the batch it stopped at and continues there, drawing the same samples as an uninterrupted run.
-    SIGINT / SIGTERM stop after the current batch, write ``<epoch>-interrupted-checkpoint.pth.tar`` and
-    raise :class:`Interrupted` (with the checkpoint); an error inside the training loop also saves one
-    before it is raised again. A second signal stops at once (``KeyboardInterrupt``), writing nothing.
-    """
-    from tqdm import tqdm
-
-    rank, world, local_rank = _dist_info()
-    distributed = world > 1
-    device = torch.device(opts.device if not distributed or opts.device == "cpu" else f"cuda:{local_rank}")
-    tcfg = training_config(cfg)
-    tp = tcfg.train_params
-    batch = per_process_batch(tp.batch_size, world)
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    epochs = opts.epochs if opts.epochs is not None else tp.num_epochs
-    use_gan = tp.loss_weights.generator_gan != 0
-    say = log if rank == 0 else (lambda m: None)
-    if not cfg.estimate_jacobian and tp.loss_weights.equivariance_jacobian != 0:
-        say(f"note: train_params.loss_weights.equivariance_jacobian is {tp.loss_weights.equivariance_jacobian} "
-            "but the config estimates no jacobians, so that loss term is skipped")
-    dataset = FramesDataset(opts.data, cfg.frame_shape, id_sampling=tcfg.dataset_params.id_sampling,
-                            is_train=True, random_seed=opts.seed, augmentation=tcfg.dataset_params.augmentation_params,
-                            log=say)
-    if dataset.skipped:
-        say(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
-    repeated = DatasetRepeater(dataset, tp.num_repeats)
-    if len(repeated) < tp.batch_size:
-        raise DatasetError(f"the dataset gives {len(repeated)} samples per epoch, fewer than one batch "
-                           f"(train_params.batch_size {tp.batch_size}); add videos or raise num_repeats")
-    vgg = None
-    if uses_vgg19(cfg):
-        if opts.vgg19 is None:
-            raise InputError("training with the vgg19 perceptual loss: " + VGG19_WEIGHTS_HELP)
-        vgg = Vgg19.from_file(opts.vgg19).to(device)
-
-    start_epoch, skip_batches, carried = 0, 0, {}
-    if opts.checkpoint is not None:
-        has_disc = "discriminator" in read_checkpoint(opts.checkpoint)
-        loaded = load_checkpoint(opts.checkpoint, cfg, discriminator=has_disc, device="cpu")
-        models, raw = loaded.models, loaded.raw
-        if not has_disc:  # some published checkpoints carry no discriminator: start a fresh one
-            torch.manual_seed(opts.seed)
-            models = models._replace(discriminator=build_discriminator(cfg))
-            say("the checkpoint has no discriminator; a new one is initialised")
-        start_epoch = (loaded.epoch if loaded.epoch is not None else -1) + 1
-        progress = raw.get("fomm_progress")
-        if isinstance(progress, dict) and int(progress.get("epoch", -1)) == start_epoch:
-            skip_batches = int(progress.get("batches_done", 0))
-            carried = {"sums": dict(progress.get("loss_sums", {})), "count": int(progress.get("batches_done", 0))}
-        if start_epoch >= epochs:
-            raise InputError(f"{opts.checkpoint} has already trained {start_epoch} of {epochs} epochs; "
-                             "pass --epochs N with a larger N to train further")
-    else:
-        torch.manual_seed(opts.seed)
-        models = build_models(cfg, discriminator=True)
-        raw = {}
-    kp_detector, generator, discriminator = (m.to(device).train() for m in models)
-    optimizers = {
-        "optimizer_generator": torch.optim.Adam(generator.parameters(), lr=tp.lr_generator, betas=(0.5, 0.999)),
-        "optimizer_discriminator": torch.optim.Adam(discriminator.parameters(), lr=tp.lr_discriminator,
-                                                    betas=(0.5, 0.999)),
-        "optimizer_kp_detector": torch.optim.Adam(kp_detector.parameters(), lr=tp.lr_kp_detector, betas=(0.5, 0.999)),
-    }
-    for name, opt in optimizers.items():
-        if name in raw and raw[name].get("state"):
-            opt.load_state_dict(raw[name])
-    schedulers = {name.replace("optimizer", "scheduler"): torch.optim.lr_scheduler.MultiStepLR(
-        opt, list(tp.epoch_milestones), gamma=0.1, last_epoch=-1) for name, opt in optimizers.items()}
-    if start_epoch:
-        _restore_learning_rates(optimizers, schedulers, raw, tp, start_epoch, say)
-
-    generator_full = GeneratorFullModel(kp_detector, generator, discriminator if use_gan else None, cfg, vgg).to(device)
-    discriminator_full = DiscriminatorFullModel(discriminator, cfg).to(device)
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        if device.type == "cuda":  # synchronised batch norm across GPUs, as upstream's DataParallel + sync BN
-            generator_full = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator_full)
-        say(f"{world} processes: global batch {tp.batch_size} = {world} x {batch}; batch norm "
-            + ("synchronised across GPUs" if device.type == "cuda" else
-               "not synchronised on CPU (gloo): each process normalises its own share of the batch"))
-        ids = [device.index] if device.type == "cuda" else None
-        generator_full = DDP(generator_full, device_ids=ids, find_unused_parameters=True)
-        if use_gan:
-            discriminator_full = DDP(discriminator_full, device_ids=ids)
-
-    log_dir = opts.log_dir
-    if rank == 0:
-        (log_dir / "train-vis").mkdir(parents=True, exist_ok=True)
-    workers = default_workers() if opts.workers is None else opts.workers
-
-    def save(epoch: int, batches_done: int | None, sums: dict[str, float]) -> Path:
-        """``epoch`` complete (``batches_done`` None), or interrupted after ``batches_done`` of its batches."""
-        extra: dict = {name: _plain_scheduler_state(s) for name, s in schedulers.items()}
-        if batches_done is not None:
-            extra["fomm_progress"] = {"epoch": epoch, "batches_done": batches_done, "loss_sums": dict(sums)}
-        done = epoch if batches_done is None else epoch - 1
-        # An interrupted epoch gets its own name: it never replaces the checkpoint of a completed epoch.
-        name = f"{epoch:08d}-checkpoint.pth.tar" if batches_done is None else f"{epoch:08d}-interrupted-checkpoint.pth.tar"
-        return save_checkpoint(log_dir / name, generator=generator,
-                               kp_detector=kp_detector, discriminator=discriminator, optimizers=optimizers,
-                               epoch=done, extra=extra)
-
-    last_path = None
-    with StopRequest(say) as stop:
-        for epoch in range(start_epoch, epochs):
-            plan = epoch_plan(len(repeated), epoch, opts.seed, rank, world, batch)
-            skip = skip_batches if epoch == start_epoch else 0
-            loader = DataLoader(repeated, batch_size=batch, sampler=_PlanSampler(plan[skip * batch:]),
-                                num_workers=workers, drop_last=True, worker_init_fn=_quiet_worker)
-            sums: dict[str, float] = dict(carried.get("sums", {})) if skip else {}
-            count = skip
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", initial=skip,
-                       total=len(plan) // batch, disable=(rank != 0) or not opts.progress or None)
-            x = generated = None
-            try:
-                for x in bar:
-                    x = {k: v.to(device) for k, v in x.items()}
-                    losses, generated = generator_full(x, generator=_batch_generator(opts.seed, epoch, count, rank))
-                    loss = sum(v.mean() for v in losses.values())
-                    loss.backward()
-                    optimizers["optimizer_generator"].step()
-                    optimizers["optimizer_generator"].zero_grad()
-                    optimizers["optimizer_kp_detector"].step()
-                    optimizers["optimizer_kp_detector"].zero_grad()
-                    if use_gan:
-                        optimizers["optimizer_discriminator"].zero_grad()
-                        d_losses = discriminator_full(x, generated)
-                        sum(v.mean() for v in d_losses.values()).backward()
-                        optimizers["optimizer_discriminator"].step()
-                        optimizers["optimizer_discriminator"].zero_grad()
-                        losses.update(d_losses)
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.mean().detach())
-                    count += 1
-                    if rank == 0:
-                        bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-                    if _stop_agreed(stop, distributed, device):
-                        break
-            except KeyboardInterrupt:
-                raise  # a second signal: quit at once, write nothing
-            except Exception:
-                if rank == 0 and not distributed:
-                    path = save(epoch, count, sums)
-                    log(f"error during epoch {epoch + 1}: saved {path.name} (after {count} batches); "
-                        f"resume with --ckpt {shlex.quote(str(path))}")
-                raise
-            finally:
-                bar.close()
-            if stop.requested and count < len(plan) // batch:
-                if rank == 0:
-                    last_path = save(epoch, count, sums)
-                    log(f"stopped in epoch {epoch + 1} after {count} of {len(plan) // batch} batches; saved "
-                        f"{last_path.name}; resume with --ckpt {shlex.quote(str(last_path))}")
-                break
-            with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
-                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-                for sched in schedulers.values():
-                    sched.step()
-            if rank == 0:
-                means = {k: v / max(count, 1) for k, v in sums.items()}
-                line = f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
-                with open(log_dir / "log.txt", "a") as f:
-                    f.write(line + "\n")
-                if x is not None and generated is not None:
-                    if "deformation" in generated and "deformed" not in generated:  # skipped while training
-                        with torch.no_grad():
-                            generated["deformed"] = generator.deform_input(x["source"], generated["deformation"])
-                    draw_visualisation(x, generated, log_dir / "train-vis" / f"{epoch:08d}-rec.png",
-                                       kp_size=tcfg.visualizer_params.kp_size,
-                                       draw_border=tcfg.visualizer_params.draw_border)
-                if (epoch + 1) % tp.checkpoint_freq == 0 or epoch + 1 == epochs or stop.requested:
-                    last_path = save(epoch, None, sums)
-                    log(f"epoch {epoch + 1}: {'; '.join(f'{k} {v:.4f}' for k, v in means.items())}; "
-                        f"saved {last_path.name}")
-            if stop.requested:
-                break
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
-    if last_path is None and rank == 0:
-        existing = sorted(log_dir.glob("*-checkpoint.pth.tar"))
-        last_path = existing[-1] if existing else None
-    if stop.requested:
-        raise Interrupted(stop.requested, last_path, f"training stopped by {stop.requested}"
-                          + (f"; resume with --ckpt {shlex.quote(str(last_path))}" if last_path else ""))
-    return last_path
 
 
 def _quiet_worker(worker_id: int) -> None:

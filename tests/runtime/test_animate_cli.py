@@ -261,7 +261,7 @@ CLIP_FPS, CLIP_FRAMES, CLIP_SIZE = 10, 12, (320, 180)
 def face_clip(tmp_path_factory):
     """An off-centre astronaut face swaying and drifting in a 16:9 clip with audio, the true faces, and the
     portrait (astronaut.png shrunk to 256x256)."""
-    from tests.runtime.test_framing import astronaut, moving_clip
+    from tests.runtime.media.test_framing import astronaut, moving_clip
 
     root = tmp_path_factory.mktemp("face_clip")
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",

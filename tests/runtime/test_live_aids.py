@@ -27,7 +27,7 @@ from fomm_deploy.runtime.webcam.keys import parse_key_script
 from fomm_deploy.runtime.webcam.preview import letterbox, parse_output_size
 from fomm_deploy.runtime.webcam.session import LiveOptions, LiveSession
 
-from .test_framing import astronaut, place
+from .media.test_framing import astronaut, place
 from .test_live import CAM_H, CAM_W, FPS, _animator, _live, _moving_subject_clip
 
 FACE = np.rint(sample_face() * 255).astype(np.uint8)  # 256x256 RGB

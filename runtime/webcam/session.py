@@ -27,6 +27,8 @@ from .slots import LatestSlot
 from .timing import StageTimer
 from .virtualcam import open_virtual_cam
 
+WINDOW = "fomm-live (h: help, q: quit)"  # the preview window's title
+
 
 @dataclass
 class LiveOptions:
@@ -321,70 +323,15 @@ class LiveSession:
         Raises:
             Whatever a worker thread raised, after everything is shut down.
         """
-        import cv2
-
-        from ..media.video import VideoWriter
-
-        opts = self.options
-        window = "fomm-live (h: help, q: quit)"
-        writer = vcam = None
+        sinks = _Sinks()
         failed = False
         threads = [threading.Thread(target=self._guard(self._framing_loop), name="framing", daemon=True),
                    threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
         previous = self._catch_signals()
         started = ended = time.perf_counter()
         try:
-            if opts.virtual_cam:
-                vcam = open_virtual_cam(*self.portrait_size(), self.capture.fps)
-            self.capture.start()
-            for t in threads:
-                t.start()
-            while not self._stop.is_set():
-                if self._signal is not None:
-                    self.report.reason = f"stopped by {self._signal}"
-                    break
-                result = self.result_slot.get(timeout=0.1)
-                if result is None:
-                    if self.result_slot.closed:
-                        self.report.reason = "camera stream ended"
-                        break
-                    if opts.max_seconds and time.perf_counter() - started > opts.max_seconds:
-                        self.report.reason = "time limit"
-                        break
-                    if opts.window and not self._pump(window):
-                        break
-                    continue
-                now = time.perf_counter()
-                self.timer.output(now)
-                self.report.latencies_ms.append((now - result.framed.captured.t_capture) * 1000)
-                self.report.shown += 1
-                self.report.portraits_shown.append(result.portrait_index)
-                if not self._press_scripted_keys():
-                    break
-                frame = self.compose(result)
-                alone = (self.portrait_frame(result) if vcam is not None
-                         or (opts.output is not None and opts.output_size != "preview") else None)
-                if opts.output is not None:
-                    recorded = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if opts.output_size == "preview" else alone
-                    if writer is None:
-                        writer = VideoWriter(opts.output, self.capture.fps, (recorded.shape[1], recorded.shape[0]))
-                        self.report.recorded_size = writer.size
-                    # Timed: each frame is held in the file for as long as it is on screen, so a session that
-                    # drops frames is recorded at its real pace, not as a time-lapse. The first frame also
-                    # covers the start-up before it: the file lasts as long as the session.
-                    writer.write(recorded, now - started)
-                if vcam is not None:
-                    vcam.send(alone)
-                if opts.window:
-                    cv2.imshow(window, frame)
-                    if not self._pump(window):
-                        break
-                if opts.max_frames and self.report.shown >= opts.max_frames:
-                    self.report.reason = "frame limit"
-                    break
-                if opts.max_seconds and now - started > opts.max_seconds:
-                    self.report.reason = "time limit"
-                    break
+            self._start(threads, sinks)
+            self._show_results(started, sinks)
         except KeyboardInterrupt:  # only when run outside the main thread's signal handling
             self.report.reason = "interrupted"
         except BaseException:  # a failure, not a stop: the recording is not published as if complete
@@ -392,39 +339,138 @@ class LiveSession:
             raise
         finally:
             ended = time.perf_counter()
-            self._stop.set()
-            self.capture.stop()
-            for slot in (self.captured_slot, self.framed_slot, self.result_slot):
-                slot.close()
-            self.capture.join(timeout=5)
-            for t in threads:
-                t.join(timeout=5)
+            self._stop_threads(threads)
             try:
-                if writer is not None:
-                    if self._errors or failed:
-                        writer.abort()
-                    else:
-                        self.report.output = writer.close(end=ended - started)
-                        self.report.recorded_frames, self.report.recorded_seconds = writer.frames, writer.duration
-                if vcam is not None:
-                    vcam.close()
-                if opts.window:
-                    cv2.destroyAllWindows()
+                self._close_sinks(sinks, failed, ended - started)
             finally:
-                if self.hold_signals_after_stop and self._signal is not None and previous is not None:
-                    # Ignored at the OS level: Python resets its own handlers to the default (death by the
-                    # signal) while the interpreter shuts down, and a late Ctrl-C would land there.
-                    for sig in previous:
-                        signal.signal(sig, signal.SIG_IGN)
-                else:
-                    self._restore_signals(previous)
+                self._release_signals(previous)
         if self._errors:
             raise self._errors[0]
+        return self._final_report(ended - started)
+
+    def _start(self, threads: list[threading.Thread], sinks: _Sinks) -> None:
+        """The virtual camera opened (first: it may be missing), then the capture and the worker threads."""
+        if self.options.virtual_cam:
+            sinks.vcam = open_virtual_cam(*self.portrait_size(), self.capture.fps)
+        self.capture.start()
+        for t in threads:
+            t.start()
+
+    def _show_results(self, started: float, sinks: _Sinks) -> None:
+        """The caller's thread: each result shown, recorded and sent, until the session ends (``report.reason``
+        says why, unless a worker failed)."""
+        while not self._stop.is_set():
+            if self._signal is not None:
+                self.report.reason = f"stopped by {self._signal}"
+                return
+            result = self.result_slot.get(timeout=0.1)
+            if result is None:
+                if not self._wait_goes_on(started):
+                    return
+            elif not self._show(result, started, sinks):
+                return
+
+    def _wait_goes_on(self, started: float) -> bool:
+        """No result yet: whether to wait on (the stream has not ended, no time limit, the window still open)."""
+        opts = self.options
+        if self.result_slot.closed:
+            self.report.reason = "camera stream ended"
+            return False
+        if opts.max_seconds and time.perf_counter() - started > opts.max_seconds:
+            self.report.reason = "time limit"
+            return False
+        return not opts.window or self._pump(WINDOW)
+
+    def _show(self, result: Result, started: float, sinks: _Sinks) -> bool:
+        """One result counted, shown, recorded and sent; False when the session ends with it."""
+        import cv2
+
+        opts = self.options
+        now = time.perf_counter()
+        self.timer.output(now)
+        self.report.latencies_ms.append((now - result.framed.captured.t_capture) * 1000)
+        self.report.shown += 1
+        self.report.portraits_shown.append(result.portrait_index)
+        if not self._press_scripted_keys():
+            return False
+        frame = self.compose(result)
+        self._record_and_send(result, frame, now - started, sinks)
+        if opts.window:
+            cv2.imshow(WINDOW, frame)
+            if not self._pump(WINDOW):
+                return False
+        if opts.max_frames and self.report.shown >= opts.max_frames:
+            self.report.reason = "frame limit"
+            return False
+        if opts.max_seconds and now - started > opts.max_seconds:
+            self.report.reason = "time limit"
+            return False
+        return True
+
+    def _record_and_send(self, result: Result, frame: np.ndarray, at: float, sinks: _Sinks) -> None:
+        """The result into the recording (opened at its first frame) at ``at`` seconds, and to the virtual camera."""
+        import cv2
+
+        from ..media.video import VideoWriter
+
+        opts = self.options
+        alone = (self.portrait_frame(result) if sinks.vcam is not None
+                 or (opts.output is not None and opts.output_size != "preview") else None)
+        if opts.output is not None:
+            recorded = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if opts.output_size == "preview" else alone
+            if sinks.writer is None:
+                sinks.writer = VideoWriter(opts.output, self.capture.fps, (recorded.shape[1], recorded.shape[0]))
+                self.report.recorded_size = sinks.writer.size
+            # Timed: each frame is held in the file for as long as it is on screen, so a session that
+            # drops frames is recorded at its real pace, not as a time-lapse. The first frame also
+            # covers the start-up before it: the file lasts as long as the session.
+            sinks.writer.write(recorded, at)
+        if sinks.vcam is not None:
+            sinks.vcam.send(alone)
+
+    def _stop_threads(self, threads: list[threading.Thread]) -> None:
+        """Every stage told to stop, its slot closed, and the threads joined (5 s each at most)."""
+        self._stop.set()
+        self.capture.stop()
+        for slot in (self.captured_slot, self.framed_slot, self.result_slot):
+            slot.close()
+        self.capture.join(timeout=5)
+        for t in threads:
+            t.join(timeout=5)
+
+    def _close_sinks(self, sinks: _Sinks, failed: bool, seconds: float) -> None:
+        """The recording finished (``seconds`` long) or, after a failure, thrown away; the virtual camera and
+        the window closed."""
+        import cv2
+
+        if sinks.writer is not None:
+            if self._errors or failed:
+                sinks.writer.abort()
+            else:
+                self.report.output = sinks.writer.close(end=seconds)
+                self.report.recorded_frames, self.report.recorded_seconds = sinks.writer.frames, sinks.writer.duration
+        if sinks.vcam is not None:
+            sinks.vcam.close()
+        if self.options.window:
+            cv2.destroyAllWindows()
+
+    def _release_signals(self, previous: dict | None) -> None:
+        """The signal handlers that were there back, or, after a signal ended the session and the caller asked to
+        hold them, SIGINT / SIGTERM ignored until the process exits."""
+        if self.hold_signals_after_stop and self._signal is not None and previous is not None:
+            # Ignored at the OS level: Python resets its own handlers to the default (death by the
+            # signal) while the interpreter shuts down, and a late Ctrl-C would land there.
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+        else:
+            self._restore_signals(previous)
+
+    def _final_report(self, seconds: float) -> LiveReport:
         r = self.report
         r.captured, r.camera_status, r.reconnects = self.capture.captured, self.capture.status, self.capture.reconnects
         r.dropped_capture, r.dropped_framing = self.captured_slot.dropped, self.framed_slot.dropped
         r.stage_ms, r.fps = self.timer.mean_ms(), self.timer.fps()
-        r.seconds = ended - started
+        r.seconds = seconds
         return r
 
     def _catch_signals(self) -> dict | None:
@@ -463,3 +509,12 @@ class LiveSession:
             self.report.reason = "window closed"
             return False
         return True
+
+
+@dataclass
+class _Sinks:
+    """Where ``run`` sends results besides the window: the recording, opened with its first frame (a
+    ``media.video.VideoWriter``), and the virtual camera."""
+
+    writer: object | None = None
+    vcam: object | None = None

@@ -97,7 +97,7 @@ def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibrat
 
     from .exporter import run_export
 
-    from .exporter import check_out_dir
+    from .publish import check_out_dir
 
     check_out_dir(out_dir, force)  # before the checkpoint is even read
     if calibration is not None and precision not in ("int8", "all"):

@@ -2,23 +2,21 @@
 
 Everything is written into a staging folder beside the output folder, checked against the graph
 contract, run in ONNX Runtime against the PyTorch model on fresh inputs, and only then renamed into
-place: an interrupted or failed export leaves nothing that looks valid.
+place (``publish.py``): an interrupted or failed export leaves nothing that looks valid.
 
-The orchestration, per graph: export fp32 and verify it against PyTorch (``contract.TOLERANCES``); then
-every reduced-precision variant of :data:`VARIANTS` (how to build it, which inputs judge it) is built and
-measured against the fp32 graph (``contract.BUDGETS``). Finally the deployed split at each reduced
-precision (``source_encoder.fp16`` feeding ``generator_frame.fp16``; at int8 the fp32 encoder feeding
-``generator_frame.int8``) is measured end to end against the fp32 reference generator and gated by the
-same budget. Comparisons are
-``runtime/core/compare.py``'s; file names are ``runtime/core/manifest.py``'s; inputs are ``inputs.py``'s.
+The orchestration, per graph: trace fp32 (``trace.py``) and verify it against PyTorch
+(``contract.TOLERANCES``); then every reduced-precision variant of :data:`VARIANTS` (how to build it, which
+inputs judge it) is built and measured against the fp32 graph (``contract.BUDGETS``). Finally the deployed
+split at each reduced precision (``source_encoder.fp16`` feeding ``generator_frame.fp16``; at int8 the fp32
+encoder feeding ``generator_frame.int8``) is measured end to end against the fp32 reference generator and
+gated by the same budget. Comparisons are ``runtime/core/compare.py``'s; file names are
+``runtime/core/manifest.py``'s; inputs are ``inputs.py``'s.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.contract import OPSET, GraphSpec, graph_specs
 from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget, tolerance
 from fomm_deploy.runtime.core.errors import ExportError
-from fomm_deploy.runtime.core.fileio import make_staging_dir, sha256_file
+from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.core.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
                                                stored_precision)
 from fomm_deploy.training.checkpoint import load_checkpoint
@@ -44,8 +42,8 @@ from .checks import check_graph, stamp_io_shapes
 from .fp16 import mixed_fp16_for_graph
 from .fp16_emulation import MODES as EMULATION_MODES, emulate
 from .inputs import calibration_frames, real_feeds, sample_feeds
-from .narrow_heads import with_row_sum_heads
-from .subpixel import with_subpixel_upsampling
+from .publish import prepare_out_dir, publish
+from .trace import export_form, export_graph, torch_outputs
 
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3
@@ -100,13 +98,29 @@ class _Runner:
 
 @dataclass
 class _Job:
-    """One export in progress: what the variant builders and judges need."""
+    """One export in progress: per graph its contract, its PyTorch reference and its feeds; the budgets; the
+    staged graphs' runner; and what it has recorded (per graph, a report and the manifest's entry)."""
 
     cfg: FommConfig
     staging: Path
+    specs: dict[str, GraphSpec]
+    modules: dict[str, torch.nn.Module]  # the reference each graph is checked against
+    trace_feeds: dict[str, dict[str, np.ndarray]]
     check_feeds: dict[str, dict[str, np.ndarray]]
-    real: dict[str, dict[str, list[dict[str, np.ndarray]]]]  # "calibration" / "evaluation" -> per-graph feeds
+    budget: dict[str, Budget]  # per reduced precision exported
+    step: Callable[[str], None]  # progress
+    # int8 only: "calibration" / "evaluation" -> per-graph feeds of real frames
+    real: dict[str, dict[str, list[dict[str, np.ndarray]]]] = field(default_factory=dict)
     run: _Runner = field(default_factory=_Runner)
+    reports: list[GraphReport] = field(default_factory=list)
+    entries: dict[str, GraphEntry] = field(default_factory=dict)
+
+    def record(self, name: str, precision: str, path: Path, comparison: Comparison, against: str) -> GraphReport:
+        key = graph_key(name, precision)
+        report = GraphReport(key, path.name, precision, path.stat().st_size, comparison, against)
+        self.reports.append(report)
+        self.entries[key] = GraphEntry(path.name, precision, sha256_file(path), self.specs[name])
+        return report
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,44 +155,8 @@ VARIANTS: dict[str, Variant] = {
 
 
 # --------------------------------------------------------------------------------------------
-# Export and verification of one graph
+# Staging and verification of one graph
 # --------------------------------------------------------------------------------------------
-
-
-def export_form(module: torch.nn.Module) -> torch.nn.Module:
-    """The form of ``module`` that is traced: the same function, computed the way ONNX Runtime runs fastest.
-
-    A copy whose up blocks are computed at low resolution (``subpixel.py``) and whose narrow head
-    convolutions are row sums (``narrow_heads.py``); the exporter checks each graph against ``module`` itself.
-    """
-    return with_row_sum_heads(with_subpixel_upsampling(module))
-
-
-def export_graph(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray], path: Path) -> onnx.ModelProto:
-    """Trace ``module`` with the TorchScript exporter at opset 16 and stamp the contract's I/O shapes.
-
-    The dynamo exporter (torch 2.13) emits opset 18+ and cannot convert this model down to 16 (no Pad
-    adapter), so the TorchScript exporter is used; its deprecation warning is expected.
-    """
-    args = tuple(torch.from_numpy(feed[n]) for n in spec.input_names)
-    dynamic = {n: {0: "B"} for n in spec.input_names + spec.output_names}
-    tmp = path.with_suffix(".trace.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=spec.input_names,
-                          output_names=spec.output_names, dynamic_axes=dynamic, do_constant_folding=True)
-    model = onnx.load(str(tmp))
-    tmp.unlink()
-    stamp_io_shapes(model, spec)
-    onnx.checker.check_model(model)
-    return model
-
-
-def torch_outputs(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(feed[n]) for n in spec.input_names])
-    out = out if isinstance(out, tuple) else (out,)
-    return {n: o.numpy() for n, o in zip(spec.output_names, out)}
 
 
 def _save(model: onnx.ModelProto, spec: GraphSpec, cfg: FommConfig, path: Path) -> Path:
@@ -239,61 +217,8 @@ def measure_split_emulated(job: _Job, budget: Budget) -> dict[str, Comparison]:
 
 
 # --------------------------------------------------------------------------------------------
-# Output folder handling
+# TensorRT engines
 # --------------------------------------------------------------------------------------------
-
-
-# What an export folder may hold: what fomm-export writes, and the engines and caches the TensorRT backend
-# adds beside the graphs. ``--force`` replaces a folder only when everything in it is one of these.
-EXPORT_ARTEFACTS = ("manifest.json", "*.onnx", "*.onnx.data", "engines", "*.engine", "*.timing-cache", "*.lock")
-
-
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse an output folder that the export could not, or must not, replace; before any work.
-
-    Raises:
-        ExportError: a file; the current folder or one containing it; a non-empty folder without
-            ``--force``; with ``--force``, a folder holding anything fomm-export did not write.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"output path {out_dir} is a file; pass a folder to --out")
-    here = Path.cwd().resolve()
-    target = out_dir.resolve()
-    if target == here or target in here.parents:
-        raise ExportError(f"--out {out_dir} is the current folder or contains it; pass a new folder such as "
-                          "exported/vox")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise ExportError(f"output folder {out_dir} already exists and is not empty; pass --force to replace "
-                              "it, or choose another --out")
-        foreign = sorted(p.name for p in out_dir.iterdir() if not any(p.match(pat) for pat in EXPORT_ARTEFACTS))
-        if foreign or not (out_dir / "manifest.json").is_file():
-            what = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "") if foreign else "no manifest.json"
-            raise ExportError(f"--force replaces only a folder an earlier fomm-export wrote, and {out_dir} holds "
-                              f"other files ({what}); choose another --out")
-
-
-def _prepare_out_dir(out_dir: Path, force: bool) -> Path:
-    """Validate the output folder and create a staging folder beside it."""
-    check_out_dir(out_dir, force)
-    parent = out_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = make_staging_dir(out_dir)
-    except OSError as exc:
-        raise ExportError(f"cannot write the output folder {out_dir}: {exc.strerror or exc}") from None
-    return staging
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Swap the finished staging folder into place (the old folder, if any, is removed afterwards)."""
-    backup = None
-    if out_dir.exists():
-        backup = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.rename(out_dir, backup)
-    os.rename(staging, out_dir)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def check_engine_prerequisites() -> None:
@@ -359,71 +284,19 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
     out_dir, ckpt = Path(out_dir), Path(ckpt)
     step("loading checkpoint")
     loaded = load_checkpoint(ckpt, cfg)
-    staging = _prepare_out_dir(out_dir, force)
+    staging = prepare_out_dir(out_dir, force)
     try:
-        specs = graph_specs(cfg)
-        modules = {name: flat_module(name, loaded.models, cfg.estimate_jacobian) for name in specs}  # the reference
-        trace_feeds = sample_feeds(loaded.models, cfg, TRACE_BATCH, TRACE_SEED)
-        job = _Job(cfg, staging, sample_feeds(loaded.models, cfg, CHECK_BATCH, CHECK_SEED), {})
-        if "int8" in budget:
-            calib_frames, eval_frames = calibration_frames(cfg, calibration)
-            job.real = {"calibration": real_feeds(loaded.models, cfg, calib_frames),
-                        "evaluation": real_feeds(loaded.models, cfg, eval_frames)}
-        reports: list[GraphReport] = []
-        entries: dict[str, GraphEntry] = {}
-
-        def record(name: str, prec: str, path: Path, comparison: Comparison, against: str) -> None:
-            key = graph_key(name, prec)
-            reports.append(GraphReport(key, path.name, prec, path.stat().st_size, comparison, against))
-            entries[key] = GraphEntry(path.name, prec, sha256_file(path), specs[name])
-
-        for name, spec in specs.items():
-            step(f"exporting {name}.onnx")
-            path = staging / graph_file_name(name, "fp32")
-            model = export_graph(export_form(modules[name]), spec, trace_feeds[name], path)
-            _save(model, spec, cfg, path)
-            step(f"verifying {path.name} in ONNX Runtime")
-            ref = torch_outputs(modules[name], spec, job.check_feeds[name])
-            fp32 = compare(f"{path.name} vs PyTorch", job.run(path, [job.check_feeds[name]]), ref,
-                           frame_size=cfg.frame_size)
-            fp32.raise_for(fp32.tolerance_failures(tolerances))
-            record(name, "fp32", path, fp32, "PyTorch")
+        job = _start_job(loaded.models, cfg, staging, budget, step, calibration)
+        for name in job.specs:
+            model, path = _export_fp32(job, name, tolerances)
             for variant in chosen:
-                if stored_precision(name, variant.precision) != variant.precision:
-                    continue  # this graph stays fp32 at this precision (precision.FP32_AT_INT8)
-                step(f"{variant.verb} {name} to {variant.precision}")
-                out = staging / graph_file_name(name, variant.precision)
-                _save(variant.build(job, name, model, path, out), spec, cfg, out)
-                step(f"measuring {out.name} against fp32 on {variant.inputs}")
-                feeds = variant.judged_on(job, name)
-                result = compare(f"{out.name} vs {path.name}", job.run(out, feeds), job.run(path, feeds),
-                                 precision=variant.precision, frame_size=cfg.frame_size)
-                result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
-                record(name, variant.precision, out, result, f"fp32 ({variant.inputs})")
-                if variant.precision == "fp16" and emulate_fp16:
-                    step(f"emulating fp16 arithmetic of {out.name} (best and worst case)")
-                    reports[-1].emulated = measure_emulated(job, name, out, path, feeds, budget["fp16"])
-                    worst = reports[-1].emulated["worst"]
-                    worst.raise_for(hint=BUDGET_HINTS["fp16"])
-        pipelines: dict[str, Comparison] = {}
-        for variant in chosen if "source_encoder" in specs else ():
-            step(f"measuring source_encoder -> generator_frame at {variant.precision} end to end")
-            result = measure_split(job, variant)
-            result.raise_for(result.budget_failures(budget[variant.precision]), BUDGET_HINTS[variant.precision])
-            pipelines[f"split.{variant.precision}"] = result
-        emulated_pipelines: dict[str, dict[str, Comparison]] = {}
-        if emulate_fp16 and "fp16" in budget and "source_encoder" in specs:
-            step("emulating fp16 arithmetic of source_encoder -> generator_frame (best and worst case)")
-            emulated_pipelines["split.fp16"] = measure_split_emulated(job, budget["fp16"])
-            emulated_pipelines["split.fp16"]["worst"].raise_for(hint=BUDGET_HINTS["fp16"])
-        manifest = Manifest(
-            checkpoint=CheckpointInfo(str(ckpt.resolve()), sha256_file(ckpt), loaded.epoch),
-            config_name=cfg.name, config=cfg.to_dict(), opset=OPSET, align_corners=cfg.align_corners,
-            frame_size=tuple(cfg.frame_size), num_kp=cfg.num_kp, estimate_jacobian=cfg.estimate_jacobian,
-            graphs=entries, parity=_parity_record(reports, pipelines, budget, calibration, job, emulated_pipelines))
+                if stored_precision(name, variant.precision) == variant.precision:  # else it stays fp32 there
+                    _export_variant(job, name, variant, model, path, emulate_fp16)
+        pipelines, emulated_pipelines = _measure_splits(job, chosen, emulate_fp16)
+        manifest = _manifest(job, ckpt, loaded.epoch, pipelines, emulated_pipelines, calibration)
         step("publishing")
         manifest.write(staging)
-        _publish(staging, out_dir)
+        publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -431,19 +304,100 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         step("building TensorRT engines")
         trt_precisions = tuple(p for p in EXPORT_PRECISIONS[precision] if p in ("fp32", "fp16"))
         build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
-    return ExportResult(out_dir, manifest, reports, pipelines, emulated_pipelines, time.perf_counter() - t0)
+    return ExportResult(out_dir, manifest, job.reports, pipelines, emulated_pipelines, time.perf_counter() - t0)
 
 
-def _parity_record(reports: list[GraphReport], pipelines: dict[str, Comparison], budget: dict[str, Budget],
-                   calibration: Path | None, job: _Job,
-                   emulated_pipelines: dict[str, dict[str, Comparison]] | None = None) -> dict[str, Any]:
+def _start_job(models, cfg: FommConfig, staging: Path, budget: dict[str, Budget], step: Callable[[str], None],
+               calibration: Path | None) -> _Job:
+    """The export's inputs: per graph its contract, its PyTorch reference, the feeds that trace and check it,
+    and, for int8, the real frames that calibrate and judge it."""
+    specs = graph_specs(cfg)
+    modules = {name: flat_module(name, models, cfg.estimate_jacobian) for name in specs}  # the reference
+    trace_feeds = sample_feeds(models, cfg, TRACE_BATCH, TRACE_SEED)
+    job = _Job(cfg, staging, specs, modules, trace_feeds, sample_feeds(models, cfg, CHECK_BATCH, CHECK_SEED),
+               budget=budget, step=step)
+    if "int8" in budget:
+        calib_frames, eval_frames = calibration_frames(cfg, calibration)
+        job.real = {"calibration": real_feeds(models, cfg, calib_frames),
+                    "evaluation": real_feeds(models, cfg, eval_frames)}
+    return job
+
+
+def _export_fp32(job: _Job, name: str, tolerances: Callable[[str, str], float]) -> tuple[onnx.ModelProto, Path]:
+    """Graph ``name`` traced in fp32, staged, and within ``tolerances`` of PyTorch in ONNX Runtime."""
+    spec = job.specs[name]
+    job.step(f"exporting {name}.onnx")
+    path = job.staging / graph_file_name(name, "fp32")
+    model = export_graph(export_form(job.modules[name]), spec, job.trace_feeds[name], path)
+    _save(model, spec, job.cfg, path)
+    job.step(f"verifying {path.name} in ONNX Runtime")
+    ref = torch_outputs(job.modules[name], spec, job.check_feeds[name])
+    fp32 = compare(f"{path.name} vs PyTorch", job.run(path, [job.check_feeds[name]]), ref,
+                   frame_size=job.cfg.frame_size)
+    fp32.raise_for(fp32.tolerance_failures(tolerances))
+    job.record(name, "fp32", path, fp32, "PyTorch")
+    return model, path
+
+
+def _export_variant(job: _Job, name: str, variant: Variant, model: onnx.ModelProto, fp32_path: Path,
+                    emulate_fp16: bool) -> None:
+    """Graph ``name`` at ``variant.precision``, built from its fp32 graph, staged, and within the budget against
+    it (at fp16 also with fp16 arithmetic emulated, when ``emulate_fp16``)."""
+    job.step(f"{variant.verb} {name} to {variant.precision}")
+    out = job.staging / graph_file_name(name, variant.precision)
+    _save(variant.build(job, name, model, fp32_path, out), job.specs[name], job.cfg, out)
+    job.step(f"measuring {out.name} against fp32 on {variant.inputs}")
+    feeds = variant.judged_on(job, name)
+    result = compare(f"{out.name} vs {fp32_path.name}", job.run(out, feeds), job.run(fp32_path, feeds),
+                     precision=variant.precision, frame_size=job.cfg.frame_size)
+    result.raise_for(result.budget_failures(job.budget[variant.precision]), BUDGET_HINTS[variant.precision])
+    report = job.record(name, variant.precision, out, result, f"fp32 ({variant.inputs})")
+    if variant.precision == "fp16" and emulate_fp16:
+        job.step(f"emulating fp16 arithmetic of {out.name} (best and worst case)")
+        report.emulated = measure_emulated(job, name, out, fp32_path, feeds, job.budget["fp16"])
+        report.emulated["worst"].raise_for(hint=BUDGET_HINTS["fp16"])
+
+
+def _measure_splits(job: _Job, chosen: list[Variant],
+                    emulate_fp16: bool) -> tuple[dict[str, Comparison], dict[str, dict[str, Comparison]]]:
+    """The deployed split (``source_encoder`` feeding ``generator_frame``) at each chosen precision, end to end
+    and within its budget; at fp16 also with fp16 arithmetic emulated. Nothing for a config without the split."""
+    pipelines: dict[str, Comparison] = {}
+    emulated_pipelines: dict[str, dict[str, Comparison]] = {}
+    if "source_encoder" not in job.specs:
+        return pipelines, emulated_pipelines
+    for variant in chosen:
+        job.step(f"measuring source_encoder -> generator_frame at {variant.precision} end to end")
+        result = measure_split(job, variant)
+        result.raise_for(result.budget_failures(job.budget[variant.precision]), BUDGET_HINTS[variant.precision])
+        pipelines[f"split.{variant.precision}"] = result
+    if emulate_fp16 and "fp16" in job.budget:
+        job.step("emulating fp16 arithmetic of source_encoder -> generator_frame (best and worst case)")
+        emulated_pipelines["split.fp16"] = measure_split_emulated(job, job.budget["fp16"])
+        emulated_pipelines["split.fp16"]["worst"].raise_for(hint=BUDGET_HINTS["fp16"])
+    return pipelines, emulated_pipelines
+
+
+def _manifest(job: _Job, ckpt: Path, epoch: int | None, pipelines: dict[str, Comparison],
+              emulated_pipelines: dict[str, dict[str, Comparison]], calibration: Path | None) -> Manifest:
+    cfg = job.cfg
+    return Manifest(
+        checkpoint=CheckpointInfo(str(ckpt.resolve()), sha256_file(ckpt), epoch),
+        config_name=cfg.name, config=cfg.to_dict(), opset=OPSET, align_corners=cfg.align_corners,
+        frame_size=tuple(cfg.frame_size), num_kp=cfg.num_kp, estimate_jacobian=cfg.estimate_jacobian,
+        graphs=job.entries, parity=_parity_record(job, pipelines, emulated_pipelines, calibration))
+
+
+def _parity_record(job: _Job, pipelines: dict[str, Comparison],
+                   emulated_pipelines: dict[str, dict[str, Comparison]], calibration: Path | None) -> dict[str, Any]:
     """The manifest's ``parity`` section: what was compared with what, on which inputs, and the numbers."""
     real = job.real.get("evaluation")
+    reports = job.reports
     return {
         "reference": "PyTorch model, fp32, CPU",
         "inputs": f"smooth synthetic frames, seed {CHECK_SEED}, batch {CHECK_BATCH} (tracing used seed "
                   f"{TRACE_SEED}, batch {TRACE_BATCH})",
-        "budgets": {p: b.to_dict() for p, b in budget.items()},
+        "budgets": {p: b.to_dict() for p, b in job.budget.items()},
         "int8_inputs": (f"real frames: {calibration or 'the bundled portrait under synthetic head motion'}; "
                         f"{len(job.real['calibration']['kp_detector'])} calibration frames, judged on "
                         f"{len(real['kp_detector'])} other frames" if real else None),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fomm_deploy.export.exporter import check_out_dir
+from fomm_deploy.export.publish import check_out_dir
 from fomm_deploy.runtime.core.errors import ExportError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import FommError, InputError
-from fomm_deploy.runtime.core.names import device_option
+from fomm_deploy.runtime.core.options import device_option
 
 
 @click.command(context_settings=CONTEXT)

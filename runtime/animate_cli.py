@@ -8,8 +8,8 @@ import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
 from .core.cli_common import CONTEXT, user_errors, version_option
-from .core.names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, max_frames_option,
-                         onnx_dir_option, precision_option, providers_option, relative_option)
+from .core.options import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
+                           max_frames_option, onnx_dir_option, precision_option, providers_option, relative_option)
 
 
 @click.command(context_settings=CONTEXT)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .core.cli_common import CONTEXT, user_errors, version_option
 from .core.errors import InputError, ParityError
-from .core.names import device_option, onnx_dir_option, precision_option, providers_option
+from .core.options import device_option, onnx_dir_option, precision_option, providers_option
 
 
 def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:

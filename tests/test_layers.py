@@ -89,7 +89,8 @@ def test_every_module_is_seen_and_the_layers_are_real_folders():
     for layer in LAYERS:
         assert (REPO / Path(*layer.split("."))).is_dir(), layer
     # the foundation holds what the others build on
-    for module in ("errors", "config", "contract", "manifest", "compare", "feeds", "keypoints", "names"):
+    for module in ("errors", "config", "contract", "manifest", "compare", "feeds", "keypoints", "names",
+                   "options"):
         assert (REPO / "runtime" / "core" / f"{module}.py").is_file(), module
     for module in ("video", "preprocess", "framing"):
         assert (REPO / "runtime" / "media" / f"{module}.py").is_file(), module

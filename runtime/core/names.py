@@ -1,16 +1,13 @@
-"""The name tables every command shares: backends, precisions, ONNX Runtime providers.
+"""The name tables every command shares: backends, precisions, devices, ONNX Runtime providers, and their checks.
 
-One table, one parser and one click option per concept, so that ``fomm-animate``, ``fomm-compare``,
-``fomm-live`` and ``fomm-bench`` accept the same names with the same meaning and the same help text.
-Importing this module imports no backend (and no torch).
+One table and one parser per concept, so that ``fomm-animate``, ``fomm-compare``, ``fomm-live``,
+``fomm-serve``, ``fomm-bench`` and ``fomm-train`` accept the same names with the same meaning; the click
+options that read them are in :mod:`.options`. Data and checks only: no click, no backend, no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import click
+from collections.abc import Sequence
 
 from .errors import InputError
 from .precision import PRECISIONS
@@ -119,98 +116,3 @@ def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
     if not pairs:
         raise InputError("--backends is empty; give backend:precision pairs such as onnxruntime:fp32")
     return pairs
-
-
-# ---- click options: the same names, defaults and help text in every command ---------------------------
-
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def backend_option(default: str = "onnxruntime", *, auto: bool = False, help: str | None = None) -> Decorator:
-    choices = (["auto"] if auto else []) + list(BACKENDS)
-    text = help or ("onnxruntime: ONNX Runtime (CPU by default); tensorrt: TensorRT engines on an NVIDIA GPU; "
-                    "torch: the PyTorch reference (needs the checkpoint).")
-    return click.option("--backend", type=click.Choice(choices), default=default, show_default=True, help=text)
-
-
-def precision_option(default: str | None = "fp32", *, help: str | None = None) -> Decorator:
-    text = help or ("Graphs to run: fp32 (*.onnx), fp16 (*.fp16.onnx, mixed precision for GPUs) or int8 "
-                    "(*.int8.onnx, ONNX Runtime on CPU); export them with fomm-export --precision.")
-    return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=default,
-                        show_default=default is not None, help=text)
-
-
-def device_option(default: str | None = None, *, help: str | None = None) -> Decorator:
-    text = help or ("Device of the torch backend: cpu or cuda (cuda:N); --precision fp16 needs cuda. TensorRT "
-                    "always runs on CUDA; ONNX Runtime chooses with --providers. Default: the backend's own.")
-    return click.option("--device", default=default, metavar="DEVICE", callback=_device_callback,
-                        show_default=default is not None, help=text)
-
-
-def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip().lower()
-    base, _, index = value.partition(":")
-    if base not in DEVICES or (index and not index.isdigit()) or (index and base != "cuda"):
-        raise click.BadParameter(f"unknown device '{value}'; choose from {', '.join(DEVICES)} (or cuda:N)")
-    return value
-
-
-def providers_option() -> Decorator:
-    return click.option("--providers", default=None, metavar="LIST", callback=_providers_callback,
-                        help="ONNX Runtime providers in priority order, from " + ", ".join(ORT_PROVIDERS)
-                             + " (e.g. cuda,cpu; default: cpu). Only for --backend onnxruntime.")
-
-
-def _providers_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    try:
-        return parse_providers(value)
-    except InputError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def local_file(ctx: click.Context, param: click.Parameter, value: str | None):
-    """Click callback for input files: a URL gets a clear refusal (click's Path would mangle it)."""
-    import re
-    from pathlib import Path
-
-    if value is None:
-        return None
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
-        raise click.BadParameter(f"{value}: URLs are not supported; download the file and pass its path")
-    return Path(value)
-
-
-def max_frames_option(help: str) -> Decorator:
-    """``--max-frames N``; the command calls :func:`check_max_frames` on it."""
-    return click.option("--max-frames", type=int, default=None, metavar="N", help=help)
-
-
-def relative_option() -> Decorator:
-    return click.option("--relative/--absolute", default=True, show_default=True,
-                        help="Transfer the driving motion relative to the reference pose (recommended), or copy "
-                             "the driving keypoints as they are.")
-
-
-def adapt_scale_option() -> Decorator:
-    # On everywhere: the portrait and the driver are different people, whose faces fill the frame
-    # differently; upstream's README runs its demo with --relative --adapt_scale for the same reason.
-    return click.option("--adapt-scale/--no-adapt-scale", default=True, show_default=True,
-                        help="Scale the motion by the ratio of the portrait's and the driver's keypoint spreads "
-                             "(on by default, as upstream's demo is run: different faces fill the frame differently).")
-
-
-def ckpt_option(help: str, required: bool = False) -> Decorator:
-    from pathlib import Path
-
-    return click.option("--ckpt", "ckpt", required=required, type=click.Path(dir_okay=False, path_type=Path),
-                        default=None, help=help)
-
-
-def onnx_dir_option(default: str | None = "exported") -> Decorator:
-    from pathlib import Path
-
-    return click.option("--onnx", "onnx_dir", default=default, show_default=default is not None,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Folder written by fomm-export (holds manifest.json).")

@@ -12,6 +12,9 @@ from pathlib import Path
 import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.names import parse_device
+from fomm_deploy.runtime.core.options import device_option
 
 
 def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
@@ -42,18 +45,13 @@ def _signal_number(name: str) -> int:
 
 
 def check_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N``, and only when this torch can use it; otherwise a one-line error."""
-    import re
-
-    import torch
-
-    from fomm_deploy.runtime.core.errors import InputError
-
-    device = device.strip().lower()
+    """``--device`` as :func:`parse_device` reads it, and only when this torch can use it; otherwise a one-line
+    error."""
+    device = parse_device(device)
     if device == "cpu":
         return device
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        raise InputError(f"--device {device!r}: use cpu, cuda or cuda:N (fomm-train runs on CPUs and NVIDIA GPUs)")
+    import torch
+
     if not torch.cuda.is_available():
         raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
                          "or install a CUDA build of torch on a machine with an NVIDIA GPU")
@@ -86,8 +84,7 @@ def check_device(device: str) -> str:
                    "Results do not depend on it: every sample is seeded on its own.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the initial weights, the sample order and the augmentations (resume uses the same).")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK).")
+@device_option("cpu", help_suffix="to train on (under torchrun each process takes cuda:LOCAL_RANK).")
 @version_option()
 @user_errors
 def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkpoint: Path | None, vgg19: Path | None,
@@ -101,7 +98,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
       fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
     """
     from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.errors import FommError, InputError, Interrupted
+    from fomm_deploy.runtime.core.errors import FommError, Interrupted
 
     from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train

@@ -19,8 +19,10 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("fp32", "fp16"),
     "torch": ("fp32", "fp16"),
 }
-# Devices --device takes (the torch backend's; TensorRT always runs on CUDA, ONNX Runtime picks --providers).
+# Devices --device takes: cpu, or cuda with an optional index (the torch backend's and fomm-train's; TensorRT
+# always runs on CUDA, ONNX Runtime picks --providers). A CPU has no index: cpu:0 is refused.
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+DEVICE_FORMS = "cpu, cuda or cuda:N"
 # (backend, precision) pairs that need a CUDA device.
 CUDA_ONLY: tuple[tuple[str, str], ...] = (("torch", "fp16"),)
 BACKENDS: tuple[str, ...] = tuple(BACKEND_PRECISIONS)
@@ -48,18 +50,31 @@ def check_backend_precision(backend: str, precision: str) -> None:
         raise InputError(f"{backend} cannot run {precision}: {why}")
 
 
+def parse_device(value: str | None) -> str | None:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, case and surrounding spaces ignored, in that spelling;
+    ``None`` (not given) stays ``None``. The one parser of devices: every command's --device and the API's.
+
+    Raises:
+        InputError: anything else (``cpu:0``, ``cuda:``, ``mps``), with the same one-line message everywhere.
+    """
+    if value is None:
+        return None
+    device = value.strip().lower()
+    base, colon, index = device.partition(":")
+    if base not in DEVICES or (colon and (base != "cuda" or not (index.isascii() and index.isdigit()))):
+        raise InputError(f"unknown device '{value.strip()}'; use {DEVICE_FORMS}")
+    return device
+
+
 def check_backend_device(backend: str, precision: str, device: str | None) -> str:
     """The device ``backend`` runs ``precision`` on (``device``, or the backend's default when ``None``).
 
     Raises:
-        InputError: an unknown device, torch fp16 on the CPU, ONNX Runtime given --device (it takes
-            --providers), TensorRT given a CPU.
+        InputError: an unknown device (:func:`parse_device`), torch fp16 on the CPU, ONNX Runtime given
+            --device (it takes --providers), TensorRT given a CPU.
     """
     check_backend_precision(backend, precision)
-    if device is not None:
-        base = device.split(":", 1)[0]
-        if base not in DEVICES or (":" in device and not device.split(":", 1)[1].isdigit()):
-            raise InputError(f"unknown device '{device}'; choose from {', '.join(DEVICES)} (or cuda:N)")
+    device = parse_device(device)
     if backend == "onnxruntime":
         if device not in (None, "cpu"):
             raise InputError("--device is for the torch backend; ONNX Runtime chooses its device with --providers "

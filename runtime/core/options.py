@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .errors import InputError
-from .names import BACKENDS, DEVICES, ORT_PROVIDERS, parse_providers
+from .names import BACKENDS, DEVICE_FORMS, ORT_PROVIDERS, parse_device, parse_providers
 from .precision import PRECISIONS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -33,21 +33,20 @@ def precision_option(default: str | None = "fp32", *, help: str | None = None) -
                         show_default=default is not None, help=text)
 
 
-def device_option(default: str | None = None, *, help: str | None = None) -> Decorator:
-    text = help or ("Device of the torch backend: cpu or cuda (cuda:N); --precision fp16 needs cuda. TensorRT "
-                    "always runs on CUDA; ONNX Runtime chooses with --providers. Default: the backend's own.")
+def device_option(default: str | None = None, *,
+                  help_suffix: str = "of the torch backend; --precision fp16 needs cuda. TensorRT always runs on "
+                                     "CUDA; ONNX Runtime chooses with --providers. Default: the backend's own."
+                  ) -> Decorator:
+    """``--device`` (:func:`.names.parse_device`); a bad one is a one-line error, the same in every command."""
     return click.option("--device", default=default, metavar="DEVICE", callback=_device_callback,
-                        show_default=default is not None, help=text)
+                        show_default=default is not None, help=f"Device ({DEVICE_FORMS}) {help_suffix}")
 
 
 def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip().lower()
-    base, _, index = value.partition(":")
-    if base not in DEVICES or (index and not index.isdigit()) or (index and base != "cuda"):
-        raise click.BadParameter(f"unknown device '{value}'; choose from {', '.join(DEVICES)} (or cuda:N)")
-    return value
+    try:
+        return parse_device(value)
+    except InputError as exc:  # one Error: line and exit 1, as the commands' own checks, not a usage message
+        raise click.ClickException(str(exc)) from None
 
 
 def providers_option() -> Decorator:

@@ -6,8 +6,8 @@ import pytest
 
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.graphs import BACKEND_CLASSES
-from fomm_deploy.runtime.core.names import (BACKEND_PRECISIONS, check_backend_precision, parse_backend_pairs,
-                                            parse_providers)
+from fomm_deploy.runtime.core.names import (BACKEND_PRECISIONS, check_backend_device, check_backend_precision,
+                                            parse_backend_pairs, parse_device, parse_providers)
 
 
 def test_every_backend_name_has_a_class():
@@ -42,8 +42,6 @@ def test_precision_rules():
 
 def test_device_rules():
     """torch fp16 runs on CUDA only (the fp16 graphs' policy in half precision); --device is torch's option."""
-    from fomm_deploy.runtime.core.names import check_backend_device
-
     assert check_backend_device("torch", "fp32", None) == "cpu"
     assert check_backend_device("torch", "fp16", "cuda:1") == "cuda:1"
     assert check_backend_device("tensorrt", "fp16", None) == "cuda"
@@ -56,6 +54,21 @@ def test_device_rules():
         check_backend_device("onnxruntime", "fp32", "cuda")
     with pytest.raises(InputError, match="unknown device"):
         check_backend_device("torch", "fp32", "tpu")
+
+
+@pytest.mark.parametrize("given, device", [("cpu", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"),
+                                           (" CUDA:0 ", "cuda:0"), ("Cpu", "cpu"), (None, None)])
+def test_the_device_parser_reads_three_forms(given, device):
+    assert parse_device(given) == device
+
+
+@pytest.mark.parametrize("bad", ["cpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:\u00b2", "mps", "vulkan", "tpu:0", "", ":0"])
+def test_the_device_parser_refuses_everything_else_in_one_message(bad):
+    with pytest.raises(InputError) as info:
+        parse_device(bad)
+    assert str(info.value) == f"unknown device '{bad.strip()}'; use cpu, cuda or cuda:N"
+    with pytest.raises(InputError, match="^unknown device .*; use cpu, cuda or cuda:N$"):  # the backends' check too
+        check_backend_device("torch", "fp32", bad)
 
 
 def test_providers():

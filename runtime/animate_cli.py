@@ -65,7 +65,7 @@ from .core.options import (adapt_scale_option, backend_option, ckpt_option, devi
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default=None,
               help="With --crop none: how non-square images and frames are made square (pad or stretch; "
                    "default pad). --fit pad/stretch alone implies --crop none; crop is --crop centre.")
-@ckpt_option(help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
+@ckpt_option(" for --backend torch (default: the one recorded in the manifest).")
 @click.option("--split/--no-split", default=None,
               help="Use the per-source split graphs (source encoded once; default when exported), or the "
                    "reference generator graph for every frame.")

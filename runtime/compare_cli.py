@@ -10,7 +10,8 @@ import numpy as np
 
 from .core.cli_common import CONTEXT, user_errors, version_option
 from .core.errors import InputError, ParityError
-from .core.options import device_option, onnx_dir_option, precision_option, providers_option
+from .core.options import (ckpt_option, config_option, device_option, onnx_dir_option, precision_option,
+                           providers_option)
 
 
 def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -49,9 +50,8 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Driving frames per comparison (and the batch size the graphs are run at).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic head motion or random images.")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint for the torch backend (default: the manifest's).")
-@click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
+@ckpt_option(" for the torch backend (default: the one recorded in the manifest).")
+@config_option(", for the torch backend (default: the one recorded in the manifest).")
 @providers_option()
 @device_option()
 @version_option()

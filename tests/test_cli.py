@@ -115,3 +115,37 @@ def test_a_bad_device_is_the_same_one_line_everywhere(name, tmp_path):
         assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
         assert res.stderr == f"Error: unknown device '{bad}'; use cpu, cuda or cuda:N\n", res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shared_option_is_declared_the_same_way_in_every_command():
+    """One factory per shared option (runtime/core/options.py): the same parameter name, metavar, type and
+    check in every command that takes it, and help that starts with the same words (each command says what
+    the option is for there)."""
+    import importlib
+
+    import click
+
+    from fomm_deploy.runtime.core import options
+
+    starts = {"--ckpt": options.CKPT_HELP, "--config": options.CONFIG_HELP, "--onnx": options.ONNX_HELP,
+              "--device": "Device (cpu, cuda or cuda:N) "}
+    seen: dict[str, dict[str, tuple]] = {option: {} for option in starts}
+    for name, target in COMMANDS.items():
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        ctx = click.Context(command)
+        for p in command.params:
+            option = next((o for o in p.opts if o in starts), None)
+            if option is None:
+                continue
+            assert p.help.startswith(starts[option]), f"{name} {option}: {p.help}"
+            seen[option][name] = (p.name, p.make_metavar(ctx), repr(p.type.to_info_dict()),
+                                  getattr(p.callback, "__name__", None))
+    for option, where in seen.items():
+        assert len(where) >= 2, (option, where)
+        assert len(set(where.values())) == 1, f"{option} is declared differently: {where}"
+    assert set(seen["--ckpt"]) == {"fomm-export", "fomm-animate", "fomm-compare", "fomm-train", "fomm-bench",
+                                   "python -m fomm_deploy.training.inspect_checkpoint"}
+    assert set(seen["--config"]) == {"fomm-export", "fomm-compare", "fomm-train", "fomm-bench",
+                                     "python -m fomm_deploy.training.inspect_checkpoint",
+                                     "python -m fomm_deploy.training.random_checkpoint"}

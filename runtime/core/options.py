@@ -90,12 +90,29 @@ def adapt_scale_option() -> Decorator:
                              "(on by default, as upstream's demo is run: different faces fill the frame differently).")
 
 
-def ckpt_option(help: str, required: bool = False) -> Decorator:
-    return click.option("--ckpt", "ckpt", required=required, type=click.Path(dir_okay=False, path_type=Path),
-                        default=None, help=help)
+# The start of each shared option's help; a command continues the sentence with what the option is for there.
+CKPT_HELP = "Checkpoint in upstream's layout (vox-cpk.pth.tar, or one fomm-train wrote)"
+CONFIG_HELP = "Bundled config (vox-256, vox-adv-256, taichi-256, synthetic-faces, tiny-test, ...) or a YAML file"
+ONNX_HELP = "Folder written by fomm-export (holds manifest.json)."
 
 
-def onnx_dir_option(default: str | None = "exported") -> Decorator:
-    return click.option("--onnx", "onnx_dir", default=default, show_default=default is not None,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Folder written by fomm-export (holds manifest.json).")
+def ckpt_option(help_suffix: str, *, required: bool = False, alias: str | None = None) -> Decorator:
+    """``--ckpt FILE`` (``ckpt``); ``help_suffix`` continues :data:`CKPT_HELP`. Whether it exists is the
+    command's check, made when it reads the file (so that output paths can be refused before)."""
+    return click.option("--ckpt", *((alias,) if alias else ()), "ckpt", required=required, default=None,
+                        metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+                        help=CKPT_HELP + help_suffix)
+
+
+def config_option(help_suffix: str = ".", *, default: str | None = None, required: bool = False) -> Decorator:
+    """``--config NAME|PATH`` (``config``), for :func:`.config.resolve_config`; ``help_suffix`` continues
+    :data:`CONFIG_HELP`."""
+    return click.option("--config", "config", required=required, default=default, show_default=default is not None,
+                        metavar="NAME|PATH", help=CONFIG_HELP + help_suffix)
+
+
+def onnx_dir_option(default: str | None = "exported", *, help_suffix: str = "", required: bool = False) -> Decorator:
+    """``--onnx DIRECTORY`` (``onnx_dir``); the command reads it with ``graphs.load_exported``, which names
+    what is wrong with a folder that is not an export."""
+    return click.option("--onnx", "onnx_dir", required=required, default=default, show_default=default is not None,
+                        type=click.Path(file_okay=False, path_type=Path), help=ONNX_HELP + help_suffix)

@@ -10,16 +10,16 @@ import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import FommError, InputError
-from fomm_deploy.runtime.core.options import ckpt_option, config_option, device_option, onnx_dir_option
+from fomm_deploy.runtime.core.options import (backends_option, ckpt_option, config_option, device_option,
+                                                onnx_dir_option)
 
 
 @click.command(context_settings=CONTEXT)
 @config_option(" (default: vox-256, or the config of --onnx DIR).")
 @ckpt_option(" to benchmark (default: random weights; latency does not depend on the weights).")
 @onnx_dir_option(None, help_suffix=" Benchmark it instead of exporting into a temporary folder.")
-@click.option("--backends", default=None, metavar="LIST",
-              help="Comma-separated backend:precision pairs, e.g. onnxruntime:int8,onnxruntime:fp32,torch:fp32 "
-                   "(default: everything this machine can run).")
+@backends_option("; an item without a precision runs fp32. E.g. onnxruntime:int8,onnxruntime:fp32,torch "
+                 "(default: everything this machine can run).")
 @click.option("--variants", default="reference,split", show_default=True,
               help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
 @device_option()

@@ -128,7 +128,7 @@ def test_a_shared_option_is_declared_the_same_way_in_every_command():
     from fomm_deploy.runtime.core import options
 
     starts = {"--ckpt": options.CKPT_HELP, "--config": options.CONFIG_HELP, "--onnx": options.ONNX_HELP,
-              "--device": "Device (cpu, cuda or cuda:N) "}
+              "--device": "Device (cpu, cuda or cuda:N) ", "--backends": options.BACKENDS_HELP}
     seen: dict[str, dict[str, tuple]] = {option: {} for option in starts}
     for name, target in COMMANDS.items():
         module, attr = target.split(":")
@@ -146,6 +146,7 @@ def test_a_shared_option_is_declared_the_same_way_in_every_command():
         assert len(set(where.values())) == 1, f"{option} is declared differently: {where}"
     assert set(seen["--ckpt"]) == {"fomm-export", "fomm-animate", "fomm-compare", "fomm-train", "fomm-bench",
                                    "python -m fomm_deploy.training.inspect_checkpoint"}
+    assert set(seen["--backends"]) == {"fomm-compare", "fomm-bench"}
     assert set(seen["--config"]) == {"fomm-export", "fomm-compare", "fomm-train", "fomm-bench",
                                      "python -m fomm_deploy.training.inspect_checkpoint",
                                      "python -m fomm_deploy.training.random_checkpoint"}

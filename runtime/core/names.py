@@ -113,20 +113,28 @@ def check_max_frames(value: int | None) -> None:
         raise InputError(f"--max-frames must be at least 1, got {value}")
 
 
-def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
-    """``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]`` (fp32 when omitted)."""
+def parse_backend_pairs(value: str, omitted: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``--backends``, the one grammar of every command that takes it: comma-separated ``backend[:precision]``
+    items. ``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]``: an item without a
+    precision gets ``omitted[i]`` (its place in the list), fp32 past the end of ``omitted``.
+
+    Raises:
+        InputError: an unknown backend or precision, a precision the backend does not run, an item named
+            twice, or no item at all.
+    """
     pairs = []
-    for item in value.split(","):
-        if not item.strip():
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
             continue
-        backend, _, precision = item.strip().partition(":")
-        pair = (backend, precision or "fp32")
+        backend, _, precision = item.partition(":")
+        pair = (backend, precision or (omitted[len(pairs)] if len(pairs) < len(omitted) else "fp32"))
         try:
             check_backend_precision(*pair)
         except InputError as exc:
-            raise InputError(f"--backends item {item.strip()!r}: {exc}") from None
+            raise InputError(f"--backends item {item!r}: {exc}") from None
         if pair in pairs:
-            raise InputError(f"--backends names {item.strip()!r} twice")
+            raise InputError(f"--backends names {item!r} twice: a backend at one precision, compared or measured "
+                             "with itself, tells nothing; name another backend or precision")
         pairs.append(pair)
     if not pairs:
         raise InputError("--backends is empty; give backend:precision pairs such as onnxruntime:fp32")

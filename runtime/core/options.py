@@ -91,6 +91,8 @@ def adapt_scale_option() -> Decorator:
 
 
 # The start of each shared option's help; a command continues the sentence with what the option is for there.
+BACKENDS_HELP = ("Comma-separated backend[:precision] items, the backends from " + ", ".join(BACKENDS)
+                 + ", the precisions from " + ", ".join(PRECISIONS))
 CKPT_HELP = "Checkpoint in upstream's layout (vox-cpk.pth.tar, or one fomm-train wrote)"
 CONFIG_HELP = "Bundled config (vox-256, vox-adv-256, taichi-256, synthetic-faces, tiny-test, ...) or a YAML file"
 ONNX_HELP = "Folder written by fomm-export (holds manifest.json)."
@@ -109,6 +111,13 @@ def config_option(help_suffix: str = ".", *, default: str | None = None, require
     :data:`CONFIG_HELP`."""
     return click.option("--config", "config", required=required, default=default, show_default=default is not None,
                         metavar="NAME|PATH", help=CONFIG_HELP + help_suffix)
+
+
+def backends_option(help_suffix: str, *, default: str | None = None) -> Decorator:
+    """``--backends LIST``; the command reads it with :func:`.names.parse_backend_pairs` (its one grammar),
+    where each says what an item without a precision runs. ``help_suffix`` continues :data:`BACKENDS_HELP`."""
+    return click.option("--backends", default=default, show_default=default is not None, metavar="LIST",
+                        help=BACKENDS_HELP + help_suffix)
 
 
 def onnx_dir_option(default: str | None = "exported", *, help_suffix: str = "", required: bool = False) -> Decorator:

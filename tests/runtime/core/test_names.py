@@ -19,6 +19,18 @@ def test_pairs_accept_what_the_benchmark_measures():
         ("onnxruntime", "int8"), ("onnxruntime", "fp16"), ("torch", "fp32")]
 
 
+def test_pairs_take_the_omitted_precisions_by_place():
+    """fomm-compare's reading of the same grammar: the reference fp32, the second item --precision unless named."""
+    assert parse_backend_pairs("onnxruntime,tensorrt", omitted=("fp32", "fp16")) == [
+        ("onnxruntime", "fp32"), ("tensorrt", "fp16")]
+    assert parse_backend_pairs("onnxruntime,tensorrt:fp32", omitted=("fp32", "fp16")) == [
+        ("onnxruntime", "fp32"), ("tensorrt", "fp32")]
+    assert parse_backend_pairs("torch,onnxruntime,onnxruntime", omitted=("fp32", "int8")) == [
+        ("torch", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "fp32")]
+    with pytest.raises(InputError, match="'tensorrt': tensorrt cannot run int8"):
+        parse_backend_pairs("onnxruntime,tensorrt", omitted=("fp32", "int8"))
+
+
 @pytest.mark.parametrize("bad, why", [
     ("torch:int8", r"'torch:int8': torch cannot run int8"),
     ("tensorrt:int8", r"'tensorrt:int8': tensorrt cannot run int8: the int8 graphs are for ONNX Runtime on CPU"),
@@ -62,7 +74,8 @@ def test_the_device_parser_reads_three_forms(given, device):
     assert parse_device(given) == device
 
 
-@pytest.mark.parametrize("bad", ["cpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:\u00b2", "mps", "vulkan", "tpu:0", "", ":0"])
+@pytest.mark.parametrize("bad", ["cpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:\u00b2", "mps", "vulkan", "tpu:0", "",
+                                 ":0"])
 def test_the_device_parser_refuses_everything_else_in_one_message(bad):
     with pytest.raises(InputError) as info:
         parse_device(bad)

@@ -15,6 +15,7 @@ from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_op
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.names import parse_device
 from fomm_deploy.runtime.core.options import ckpt_option, config_option, device_option
+from fomm_deploy.runtime.core.signals import exit_status
 
 
 def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
@@ -33,15 +34,6 @@ def _remove_if_unused(log_dir: Path) -> None:
     vis = log_dir / "train-vis"
     if entries <= {"config.yaml", "train-vis"} and (not vis.exists() or not any(vis.iterdir())):
         shutil.rmtree(log_dir, ignore_errors=True)
-
-
-def _signal_number(name: str) -> int:
-    import signal
-
-    try:
-        return int(signal.Signals[name])
-    except KeyError:  # a peer process under torchrun stopped
-        return int(signal.SIGINT)
 
 
 def check_device(device: str) -> str:
@@ -125,14 +117,14 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: 
                          log=lambda m: click.echo(m, err=True))
         except Interrupted as stopped:
             click.echo(f"{stopped} ({elapsed(start)})", err=True)
-            raise SystemExit(128 + _signal_number(stopped.signal_name)) from None
+            raise SystemExit(exit_status(stopped.signal_name)) from None
         except FommError:
             if created:
                 _remove_if_unused(log_dir)  # a run that failed before training leaves no folder behind
             raise
         except KeyboardInterrupt as exc:
             click.echo(f"stopped at once by {exc or 'SIGINT'}; nothing more was saved", err=True)
-            raise SystemExit(128 + _signal_number(str(exc) or "SIGINT")) from None
+            raise SystemExit(exit_status(str(exc) or "SIGINT")) from None
         if last is not None:
             click.echo(f"training done in {elapsed(start)}; last checkpoint {shlex.quote(str(last))}")
     elif mode == "reconstruction":

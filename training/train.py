@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.errors import DatasetError, InputError, Interrupted
 from fomm_deploy.runtime.core.fileio import write_image
+from fomm_deploy.runtime.core import signals
 
 from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -113,40 +114,6 @@ class _PlanSampler(torch.utils.data.Sampler):
         return len(self.items)
 
 
-class StopRequest:
-    """SIGINT / SIGTERM during training: the first asks to stop after the current batch (a checkpoint is
-    written), the second stops at once. Installed only in the main thread; restored on exit."""
-
-    def __init__(self, log) -> None:
-        self.requested: str | None = None
-        self._log = log
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopRequest":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        import signal
-
-        name = signal.Signals(signum).name
-        if self.requested is not None:  # the second one: no more waiting
-            raise KeyboardInterrupt(name)
-        self.requested = name
-        self._log(f"{name}: stopping after this batch and saving a checkpoint (again to quit at once)")
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _restore_learning_rates(optimizers: dict, schedulers: dict, raw: dict, tp, start_epoch: int, log) -> None:
     """Put each optimizer at the rate of ``start_epoch``. A checkpoint of ours carries its scheduler states
     (exact); one of upstream's does not, and its optimizer state holds whatever rate upstream's scheduler
@@ -183,7 +150,8 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
     records the batch it stopped at and continues there, drawing the same samples as an uninterrupted run.
     SIGINT / SIGTERM stop after the current batch, write ``<epoch>-interrupted-checkpoint.pth.tar`` and
     raise :class:`Interrupted` (with the checkpoint); an error inside the training loop also saves one
-    before it is raised again. A second signal stops at once (``KeyboardInterrupt``), writing nothing.
+    before it is raised again. A second signal stops at once (``signals.Stopped``, a KeyboardInterrupt),
+    writing nothing.
     """
     from tqdm import tqdm
 
@@ -285,7 +253,11 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
                                epoch=done, extra=extra)
 
     last_path = None
-    with StopRequest(say) as stop:
+    # SIGINT / SIGTERM: the first stops after the current batch (a checkpoint is written), the second at once.
+    asked = signals.StopRequest(
+        lambda name: say(f"{name}: stopping after this batch and saving a checkpoint (again to quit at once)"),
+        again_stops_at_once=True)
+    with asked as stop:
         for epoch in range(start_epoch, epochs):
             plan = epoch_plan(len(repeated), epoch, opts.seed, rank, world, batch)
             skip = skip_batches if epoch == start_epoch else 0
@@ -372,13 +344,10 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
 
 def _quiet_worker(worker_id: int) -> None:
     """Loader workers leave SIGINT / SIGTERM to the training process, which stops them in order."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signals.ignore()
 
 
-def _stop_agreed(stop: StopRequest, distributed: bool, device: torch.device) -> bool:
+def _stop_agreed(stop: signals.StopRequest, distributed: bool, device: torch.device) -> bool:
     """Whether to stop after this batch; under DDP every process must stop at the same batch."""
     if not distributed:
         return stop.requested is not None

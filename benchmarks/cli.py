@@ -10,19 +10,16 @@ import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import FommError, InputError
-from fomm_deploy.runtime.core.names import device_option
+from fomm_deploy.runtime.core.options import (backends_option, ckpt_option, config_option, device_option,
+                                                onnx_dir_option)
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--config", default=None, metavar="NAME|PATH",
-              help="Bundled config name or YAML path (default: vox-256, or the config of --onnx DIR).")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint to benchmark (default: random weights; latency does not depend on the weights).")
-@click.option("--onnx", "onnx_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Use this export folder instead of exporting into a temporary one.")
-@click.option("--backends", default=None, metavar="LIST",
-              help="Comma-separated backend:precision pairs, e.g. onnxruntime:int8,onnxruntime:fp32,torch:fp32 "
-                   "(default: everything this machine can run).")
+@config_option(" (default: vox-256, or the config of --onnx DIR).")
+@ckpt_option(" to benchmark (default: random weights; latency does not depend on the weights).")
+@onnx_dir_option(None, help_suffix=" Benchmark it instead of exporting into a temporary folder.")
+@backends_option("; an item without a precision runs fp32. E.g. onnxruntime:int8,onnxruntime:fp32,torch "
+                 "(default: everything this machine can run).")
 @click.option("--variants", default="reference,split", show_default=True,
               help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
 @device_option()

@@ -21,6 +21,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fomm_deploy.runtime.core.errors import FommError
+from fomm_deploy.runtime.core.options import onnx_dir_option
+from fomm_deploy.runtime.graphs import load_exported
+
 
 def run_sessions(url: str, n: int, seconds: float, frames: list[np.ndarray]) -> dict:
     """``n`` sessions for ``seconds`` each (started together, after calibrating); their numbers."""
@@ -79,8 +83,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Folder written by fomm-export.")
+@onnx_dir_option(None, required=True)
 @click.option("--sessions", default="1,2,4,8", show_default=True, help="Numbers of concurrent sessions, one row each.")
 @click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.5, 600),
               help="How long each row runs.")
@@ -107,6 +110,10 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     from fomm_deploy.runtime.media.samples import head_motion, sample_face
     from fomm_deploy.runtime.serve.client import ServerProcess
 
+    try:
+        load_exported(onnx_dir)  # refused here, in its own words, rather than by the server it would start
+    except FommError as exc:
+        raise click.BadParameter(str(exc), param_hint="--onnx") from None
     try:
         counts = [int(s) for s in sessions.split(",") if s.strip()]
     except ValueError:

@@ -11,6 +11,7 @@ from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_op
 from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget
 from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.options import ckpt_option, config_option
 
 
 def _size(n: int) -> str:
@@ -48,11 +49,8 @@ def psnr_budgets(values: tuple[str, ...], writes: tuple[str, ...]) -> dict[str, 
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint in upstream's layout (vox-cpk.pth.tar, a fomm-train checkpoint, ...).")
-@click.option("--config", "config", default=None, metavar="NAME|PATH",
-              help="Bundled config (vox-256, vox-adv-256, taichi-256, ..., tiny-test) or a YAML file. "
-                   "Default: vox-256.")
+@ckpt_option(" to export.", required=True)
+@config_option(" whose networks the checkpoint holds.", default="vox-256")
 @click.option("--out", "out_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
               help="Output folder for the graphs and manifest.json.")
 @click.option("--precision", type=click.Choice(list(EXPORT_PRECISIONS)), default="fp32", show_default=True,
@@ -74,7 +72,7 @@ def psnr_budgets(values: tuple[str, ...], writes: tuple[str, ...]) -> dict[str, 
               "holding other files).")
 @version_option()
 @user_errors
-def main(ckpt: Path, config: str | None, out_dir: Path, precision: str, calibration: Path | None,
+def main(ckpt: Path, config: str, out_dir: Path, precision: str, calibration: Path | None,
          min_psnr: tuple[str, ...], align_corners: bool | None, engine: bool, force: bool) -> None:
     """Export an FOMM checkpoint to ONNX: kp_detector.onnx and generator.onnx (opset 16), the per-source
     split (source_encoder.onnx once per portrait, generator_frame.onnx per frame), optional fp16 and int8

@@ -8,8 +8,8 @@ import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
 from .core.cli_common import CONTEXT, user_errors, version_option
-from .core.names import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file, max_frames_option,
-                         onnx_dir_option, precision_option, providers_option, relative_option)
+from .core.options import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
+                           max_frames_option, onnx_dir_option, precision_option, providers_option, relative_option)
 
 
 @click.command(context_settings=CONTEXT)
@@ -65,7 +65,7 @@ from .core.names import (adapt_scale_option, backend_option, ckpt_option, device
 @click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default=None,
               help="With --crop none: how non-square images and frames are made square (pad or stretch; "
                    "default pad). --fit pad/stretch alone implies --crop none; crop is --crop centre.")
-@ckpt_option(help="Checkpoint for --backend torch (default: the one recorded in the manifest).")
+@ckpt_option(" for --backend torch (default: the one recorded in the manifest).")
 @click.option("--split/--no-split", default=None,
               help="Use the per-source split graphs (source encoded once; default when exported), or the "
                    "reference generator graph for every frame.")

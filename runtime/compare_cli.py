@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from .core.cli_common import CONTEXT, user_errors, version_option
 from .core.errors import InputError, ParityError
-from .core.names import device_option, onnx_dir_option, precision_option, providers_option
+from .core.names import parse_backend_pairs
+from .core.options import (backends_option, ckpt_option, config_option, device_option, onnx_dir_option,
+                           precision_option, providers_option)
 
 
 def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -40,18 +43,17 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
 
 @click.command(context_settings=CONTEXT)
 @onnx_dir_option()
-@click.option("--backends", default="torch,onnxruntime", show_default=True, metavar="A,B",
-              help="Two backends to compare (onnxruntime, tensorrt, torch); the first is the reference.")
-@precision_option(help="Precision of the second backend (the first, the reference, always runs fp32); torch runs "
-                       "fp16 on --device cuda only.")
+@backends_option("; exactly two: the first is the reference and runs fp32, the second runs its own precision, "
+                 "else --precision. E.g. onnxruntime,tensorrt:fp16.", default="torch,onnxruntime")
+@precision_option(help="Precision of the second backend when --backends does not name one (the first, the "
+                       "reference, always runs fp32); torch runs fp16 on --device cuda only.")
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True,
               help="real: the bundled portrait under synthetic head motion; random: uniform noise images.")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Driving frames per comparison (and the batch size the graphs are run at).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic head motion or random images.")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint for the torch backend (default: the manifest's).")
-@click.option("--config", default=None, help="Config for the torch backend (default: the manifest's).")
+@ckpt_option(" for the torch backend (default: the one recorded in the manifest).")
+@config_option(", for the torch backend (default: the one recorded in the manifest).")
 @providers_option()
 @device_option()
 @version_option()
@@ -67,24 +69,17 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     \b
     Example:
       fomm-compare --onnx exported/vox --backends torch,onnxruntime
-      fomm-compare --onnx exported/vox --backends onnxruntime,tensorrt --precision fp16
-      fomm-compare --onnx exported/vox --backends onnxruntime,torch --precision fp16 --device cuda
+      fomm-compare --onnx exported/vox --backends onnxruntime,tensorrt:fp16
+      fomm-compare --onnx exported/vox --backends onnxruntime,torch:fp16 --device cuda
     """
     from .core.compare import compare
     from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
 
-    names = [b.strip() for b in backends.split(",") if b.strip()]
-    if len(names) != 2:
-        raise InputError(f"--backends takes exactly two names separated by a comma, got {backends!r}")
-    if names[0] == names[1] and precision == "fp32":
-        raise InputError(f"--backends {backends} compares {names[0]} at fp32 with itself; name two backends, or "
-                         "compare against another --precision")
+    names, precisions = _compared(backends, precision)
     exported = load_exported(onnx_dir)
-    split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, ("fp32", precision))]
+    split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, precisions)]
     graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if all(exported.has_split(p) for p in split_files) else [])
-    # The first backend is the fp32 reference; the second runs --precision (and selects the tolerances).
     # --device goes to the torch backends (the others refuse it: names.check_backend_device).
-    precisions = ["fp32", precision]
     runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers,
                                 device=device if name == "torch" else None).activate()
                 for g in graphs} for name, prec in zip(names, precisions)]
@@ -108,3 +103,21 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     if failures:
         raise ParityError(f"{names[1]} vs {names[0]}", failures)
     click.echo("all outputs within tolerance")
+
+
+def _compared(backends: str, precision: str) -> tuple[list[str], list[str]]:
+    """The two backends of --backends and their precisions: the first is the fp32 reference; the second runs
+    the precision its item names, else --precision (which then selects the tolerances)."""
+    pairs = parse_backend_pairs(backends, omitted=("fp32", precision))
+    if len(pairs) != 2:
+        raise InputError(f"--backends takes exactly two backend[:precision] items separated by a comma, got "
+                         f"{backends!r}")
+    (reference, reference_precision), (second, second_precision) = pairs
+    if reference_precision != "fp32":
+        raise InputError(f"--backends {backends}: the first backend is the reference and runs fp32; name the "
+                         f"other precision on the second (--backends {reference},{second}:{reference_precision})")
+    given = click.get_current_context().get_parameter_source("precision")
+    if second_precision != precision and given is not ParameterSource.DEFAULT:
+        raise InputError(f"--backends {backends} runs {second} at {second_precision}, --precision asks for "
+                         f"{precision}; give the precision once")
+    return [reference, second], [reference_precision, second_precision]

@@ -61,8 +61,9 @@ from .core.cli_common import CONTEXT, user_errors, version_option  # noqa: E402
 from .core.errors import ImageError, InputError  # noqa: E402
 from .core.fileio import check_output_file  # noqa: E402
 from .backends.cuda import tensorrt_missing  # noqa: E402
-from .core.names import (backend_option, check_max_frames, device_option, max_frames_option,  # noqa: E402
-                         onnx_dir_option, precision_option, providers_option, relative_option)
+from .core.names import check_max_frames  # noqa: E402
+from .core.options import (backend_option, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
+                           precision_option, providers_option, relative_option)
 from .media.preprocess import list_portraits  # noqa: E402
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402

@@ -91,3 +91,62 @@ def test_short_help_and_version(name):
     assert res.returncode == 0 and "Usage:" in res.stdout, res.stderr
     res = subprocess.run([_script(name), "--version"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == f"fomm-deploy {__version__}", res.stdout + res.stderr
+
+
+# Every command that takes --device, with whatever else it needs to start (none of it is read: the device is
+# refused first).
+DEVICE_COMMANDS = {
+    "fomm-animate": ("--source", "face.png", "--driving", "talk.mp4", "--out", "out.mp4"),
+    "fomm-compare": (),
+    "fomm-live": ("--source", "face.png"),
+    "fomm-serve": (),
+    "fomm-bench": (),
+    "fomm-train": ("--config", "tiny-test"),
+}
+
+
+@pytest.mark.parametrize("name", list(DEVICE_COMMANDS))
+def test_a_bad_device_is_the_same_one_line_everywhere(name, tmp_path):
+    """One device parser (runtime/core/names.parse_device): cpu, cuda or cuda:N. cpu:0 was taken by the
+    backends' check, refused by the click option in a usage message and by fomm-train in its own words."""
+    for bad in ("cpu:0", "mps"):
+        res = subprocess.run([_script(name), *DEVICE_COMMANDS[name], "--device", bad], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+        assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
+        assert res.stderr == f"Error: unknown device '{bad}'; use cpu, cuda or cuda:N\n", res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shared_option_is_declared_the_same_way_in_every_command():
+    """One factory per shared option (runtime/core/options.py): the same parameter name, metavar, type and
+    check in every command that takes it, and help that starts with the same words (each command says what
+    the option is for there)."""
+    import importlib
+
+    import click
+
+    from fomm_deploy.runtime.core import options
+
+    starts = {"--ckpt": options.CKPT_HELP, "--config": options.CONFIG_HELP, "--onnx": options.ONNX_HELP,
+              "--device": "Device (cpu, cuda or cuda:N) ", "--backends": options.BACKENDS_HELP}
+    seen: dict[str, dict[str, tuple]] = {option: {} for option in starts}
+    for name, target in COMMANDS.items():
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        ctx = click.Context(command)
+        for p in command.params:
+            option = next((o for o in p.opts if o in starts), None)
+            if option is None:
+                continue
+            assert p.help.startswith(starts[option]), f"{name} {option}: {p.help}"
+            seen[option][name] = (p.name, p.make_metavar(ctx), repr(p.type.to_info_dict()),
+                                  getattr(p.callback, "__name__", None))
+    for option, where in seen.items():
+        assert len(where) >= 2, (option, where)
+        assert len(set(where.values())) == 1, f"{option} is declared differently: {where}"
+    assert set(seen["--ckpt"]) == {"fomm-export", "fomm-animate", "fomm-compare", "fomm-train", "fomm-bench",
+                                   "python -m fomm_deploy.training.inspect_checkpoint"}
+    assert set(seen["--backends"]) == {"fomm-compare", "fomm-bench"}
+    assert set(seen["--config"]) == {"fomm-export", "fomm-compare", "fomm-train", "fomm-bench",
+                                     "python -m fomm_deploy.training.inspect_checkpoint",
+                                     "python -m fomm_deploy.training.random_checkpoint"}

@@ -1,7 +1,8 @@
 """The layers of the package, as the folders show them, and the one rule between them: a module imports only
 from its own layer or the ones below, never from one above.
 
-    runtime.core      errors, configs, contract, precision, manifest, comparison, feeds, keypoints, names, CLI
+    runtime.core      errors, configs, contract, precision, manifest, comparison, feeds, keypoints, names,
+                      CLI options, signals, CLI helpers
     runtime.media     video, images, face framing, sample clips
     training          the PyTorch model, checkpoints, fomm-train
     runtime.backends  ONNX Runtime, TensorRT, the torch reference (the only runtime module that reaches training)
@@ -89,7 +90,8 @@ def test_every_module_is_seen_and_the_layers_are_real_folders():
     for layer in LAYERS:
         assert (REPO / Path(*layer.split("."))).is_dir(), layer
     # the foundation holds what the others build on
-    for module in ("errors", "config", "contract", "manifest", "compare", "feeds", "keypoints", "names"):
+    for module in ("errors", "config", "contract", "manifest", "compare", "feeds", "keypoints", "names",
+                   "options", "signals"):
         assert (REPO / "runtime" / "core" / f"{module}.py").is_file(), module
     for module in ("video", "preprocess", "framing"):
         assert (REPO / "runtime" / "media" / f"{module}.py").is_file(), module

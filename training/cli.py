@@ -12,6 +12,10 @@ from pathlib import Path
 import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.names import parse_device
+from fomm_deploy.runtime.core.options import ckpt_option, config_option, device_option
+from fomm_deploy.runtime.core.signals import exit_status
 
 
 def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
@@ -32,28 +36,14 @@ def _remove_if_unused(log_dir: Path) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _signal_number(name: str) -> int:
-    import signal
-
-    try:
-        return int(signal.Signals[name])
-    except KeyError:  # a peer process under torchrun stopped
-        return int(signal.SIGINT)
-
-
 def check_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N``, and only when this torch can use it; otherwise a one-line error."""
-    import re
-
-    import torch
-
-    from fomm_deploy.runtime.core.errors import InputError
-
-    device = device.strip().lower()
+    """``--device`` as :func:`parse_device` reads it, and only when this torch can use it; otherwise a one-line
+    error."""
+    device = parse_device(device)
     if device == "cpu":
         return device
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        raise InputError(f"--device {device!r}: use cpu, cuda or cuda:N (fomm-train runs on CPUs and NVIDIA GPUs)")
+    import torch
+
     if not torch.cuda.is_available():
         raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
                          "or install a CUDA build of torch on a machine with an NVIDIA GPU")
@@ -63,8 +53,7 @@ def check_device(device: str) -> str:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--config", "config", required=True, metavar="NAME|PATH",
-              help="Bundled config (vox-256, synthetic-faces, tiny-test, ...) or a YAML file.")
+@config_option(required=True)
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder (default: the config's dataset_params.root_dir).")
 @click.option("--mode", type=click.Choice(["train", "reconstruction", "animate"]), default="train", show_default=True,
@@ -73,11 +62,10 @@ def check_device(device: str) -> str:
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints, log.txt and train-vis/ go (default: log/<config>-<YYYYmmdd-HHMMSS>, or "
                    "the checkpoint's folder when resuming).")
-@click.option("--ckpt", "--checkpoint", "checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Resume training from this checkpoint (ours or upstream's), or the model to evaluate. "
-                   "Training continues with the epoch after the checkpoint's 'epoch' (the last one it "
-                   "completed); a checkpoint written on Ctrl-C continues at the batch it stopped at. An upstream "
-                   "checkpoint resumes at the learning rate its config's milestones give for that epoch.")
+@ckpt_option(" to resume training from, or the model to evaluate. Training continues with the epoch after the "
+             "checkpoint's 'epoch' (the last one it completed); a checkpoint written on Ctrl-C continues at the "
+             "batch it stopped at. An upstream checkpoint resumes at the learning rate its config's milestones "
+             "give for that epoch.", alias="--checkpoint")
 @click.option("--vgg19", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="torchvision-format VGG19 weights for the perceptual loss (vgg19-dcbb9e9d.pth).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override train_params.num_epochs.")
@@ -86,11 +74,10 @@ def check_device(device: str) -> str:
                    "Results do not depend on it: every sample is seeded on its own.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the initial weights, the sample order and the augmentations (resume uses the same).")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK).")
+@device_option("cpu", help_suffix="to train on (under torchrun each process takes cuda:LOCAL_RANK).")
 @version_option()
 @user_errors
-def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkpoint: Path | None, vgg19: Path | None,
+def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: Path | None, vgg19: Path | None,
          epochs: int | None, workers: int | None, seed: int, device: str) -> None:
     """Train FOMM on a video dataset and write upstream-format checkpoints, or evaluate a checkpoint.
 
@@ -101,7 +88,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
       fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
     """
     from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.errors import FommError, InputError, Interrupted
+    from fomm_deploy.runtime.core.errors import FommError, Interrupted
 
     from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
@@ -109,11 +96,11 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
     cfg = resolve_config(config)
     device = check_device(device)
     data = data or Path(training_config(cfg).dataset_params.root_dir)
-    if mode != "train" and checkpoint is None:
+    if mode != "train" and ckpt is None:
         raise InputError(f"--mode {mode} needs --ckpt PATH (the checkpoint to evaluate)")
     if log_dir is None:
-        if checkpoint is not None:
-            log_dir = checkpoint.parent
+        if ckpt is not None:
+            log_dir = ckpt.parent
         else:
             log_dir = default_log_dir(cfg.name, _dt.datetime.now())
     start = time.perf_counter()
@@ -125,29 +112,29 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, checkp
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         try:
-            last = train(cfg, TrainOptions(data=data, log_dir=log_dir, checkpoint=checkpoint, vgg19=vgg19,
+            last = train(cfg, TrainOptions(data=data, log_dir=log_dir, checkpoint=ckpt, vgg19=vgg19,
                                            workers=workers, epochs=epochs, seed=seed, device=device),
                          log=lambda m: click.echo(m, err=True))
         except Interrupted as stopped:
             click.echo(f"{stopped} ({elapsed(start)})", err=True)
-            raise SystemExit(128 + _signal_number(stopped.signal_name)) from None
+            raise SystemExit(exit_status(stopped.signal_name)) from None
         except FommError:
             if created:
                 _remove_if_unused(log_dir)  # a run that failed before training leaves no folder behind
             raise
         except KeyboardInterrupt as exc:
             click.echo(f"stopped at once by {exc or 'SIGINT'}; nothing more was saved", err=True)
-            raise SystemExit(128 + _signal_number(str(exc) or "SIGINT")) from None
+            raise SystemExit(exit_status(str(exc) or "SIGINT")) from None
         if last is not None:
             click.echo(f"training done in {elapsed(start)}; last checkpoint {shlex.quote(str(last))}")
     elif mode == "reconstruction":
         out = log_dir / "reconstruction"
-        result = reconstruction(cfg, checkpoint, data, out, log=lambda m: click.echo(m, err=True))
+        result = reconstruction(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True))
         click.echo(f"reconstruction L1 {result['l1']:.4f} over {int(result['videos'])} test videos "
                    f"(copy-the-source-frame baseline {result['copy_source_l1']:.4f}); strips in {out}")
     else:
         out = log_dir / "animation"
-        paths = animate_pairs(cfg, checkpoint, data, out, log=lambda m: click.echo(m, err=True))
+        paths = animate_pairs(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True))
         click.echo(f"wrote {len(paths)} animations to {out}")
 
 

@@ -15,6 +15,7 @@ import torch
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.runtime.core.keypoints import normalize_kp
+from fomm_deploy.runtime.core.options import ckpt_option, config_option
 
 from .checkpoint import load_checkpoint, sha256_file
 from .model.wrappers import kp_to_numpy, kp_to_torch
@@ -26,10 +27,8 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--ckpt", "ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint in upstream's layout (e.g. vox-cpk.pth.tar).")
-@click.option("--config", "config", default="vox-256", show_default=True,
-              help="Bundled config name (vox-256, taichi-256, tiny-test, ...) or a YAML path.")
+@ckpt_option(" to load and run one test step with.", required=True)
+@config_option(" whose networks the checkpoint holds.", default="vox-256")
 @click.option("--align-corners/--no-align-corners", default=None,
               help="Override the config's grid-sampling convention (default: the config's, false unless set).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic test frames.")

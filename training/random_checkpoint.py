@@ -12,6 +12,7 @@ import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.config import FommConfig, resolve_config
+from fomm_deploy.runtime.core.options import config_option
 
 
 def write_random_checkpoint(cfg: FommConfig, path: str | Path, seed: int = 0) -> Path:
@@ -28,8 +29,7 @@ def write_random_checkpoint(cfg: FommConfig, path: str | Path, seed: int = 0) ->
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--config", "config", default="vox-256", show_default=True, metavar="NAME|PATH",
-              help="Bundled config name (vox-256, taichi-256, tiny-test, ...) or a YAML path: whose networks.")
+@config_option(" whose networks to build.", default="vox-256")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The checkpoint to write (e.g. vox-random.pth.tar).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights (the same seed, the same file "

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.errors import DatasetError, InputError, Interrupted
 from fomm_deploy.runtime.core.fileio import write_image
+from fomm_deploy.runtime.core import signals
 
 from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -113,40 +114,6 @@ class _PlanSampler(torch.utils.data.Sampler):
         return len(self.items)
 
 
-class StopRequest:
-    """SIGINT / SIGTERM during training: the first asks to stop after the current batch (a checkpoint is
-    written), the second stops at once. Installed only in the main thread; restored on exit."""
-
-    def __init__(self, log) -> None:
-        self.requested: str | None = None
-        self._log = log
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopRequest":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        import signal
-
-        name = signal.Signals(signum).name
-        if self.requested is not None:  # the second one: no more waiting
-            raise KeyboardInterrupt(name)
-        self.requested = name
-        self._log(f"{name}: stopping after this batch and saving a checkpoint (again to quit at once)")
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
     """Train and return the path of the last checkpoint written (rank 0).
 
@@ -155,7 +122,8 @@ def train(cfg: FommConfig, opts: TrainOptions, log=print) -> Path | None:
     records the batch it stopped at and continues there, drawing the same samples as an uninterrupted run.
     SIGINT / SIGTERM stop after the current batch, write ``<epoch>-interrupted-checkpoint.pth.tar`` and
     raise :class:`Interrupted` (with the checkpoint); an error inside the training loop also saves one
-    before it is raised again. A second signal stops at once (``KeyboardInterrupt``), writing nothing.
+    before it is raised again. A second signal stops at once (``signals.Stopped``, a KeyboardInterrupt),
+    writing nothing.
     """
     return _Training(cfg, opts, log).run()
 
@@ -282,7 +250,11 @@ class _Training:
 
     def run(self) -> Path | None:
         last_path = None
-        with StopRequest(self.say) as stop:
+        # SIGINT / SIGTERM: the first stops after the current batch (a checkpoint is written), the second at once.
+        asked = signals.StopRequest(
+            lambda name: self.say(f"{name}: stopping after this batch and saving a checkpoint (again to quit at once)"),
+            again_stops_at_once=True)
+        with asked as stop:
             for epoch in range(self.start.epoch, self.epochs):
                 done = self._epoch(epoch, stop)
                 if stop.requested and done.count < done.total:
@@ -294,7 +266,7 @@ class _Training:
                     break
         return self._finish(stop, last_path)
 
-    def _epoch(self, epoch: int, stop: StopRequest) -> _Epoch:
+    def _epoch(self, epoch: int, stop: signals.StopRequest) -> _Epoch:
         """One epoch's batches, from where a resumed run stopped, to its end or to a stop all processes agree
         on. An error saves a checkpoint (one process only) and goes on up; a second signal writes nothing."""
         from tqdm import tqdm
@@ -348,7 +320,7 @@ class _Training:
         done.count += 1
         done.x, done.generated = x, generated
 
-    def _end_epoch(self, done: _Epoch, stop: StopRequest) -> Path | None:
+    def _end_epoch(self, done: _Epoch, stop: signals.StopRequest) -> Path | None:
         """The schedulers step; rank 0 logs the mean losses, draws the last batch, and writes the epoch's
         checkpoint when one is due (every ``checkpoint_freq`` epochs, the last epoch, a stop): its path."""
         with warnings.catch_warnings():  # the discriminator's optimizer never steps without a GAN loss
@@ -400,7 +372,7 @@ class _Training:
                  f"{path.name}; resume with --ckpt {shlex.quote(str(path))}")
         return path
 
-    def _finish(self, stop: StopRequest, last_path: Path | None) -> Path | None:
+    def _finish(self, stop: signals.StopRequest, last_path: Path | None) -> Path | None:
         """Leave the process group; the last checkpoint (the newest there if this run wrote none); on a stop,
         :class:`Interrupted` with it."""
         if self.distributed:
@@ -466,13 +438,10 @@ def _restore_learning_rates(optimizers: dict, schedulers: dict, raw: dict, tp, s
 
 def _quiet_worker(worker_id: int) -> None:
     """Loader workers leave SIGINT / SIGTERM to the training process, which stops them in order."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signals.ignore()
 
 
-def _stop_agreed(stop: StopRequest, distributed: bool, device: torch.device) -> bool:
+def _stop_agreed(stop: signals.StopRequest, distributed: bool, device: torch.device) -> bool:
     """Whether to stop after this batch; under DDP every process must stop at the same batch."""
     if not distributed:
         return stop.requested is not None

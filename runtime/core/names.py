@@ -1,16 +1,13 @@
-"""The name tables every command shares: backends, precisions, ONNX Runtime providers.
+"""The name tables every command shares: backends, precisions, devices, ONNX Runtime providers, and their checks.
 
-One table, one parser and one click option per concept, so that ``fomm-animate``, ``fomm-compare``,
-``fomm-live`` and ``fomm-bench`` accept the same names with the same meaning and the same help text.
-Importing this module imports no backend (and no torch).
+One table and one parser per concept, so that ``fomm-animate``, ``fomm-compare``, ``fomm-live``,
+``fomm-serve``, ``fomm-bench`` and ``fomm-train`` accept the same names with the same meaning; the click
+options that read them are in :mod:`.options`. Data and checks only: no click, no backend, no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import click
+from collections.abc import Sequence
 
 from .errors import InputError
 from .precision import PRECISIONS
@@ -22,8 +19,10 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("fp32", "fp16"),
     "torch": ("fp32", "fp16"),
 }
-# Devices --device takes (the torch backend's; TensorRT always runs on CUDA, ONNX Runtime picks --providers).
+# Devices --device takes: cpu, or cuda with an optional index (the torch backend's and fomm-train's; TensorRT
+# always runs on CUDA, ONNX Runtime picks --providers). A CPU has no index: cpu:0 is refused.
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+DEVICE_FORMS = "cpu, cuda or cuda:N"
 # (backend, precision) pairs that need a CUDA device.
 CUDA_ONLY: tuple[tuple[str, str], ...] = (("torch", "fp16"),)
 BACKENDS: tuple[str, ...] = tuple(BACKEND_PRECISIONS)
@@ -51,18 +50,31 @@ def check_backend_precision(backend: str, precision: str) -> None:
         raise InputError(f"{backend} cannot run {precision}: {why}")
 
 
+def parse_device(value: str | None) -> str | None:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, case and surrounding spaces ignored, in that spelling;
+    ``None`` (not given) stays ``None``. The one parser of devices: every command's --device and the API's.
+
+    Raises:
+        InputError: anything else (``cpu:0``, ``cuda:``, ``mps``), with the same one-line message everywhere.
+    """
+    if value is None:
+        return None
+    device = value.strip().lower()
+    base, colon, index = device.partition(":")
+    if base not in DEVICES or (colon and (base != "cuda" or not (index.isascii() and index.isdigit()))):
+        raise InputError(f"unknown device '{value.strip()}'; use {DEVICE_FORMS}")
+    return device
+
+
 def check_backend_device(backend: str, precision: str, device: str | None) -> str:
     """The device ``backend`` runs ``precision`` on (``device``, or the backend's default when ``None``).
 
     Raises:
-        InputError: an unknown device, torch fp16 on the CPU, ONNX Runtime given --device (it takes
-            --providers), TensorRT given a CPU.
+        InputError: an unknown device (:func:`parse_device`), torch fp16 on the CPU, ONNX Runtime given
+            --device (it takes --providers), TensorRT given a CPU.
     """
     check_backend_precision(backend, precision)
-    if device is not None:
-        base = device.split(":", 1)[0]
-        if base not in DEVICES or (":" in device and not device.split(":", 1)[1].isdigit()):
-            raise InputError(f"unknown device '{device}'; choose from {', '.join(DEVICES)} (or cuda:N)")
+    device = parse_device(device)
     if backend == "onnxruntime":
         if device not in (None, "cpu"):
             raise InputError("--device is for the torch backend; ONNX Runtime chooses its device with --providers "
@@ -101,116 +113,29 @@ def check_max_frames(value: int | None) -> None:
         raise InputError(f"--max-frames must be at least 1, got {value}")
 
 
-def parse_backend_pairs(value: str) -> list[tuple[str, str]]:
-    """``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]`` (fp32 when omitted)."""
+def parse_backend_pairs(value: str, omitted: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``--backends``, the one grammar of every command that takes it: comma-separated ``backend[:precision]``
+    items. ``"onnxruntime:int8,torch"`` -> ``[("onnxruntime", "int8"), ("torch", "fp32")]``: an item without a
+    precision gets ``omitted[i]`` (its place in the list), fp32 past the end of ``omitted``.
+
+    Raises:
+        InputError: an unknown backend or precision, a precision the backend does not run, an item named
+            twice, or no item at all.
+    """
     pairs = []
-    for item in value.split(","):
-        if not item.strip():
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
             continue
-        backend, _, precision = item.strip().partition(":")
-        pair = (backend, precision or "fp32")
+        backend, _, precision = item.partition(":")
+        pair = (backend, precision or (omitted[len(pairs)] if len(pairs) < len(omitted) else "fp32"))
         try:
             check_backend_precision(*pair)
         except InputError as exc:
-            raise InputError(f"--backends item {item.strip()!r}: {exc}") from None
+            raise InputError(f"--backends item {item!r}: {exc}") from None
         if pair in pairs:
-            raise InputError(f"--backends names {item.strip()!r} twice")
+            raise InputError(f"--backends names {item!r} twice: a backend at one precision, compared or measured "
+                             "with itself, tells nothing; name another backend or precision")
         pairs.append(pair)
     if not pairs:
         raise InputError("--backends is empty; give backend:precision pairs such as onnxruntime:fp32")
     return pairs
-
-
-# ---- click options: the same names, defaults and help text in every command ---------------------------
-
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def backend_option(default: str = "onnxruntime", *, auto: bool = False, help: str | None = None) -> Decorator:
-    choices = (["auto"] if auto else []) + list(BACKENDS)
-    text = help or ("onnxruntime: ONNX Runtime (CPU by default); tensorrt: TensorRT engines on an NVIDIA GPU; "
-                    "torch: the PyTorch reference (needs the checkpoint).")
-    return click.option("--backend", type=click.Choice(choices), default=default, show_default=True, help=text)
-
-
-def precision_option(default: str | None = "fp32", *, help: str | None = None) -> Decorator:
-    text = help or ("Graphs to run: fp32 (*.onnx), fp16 (*.fp16.onnx, mixed precision for GPUs) or int8 "
-                    "(*.int8.onnx, ONNX Runtime on CPU); export them with fomm-export --precision.")
-    return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=default,
-                        show_default=default is not None, help=text)
-
-
-def device_option(default: str | None = None, *, help: str | None = None) -> Decorator:
-    text = help or ("Device of the torch backend: cpu or cuda (cuda:N); --precision fp16 needs cuda. TensorRT "
-                    "always runs on CUDA; ONNX Runtime chooses with --providers. Default: the backend's own.")
-    return click.option("--device", default=default, metavar="DEVICE", callback=_device_callback,
-                        show_default=default is not None, help=text)
-
-
-def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip().lower()
-    base, _, index = value.partition(":")
-    if base not in DEVICES or (index and not index.isdigit()) or (index and base != "cuda"):
-        raise click.BadParameter(f"unknown device '{value}'; choose from {', '.join(DEVICES)} (or cuda:N)")
-    return value
-
-
-def providers_option() -> Decorator:
-    return click.option("--providers", default=None, metavar="LIST", callback=_providers_callback,
-                        help="ONNX Runtime providers in priority order, from " + ", ".join(ORT_PROVIDERS)
-                             + " (e.g. cuda,cpu; default: cpu). Only for --backend onnxruntime.")
-
-
-def _providers_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    try:
-        return parse_providers(value)
-    except InputError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def local_file(ctx: click.Context, param: click.Parameter, value: str | None):
-    """Click callback for input files: a URL gets a clear refusal (click's Path would mangle it)."""
-    import re
-    from pathlib import Path
-
-    if value is None:
-        return None
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
-        raise click.BadParameter(f"{value}: URLs are not supported; download the file and pass its path")
-    return Path(value)
-
-
-def max_frames_option(help: str) -> Decorator:
-    """``--max-frames N``; the command calls :func:`check_max_frames` on it."""
-    return click.option("--max-frames", type=int, default=None, metavar="N", help=help)
-
-
-def relative_option() -> Decorator:
-    return click.option("--relative/--absolute", default=True, show_default=True,
-                        help="Transfer the driving motion relative to the reference pose (recommended), or copy "
-                             "the driving keypoints as they are.")
-
-
-def adapt_scale_option() -> Decorator:
-    # On everywhere: the portrait and the driver are different people, whose faces fill the frame
-    # differently; upstream's README runs its demo with --relative --adapt_scale for the same reason.
-    return click.option("--adapt-scale/--no-adapt-scale", default=True, show_default=True,
-                        help="Scale the motion by the ratio of the portrait's and the driver's keypoint spreads "
-                             "(on by default, as upstream's demo is run: different faces fill the frame differently).")
-
-
-def ckpt_option(help: str, required: bool = False) -> Decorator:
-    from pathlib import Path
-
-    return click.option("--ckpt", "ckpt", required=required, type=click.Path(dir_okay=False, path_type=Path),
-                        default=None, help=help)
-
-
-def onnx_dir_option(default: str | None = "exported") -> Decorator:
-    from pathlib import Path
-
-    return click.option("--onnx", "onnx_dir", default=default, show_default=default is not None,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Folder written by fomm-export (holds manifest.json).")

@@ -11,7 +11,7 @@ import click
 
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from ..core.errors import BackendUnavailableError, InputError
-from ..core.names import backend_option, device_option, onnx_dir_option, precision_option, providers_option
+from ..core.options import backend_option, device_option, onnx_dir_option, precision_option, providers_option
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"

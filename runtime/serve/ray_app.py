@@ -11,11 +11,10 @@ Ray is imported only inside these functions (the ``ray`` extra); the runtime nev
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
-from ..core.cli_common import _raise_stopped
+from ..core import signals
 
 # Live sessions and animations a replica serves at once before the autoscaler adds another replica.
 TARGET_ONGOING_REQUESTS = 4
@@ -67,8 +66,7 @@ def run(application, host: str, port: int, *, echo=print) -> None:
         echo(f"fomm-serve: listening on http://{shown}:{port}/")
         # Ray's core installs its own SIGINT / SIGTERM handling, which ends this process without the clean-up
         # below: the local Ray cluster it started (and its replicas) would outlive it. Ours go in last.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _raise_stopped)  # unwind through the clean-up below (cli_common reports it)
+        signals.install(signals.raise_stopped)  # unwind through the clean-up below (cli_common reports it)
         while True:
             time.sleep(1)
     finally:

@@ -7,7 +7,6 @@ frames instead of queueing them; every frame carries its capture time, so latenc
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import signals
 from ..media.preprocess import load_source
 from .capture import CaptureThread
 from .frames import Framed, Result
@@ -125,7 +125,9 @@ class LiveSession:
                                      mirror=lambda: self._mirror, opener=camera_opener)
         self._errors: list[BaseException] = []
         self._show_help = False
-        self._signal: str | None = None  # the SIGINT / SIGTERM that asked the session to end
+        # In the main thread SIGINT and SIGTERM (and more of them while the recording is finished) only ask the
+        # session to end, so that it stops between frames and finishes its recording.
+        self._stop_signals = signals.StopRequest(self._ending)
 
     # -- worker stages ---------------------------------------------------------------------------
 
@@ -327,7 +329,7 @@ class LiveSession:
         failed = False
         threads = [threading.Thread(target=self._guard(self._framing_loop), name="framing", daemon=True),
                    threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
-        previous = self._catch_signals()
+        self._stop_signals.install()
         started = ended = time.perf_counter()
         try:
             self._start(threads, sinks)
@@ -343,7 +345,7 @@ class LiveSession:
             try:
                 self._close_sinks(sinks, failed, ended - started)
             finally:
-                self._release_signals(previous)
+                self._stop_signals.release(hold=self.hold_signals_after_stop)
         if self._errors:
             raise self._errors[0]
         return self._final_report(ended - started)
@@ -360,8 +362,8 @@ class LiveSession:
         """The caller's thread: each result shown, recorded and sent, until the session ends (``report.reason``
         says why, unless a worker failed)."""
         while not self._stop.is_set():
-            if self._signal is not None:
-                self.report.reason = f"stopped by {self._signal}"
+            if self._stop_signals.requested is not None:
+                self.report.reason = f"stopped by {self._stop_signals.requested}"
                 return
             result = self.result_slot.get(timeout=0.1)
             if result is None:
@@ -454,17 +456,6 @@ class LiveSession:
         if self.options.window:
             cv2.destroyAllWindows()
 
-    def _release_signals(self, previous: dict | None) -> None:
-        """The signal handlers that were there back, or, after a signal ended the session and the caller asked to
-        hold them, SIGINT / SIGTERM ignored until the process exits."""
-        if self.hold_signals_after_stop and self._signal is not None and previous is not None:
-            # Ignored at the OS level: Python resets its own handlers to the default (death by the
-            # signal) while the interpreter shuts down, and a late Ctrl-C would land there.
-            for sig in previous:
-                signal.signal(sig, signal.SIG_IGN)
-        else:
-            self._restore_signals(previous)
-
     def _final_report(self, seconds: float) -> LiveReport:
         r = self.report
         r.captured, r.camera_status, r.reconnects = self.capture.captured, self.capture.status, self.capture.reconnects
@@ -473,25 +464,9 @@ class LiveSession:
         r.seconds = seconds
         return r
 
-    def _catch_signals(self) -> dict | None:
-        """In the main thread: SIGINT and SIGTERM (and more of them while the recording is finished) only ask
-        the session to end, so that it stops between frames and finishes its recording. The handlers that
-        were there (e.g. ``cli_common.user_errors``'s) are returned for ``_restore_signals``."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def ask_to_stop(signum, frame) -> None:
-            if self._signal is None:
-                self._signal = signal.Signals(signum).name
-                self.log(f"{self._signal}: ending the session" + (f", finishing {self.options.output}"
-                                                                  if self.options.output is not None else ""))
-
-        return {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def _restore_signals(previous: dict | None) -> None:
-        for sig, handler in (previous or {}).items():
-            signal.signal(sig, handler)
+    def _ending(self, name: str) -> None:
+        self.log(f"{name}: ending the session" + (f", finishing {self.options.output}"
+                                                  if self.options.output is not None else ""))
 
     def _pump(self, window: str) -> bool:
         """Process window events; False when the user quits or closes the window."""

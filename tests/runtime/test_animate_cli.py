@@ -245,6 +245,33 @@ def test_compare_cli_over_budget_exits_non_zero(golden_export, tmp_path):
     assert "OVER" in bad.stdout and "outputs differ beyond tolerance" in bad.stderr
 
 
+def test_compare_takes_the_benchmarks_backend_grammar(golden_export, tmp_path):
+    """--backends is backend[:precision] items in fomm-compare as in fomm-bench: onnxruntime,onnxruntime:fp16 is
+    the comparison --backends onnxruntime,onnxruntime --precision fp16 makes (the old spelling still works)."""
+    runs = [subprocess.run([_script("fomm-compare"), "--onnx", str(golden_export), "--batch", "1", *args],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+            for args in (("--backends", "onnxruntime,onnxruntime:fp16"),
+                         ("--backends", "onnxruntime,onnxruntime", "--precision", "fp16"),
+                         ("--backends", "onnxruntime:fp32,onnxruntime:fp16", "--precision", "fp16"))]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert runs[0].stdout.startswith("onnxruntime (reference) vs onnxruntime (fp16)"), runs[0].stdout
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+
+
+@pytest.mark.parametrize("backends, extra, message", [
+    ("onnxruntime:fp16,onnxruntime", (), "the first backend is the reference and runs fp32; name the other "
+                                         "precision on the second (--backends onnxruntime,onnxruntime:fp16)"),
+    ("onnxruntime,tensorrt:fp16", ("--precision", "fp32"), "runs tensorrt at fp16, --precision asks for fp32"),
+    ("torch,onnxruntime,tensorrt", (), "exactly two backend[:precision] items"),
+    ("onnxruntime,onnxruntime:int4", (), "--backends item 'onnxruntime:int4': unknown precision 'int4'"),
+])
+def test_compare_refuses_a_backend_list_it_cannot_compare_in_one_line(tmp_path, backends, extra, message):
+    # The export folder does not exist: the list is refused before anything is read.
+    res = subprocess.run([_script("fomm-compare"), "--onnx", str(tmp_path / "none"), "--backends", backends, *extra],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+
+
 def test_source_may_be_a_video(tmp_path, media, golden_export):
     res = _animate("--source", media / "silent.mp4", "--driving", media / "silent.mp4", "--out", tmp_path / "v.mp4",
                    "--onnx", golden_export, cwd=tmp_path)

@@ -43,7 +43,7 @@ from .fp16 import mixed_fp16_for_graph
 from .fp16_emulation import MODES as EMULATION_MODES, emulate
 from .inputs import calibration_frames, real_feeds, sample_feeds
 from .publish import prepare_out_dir, publish
-from .trace import export_form, export_graph, torch_outputs
+from .tracing import export_form, export_graph, torch_outputs
 
 TRACE_SEED, CHECK_SEED = 0, 1
 TRACE_BATCH, CHECK_BATCH = 2, 3

@@ -11,7 +11,7 @@ import onnx
 def traced_golden_graph(golden_dir: Path, tmp_path: Path, name: str = "generator_frame"
                         ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The fp32 ONNX graph ``name`` of the golden checkpoint (tiny-test) as the exporter traces it, and a feed."""
-    from fomm_deploy.export.trace import export_form, export_graph
+    from fomm_deploy.export.tracing import export_form, export_graph
     from fomm_deploy.export.inputs import sample_feeds
     from fomm_deploy.runtime.core.config import resolve_config
     from fomm_deploy.runtime.core.contract import graph_specs

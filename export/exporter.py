@@ -4,7 +4,7 @@ Everything is written into a staging folder beside the output folder, checked ag
 contract, run in ONNX Runtime against the PyTorch model on fresh inputs, and only then renamed into
 place (``publish.py``): an interrupted or failed export leaves nothing that looks valid.
 
-The orchestration, per graph: trace fp32 (``trace.py``) and verify it against PyTorch
+The orchestration, per graph: trace fp32 (``tracing.py``) and verify it against PyTorch
 (``contract.TOLERANCES``); then every reduced-precision variant of :data:`VARIANTS` (how to build it, which
 inputs judge it) is built and measured against the fp32 graph (``contract.BUDGETS``). Finally the deployed
 split at each reduced precision (``source_encoder.fp16`` feeding ``generator_frame.fp16``; at int8 the fp32

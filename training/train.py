@@ -287,7 +287,12 @@ class _Training:
                     break
         except KeyboardInterrupt:
             raise  # a second signal: quit at once, write nothing
-        except Exception:
+        except Exception as exc:
+            if stop.requested is not None and not self.distributed:
+                # The signal reached the loader's workers too (a whole process group), and one died of it before
+                # it could ignore signals: the loader's failure is the stop, which run() finishes as one.
+                self.log(f"{stop.requested}: the data loader stopped too ({type(exc).__name__})")
+                return done
             if self.rank == 0 and not self.distributed:
                 path = self._save(epoch, done.count, done.sums)
                 self.log(f"error during epoch {epoch + 1}: saved {path.name} (after {done.count} batches); "

@@ -194,6 +194,22 @@ def test_export_folder_errors(tmp_path, golden_export):
         load_exported(tmp_path)
 
 
+def test_torch_backend_runs_on_device_tensors_as_infer_does(golden_export, golden_inputs):
+    backend = make_backend("torch", load_exported(golden_export), "kp_detector")
+    feed = {"image": golden_inputs["driving"][:2]}
+    with pytest.raises(RuntimeError, match="activate"):
+        backend.run_device([])
+    with backend:
+        args = backend.device_inputs(feed)
+        assert [tuple(a.shape) for a in args] == [feed["image"].shape]
+        out = backend.run_device(args)
+        want = backend.infer(feed)
+    assert len(out) == len(want)
+    for name, tensor in zip(backend.spec.output_names, out):
+        assert not tensor.requires_grad
+        np.testing.assert_array_equal(tensor.numpy(), want[name])
+
+
 def test_torch_backend_needs_the_checkpoint(tmp_path, golden_export):
     manifest = json.loads((golden_export / "manifest.json").read_text())
     manifest["checkpoint"]["path"] = str(tmp_path / "moved.pth.tar")

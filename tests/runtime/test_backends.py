@@ -17,7 +17,7 @@ from fomm_deploy.runtime.backends.tensorrt import (BUILDER_REVISION, EngineKey, 
                                                    onnx_file_for)
 from fomm_deploy.runtime.core.contract import check_feed
 from fomm_deploy.runtime.core.precision import tolerance
-from fomm_deploy.runtime.core.errors import FommError, InputMismatchError
+from fomm_deploy.runtime.core.errors import FommError, InputError, InputMismatchError
 from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
 from fomm_deploy.runtime.core.keypoints import KP
 
@@ -255,7 +255,7 @@ def test_engine_cache_key(golden_export):
     assert path.name == f"generator.fp16.{base.digest()}.engine"
     assert isinstance(base, EngineKey) and base.onnx_sha256 == json.loads(
         (golden_export / "manifest.json").read_text())["graphs"]["generator.fp16"]["sha256"]
-    with pytest.raises(FommError, match="1 <= min <= opt <= max"):
+    with pytest.raises(InputError, match="1 <= min <= opt <= max"):
         engine_key(onnx16, "fp16", **facts, batch=(4, 1, 8))
 
 

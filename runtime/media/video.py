@@ -331,7 +331,7 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:.6f}", "-i", "-"]
         # Audio is muxed in at close(), once the video's exact length is known: cut or padded to it there.
-        # (A single pass with apad + -shortest overshoots by a variable amount, up to ~0.2 s measured.)
+        # (A single pass with apad + -shortest overshoots the video's end by a variable amount.)
         self._audio = (Path(audio_from), float(audio_start)) if self.with_audio else None
         if self.container == "mp4":
             cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",

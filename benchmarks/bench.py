@@ -318,8 +318,8 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
         exported = load_exported(onnx_dir)
         source, frames = bench_frames(exported.config, 8)
         # With --peak, the peaks are sampled before the first path and after every path; each path's floor
-        # uses the two samples around it, so a machine whose speed drifts during the run (a shared 2-core
-        # VM does, by a third within minutes) is compared with itself at the time of the path.
+        # uses the two samples around it, so a machine whose speed drifts during the run (a shared VM
+        # does) is compared with itself at the time of the path.
         samples: list[Peaks] = []
 
         def sample_peaks() -> None:

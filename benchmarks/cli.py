@@ -9,9 +9,23 @@ from pathlib import Path
 import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.core.errors import FommError, InputError
+from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.options import (backends_option, ckpt_option, config_option, device_option,
                                                 onnx_dir_option)
+
+VARIANTS = ("reference", "split")
+
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """``--variants``: a comma-separated choice of :data:`VARIANTS`, in the order given.
+
+    Raises:
+        InputError: an empty list or another name.
+    """
+    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not chosen or not set(chosen) <= set(VARIANTS):
+        raise InputError(f"--variants takes {' and/or '.join(VARIANTS)}, got {text!r}")
+    return chosen
 
 
 @click.command(context_settings=CONTEXT)
@@ -89,9 +103,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
     for backend, precision in pairs:  # torch fp16 on the CPU, --device for ONNX Runtime: say so before exporting
         if backend == "torch" or device is None:
             check_backend_device(backend, precision, device if backend == "torch" else None)
-    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    if not set(chosen) <= {"reference", "split"} or not chosen:
-        raise FommError(f"--variants takes reference and/or split, got {variants!r}")
+    chosen = parse_variants(variants)
     command = "fomm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_bench(cfg, ckpt=ckpt, onnx_dir=onnx_dir, pairs=pairs, variants=chosen, warmup=warmup, iters=iters,
                        threads=threads, command=command, log=lambda m: click.echo(m, err=True), device=device,

@@ -1,6 +1,7 @@
 """One prepared check of everything GPU-side that can run without TensorRT: ``make gpu-check``.
 
-    python -m fomm_deploy.benchmarks.gpu_check [--out benchmarks/results] [--smoke]
+    python -m fomm_deploy.benchmarks.gpu_check [--out benchmarks/results] [--smoke] [--golden DIR]
+        [--demo-ckpt FILE]
 
 Sections (each writes its result into ``gpu-<gpu name>.json`` and ``.md`` as soon as it finishes; one failing
 section does not lose the others):
@@ -11,15 +12,17 @@ section does not lose the others):
 2. ``trt_logic``: ``TrtBackend`` (buffers per batch, copies, CUDA-graph capture of ``execute_async_v3``) over
    a TensorRT API stand-in whose ``execute_async_v3`` launches real CUDA work (device-to-device copies and a
    memset) on the stream it is given; the outputs are checked against what that work must produce.
-3. ``fp16_numerics``: the fp16 policy of the fp16 graphs (``export/fp16.py`` scopes in half, keypoint
-   detector fp32) in real CUDA half precision against fp32 on the same GPU: golden fixture, bundled model,
+3. ``fp16_numerics``: the fp16 policy of the fp16 graphs (``runtime/core/precision.py``: its scopes in half,
+   keypoint detector fp32) in real CUDA half precision against fp32 on the same GPU: golden fixture, bundled model,
    vox-256 with random weights; keypoint px and PSNR against ``FP16_BUDGET``.
 4. ``latency``: vox-256 at batch 1 with CUDA events: fp32 (TF32 allowed), fp32 without TF32, fp16 policy,
    + channels-last, + CUDA graphs; per graph and the whole frame step including host<->device copies.
 
 ``--smoke`` runs the same code paths on the CPU in a minute or two: tiny sizes, a host-memory stand-in for
 the CUDA layer where CUDA is absent, CPU half precision, no vox-256 numerics. Needs torch, onnx, onnxruntime;
-cuda-python only for section 1/2 on a GPU. Installs nothing.
+cuda-python only for section 1/2 on a GPU. Installs nothing. Section 3 needs the golden fixture and the demo
+model, which a source checkout has and an installed package does not: ``--golden`` and ``--demo-ckpt`` name
+them elsewhere, and without them the check stops before it starts, saying so.
 """
 
 from __future__ import annotations
@@ -36,15 +39,60 @@ import time
 import traceback
 import types
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN_CKPT = REPO / "tests" / "data" / "golden-small" / "checkpoint.pth.tar"
-BUNDLED_CKPT = REPO / "checkpoints" / "synthetic-faces.pth.tar"
+# Where a source checkout keeps the two models section 3 checks (an installed package has neither): the
+# golden fixture (a folder holding checkpoint.pth.tar; the tests' FOMM_GOLDEN_DIR names it elsewhere) and
+# the demo model. Found there only when this module runs from a checkout; else --golden / --demo-ckpt.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+GOLDEN_FILE = "checkpoint.pth.tar"
+CHECKOUT_GOLDEN = _CHECKOUT / "tests" / "data" / "golden-small"
+CHECKOUT_DEMO_CKPT = _CHECKOUT / "checkpoints" / "synthetic-faces.pth.tar"
 MB = 1 << 20
+
+
+class FixtureMissing(Exception):
+    """A model that section 3 checks is not where it was looked for; the message says how to name it."""
+
+
+def golden_checkpoint(given: Path | None, environ: dict[str, str]) -> Path:
+    """The golden fixture's checkpoint: from ``--golden`` (the fixture's folder, or its checkpoint file),
+    else ``FOMM_GOLDEN_DIR``, else the source checkout's ``tests/data/golden-small``.
+
+    Raises:
+        FixtureMissing: no checkpoint there.
+    """
+    if given is not None:
+        where, how = given, f"--golden {given}"
+    elif environ.get("FOMM_GOLDEN_DIR"):
+        where, how = Path(environ["FOMM_GOLDEN_DIR"]), f"FOMM_GOLDEN_DIR={environ['FOMM_GOLDEN_DIR']}"
+    else:
+        where, how = CHECKOUT_GOLDEN, "the default (a source checkout's tests/data/golden-small)"
+    ckpt = where / GOLDEN_FILE if where.is_dir() else where
+    if not ckpt.is_file():
+        raise FixtureMissing(f"the golden fixture's {GOLDEN_FILE} is not at {ckpt} (from {how}); an installed "
+                             "package does not hold tests/data: pass --golden with the golden-small folder of a "
+                             "checkout (or set FOMM_GOLDEN_DIR), or leave fp16_numerics out of --sections")
+    return ckpt
+
+
+def demo_checkpoint(given: Path | None) -> Path:
+    """The demo model's checkpoint: ``--demo-ckpt``, else the source checkout's ``checkpoints/``.
+
+    Raises:
+        FixtureMissing: no file there.
+    """
+    ckpt = given if given is not None else CHECKOUT_DEMO_CKPT
+    if not ckpt.is_file():
+        how = f"--demo-ckpt {given}" if given is not None else "the default (a source checkout's checkpoints/)"
+        raise FixtureMissing(f"the demo model's checkpoint is not at {ckpt} (from {how}); pass --demo-ckpt "
+                             "with checkpoints/synthetic-faces.pth.tar of a checkout, or leave fp16_numerics "
+                             "out of --sections")
+    return ckpt
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -461,7 +509,7 @@ def _load(ckpt, cfg, device):
     return load_checkpoint(ckpt, cfg, device=device).models
 
 
-def check_fp16_numerics(smoke: bool) -> dict[str, Any]:
+def check_fp16_numerics(smoke: bool, golden: Path, demo: Path) -> dict[str, Any]:
     import torch
 
     from fomm_deploy.export.inputs import sample_feeds
@@ -471,7 +519,7 @@ def check_fp16_numerics(smoke: bool) -> dict[str, Any]:
     from fomm_deploy.runtime.core.precision import FP16_BUDGET
 
     device = "cuda" if _has_cuda() else "cpu"
-    models_to_check = [("golden-small", GOLDEN_CKPT, "tiny-test"), ("synthetic-faces", BUNDLED_CKPT, "synthetic-faces")]
+    models_to_check = [("golden-small", golden, "tiny-test"), ("synthetic-faces", demo, "synthetic-faces")]
     if not smoke:
         models_to_check.append(("vox-256 (random weights)", None, "vox-256"))
     out: dict[str, Any] = {"device": device, "budget": FP16_BUDGET.to_dict(),
@@ -578,9 +626,8 @@ def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
         for g in ("kp_detector", "generator_frame"):
             b = backends[g]
             feed = frame_feed if g == "generator_frame" else feeds[g]
-            args = b._inputs(feed)
-            run = (lambda b=b, args=args: b._step(args)) if b._step is not None else \
-                (lambda b=b, args=args: b.module(*args))
+            args = b.device_inputs(feed)
+            run = partial(b.run_device, args)  # the model alone, without the host copies
             with torch.no_grad():
                 for _ in range(warm):
                     run()
@@ -674,10 +721,18 @@ def _json_safe(obj):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results",
+                        help="folder of the report (default: benchmarks/results under the current folder)")
     parser.add_argument("--smoke", action="store_true", help="CPU paths at tiny sizes (for make test)")
     parser.add_argument("--sections", default="cuda_layer,trt_logic,fp16_numerics,latency")
+    parser.add_argument("--golden", type=Path, default=None,
+                        help="the golden fixture for fp16_numerics: its folder (tests/data/golden-small of a "
+                             "checkout) or its checkpoint.pth.tar (default: FOMM_GOLDEN_DIR, else the checkout's)")
+    parser.add_argument("--demo-ckpt", type=Path, default=None,
+                        help="the demo model for fp16_numerics (default: the checkout's "
+                             "checkpoints/synthetic-faces.pth.tar)")
     args = parser.parse_args(argv)
+    import os
     import tempfile
 
     import torch
@@ -686,12 +741,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and gpu == "cpu-smoke":
         print("gpu_check: no CUDA GPU visible to torch; run with --smoke for the CPU paths", file=sys.stderr)
         return 2
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    fixtures: dict[str, Path] = {}
+    if "fp16_numerics" in sections:
+        try:
+            fixtures = {"golden": golden_checkpoint(args.golden, dict(os.environ)),
+                        "demo": demo_checkpoint(args.demo_ckpt)}
+        except FixtureMissing as exc:
+            print(f"gpu_check: {exc}", file=sys.stderr)
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"gpu-{_slug(gpu)}"
     report: dict[str, Any] = {"gpu": gpu, "smoke": args.smoke, "torch": torch.__version__,
                               "python": platform.python_version(), "platform": platform.platform(),
                               "command": "python -m fomm_deploy.benchmarks.gpu_check " + " ".join(argv or sys.argv[1:]),
-                              "sections": {}}
+                              "fixtures": {k: str(v) for k, v in fixtures.items()}, "sections": {}}
 
     def write():
         stem.with_suffix(".json").write_text(json.dumps(_json_safe(report), indent=1, default=str) + "\n")
@@ -700,9 +764,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         checks = {"cuda_layer": lambda: check_cuda_layer(args.smoke),
                   "trt_logic": lambda: check_trt_logic(args.smoke, Path(tmp)),
-                  "fp16_numerics": lambda: check_fp16_numerics(args.smoke),
+                  "fp16_numerics": lambda: check_fp16_numerics(args.smoke, fixtures["golden"], fixtures["demo"]),
                   "latency": lambda: check_latency(args.smoke, Path(tmp))}
-        for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
+        for name in sections:
             t0 = time.perf_counter()
             print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
             try:

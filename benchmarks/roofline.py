@@ -11,11 +11,10 @@ float: ONNX Runtime's CPU provider runs them in fp32).
 int8 weights), timed for about a second each (half a second per sample in fomm-bench) on the benchmark's
 threads. Each is timed as a chain of
 ``PEAK_DEPTH`` such convolutions, so the layout changes ONNX Runtime puts around the first and the last
-(NCHW <-> NHWC for uint8, the blocked layout for fp32) weigh as little as they do inside a FOMM graph (int8
-on the 2-core AMD EPYC: 283 GOP/s for one convolution, 292 for four). ``fomm-bench`` samples the peaks
-before the first path and after each, and each path's floor uses the two samples around it: the speed of
-a shared 2-core machine drifts (the same int8 graph's kernel time moved between 269 and 366 ms within ten
-minutes on that machine).
+(NCHW <-> NHWC for uint8, the blocked layout for fp32) weigh as little as they do inside a FOMM graph.
+``fomm-bench`` samples the peaks before the first path and after each, and each path's floor uses the two
+samples around it: the speed of a shared machine drifts within minutes (``benchmarks/RESULTS.md`` has
+both measurements).
 
 The *floor* of a path is ``int8 work / int8 peak + float work / fp32 peak``; ``x floor`` is its measured
 median over that. A path at 1.0x floor would run every convolution at the peak and spend nothing else.

@@ -23,12 +23,10 @@ import torch
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.contract import graph_specs
 from fomm_deploy.runtime.core.errors import InputError
-from fomm_deploy.runtime.core.feeds import generator_feed
+from fomm_deploy.runtime.core.feeds import FeedSet, feed_set
 from fomm_deploy.runtime.core.keypoints import KP
 
 CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
-
-Feeds = dict[str, dict[str, np.ndarray]]
 
 
 def smooth_images(batch: int, channels: int, h: int, w: int, seed: int) -> np.ndarray:
@@ -67,24 +65,19 @@ def _encoded(models, source: np.ndarray) -> dict[str, np.ndarray] | None:
                 "source_down": models.generator.dense_motion_network.downsample(src).numpy()}
 
 
-def _feeds(models, source: np.ndarray, kp_source: KP, encoded, driving: np.ndarray) -> Feeds:
-    """One feed per graph for ``driving`` (N, 3, H, W) animating ``source`` (1 or N, 3, H, W)."""
-    kp_driving = _keypoints(models, driving)
-    feeds = {"kp_detector": {"image": driving},
-             "generator": generator_feed({"source": source}, kp_source, kp_driving)}
-    if encoded is not None:
-        feeds["source_encoder"] = {"source": driving}  # any frame can be a source; these vary the most
-        feeds["generator_frame"] = generator_feed(encoded, kp_source, kp_driving)
-    return feeds
+def _feed_set(models, source: np.ndarray, kp_source: KP, encoded, driving: np.ndarray) -> FeedSet:
+    """``runtime.core.feeds.feed_set`` with the PyTorch keypoints of ``driving``, which also feeds the source
+    encoder: any frame can be a source, and these vary the most."""
+    return feed_set(source, kp_source, driving, _keypoints(models, driving), encoded=encoded, encoder_images=driving)
 
 
-def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> Feeds:
+def sample_feeds(models, cfg: FommConfig, batch: int, seed: int) -> FeedSet:
     """Synthetic feeds of ``batch`` for every graph: ``batch`` smooth sources each animated by its own smooth
     driving frame (seed ``seed``, resp. ``seed + 1000``)."""
     h, w = cfg.frame_size
     source = smooth_images(batch, cfg.num_channels, h, w, seed)
     driving = smooth_images(batch, cfg.num_channels, h, w, seed + 1000)
-    return _feeds(models, source, _keypoints(models, source), _encoded(models, source), driving)
+    return _feed_set(models, source, _keypoints(models, source), _encoded(models, source), driving)
 
 
 def real_feeds(models, cfg: FommConfig, frames: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
@@ -95,7 +88,7 @@ def real_feeds(models, cfg: FommConfig, frames: np.ndarray) -> dict[str, list[di
     kp_source, encoded = _keypoints(models, source), _encoded(models, source)
     out: dict[str, list] = {name: [] for name in graph_specs(cfg)}
     for i in range(len(clip)):
-        for name, feed in _feeds(models, source, kp_source, encoded, clip[i:i + 1]).items():
+        for name, feed in _feed_set(models, source, kp_source, encoded, clip[i:i + 1]).items():
             out[name].append(feed)
     return out
 

@@ -2,9 +2,8 @@
 
 FOMM's heads are 7x7 convolutions to a handful of channels: the generator's ``final`` (64 -> 3 at full
 resolution), the dense-motion ``mask`` (-> K + 1) and ``occlusion`` (-> 1). ONNX Runtime's CPU
-convolution works in blocks of 16 output channels, so a 3- or 1-channel output pays for a whole block:
-in the int8 vox-256 profile of issue #17 (AMD EPYC Zen 4) the ``final`` conv (1.23 GFLOP) took 30.4 ms of
-a 158.5 ms step, about 40 GFLOP/s against a measured fp32 peak of 221.
+convolution works in blocks of 16 output channels, so a 3- or 1-channel output pays for a whole block
+and runs far below the CPU's convolution peak (the profile is in ``benchmarks/RESULTS.md``).
 
 The same sum in another order is cheap. With ``W`` of shape (O, C, kh, kw):
 
@@ -12,11 +11,9 @@ The same sum in another order is cheap. With ``W`` of shape (O, C, kh, kw):
 
 ``z`` has ``kh * O`` channels (21 for ``final``), and the ``kh`` shifted row slices are added. The
 multiply-adds are the same as before; only the order of the float sums changes (about 1e-7 here).
-Measured on a 2-core AMD EPYC (family 25 model 1, AVX2, no AVX-512; ONNX Runtime 1.32, 2 threads), the
-conv alone, medians of interleaved runs: 64 x 256 x 256 -> 3 (``final``) 88.3 -> 34.3 ms; 108 x 64 x 64 ->
-11 (``mask``) 14.2 -> 8.5 ms; -> 1 (``occlusion``) 13.6 -> 2.0 ms. A stride-2 form with a depth-to-space
-(8x8 kernels to 12 channels) measured 35.6 / 9.7 / 6.3 ms. In the whole vox-256 ``generator_frame``:
-fp32 587.9 -> 541.2 ms, int8 376.1 -> 339.1 ms (``benchmarks/RESULTS.md``).
+ONNX Runtime runs the 1 x kw conv to ``kh * O`` channels and the slice sums much faster than the narrow
+k x k conv, and faster than a stride-2 form with a depth-to-space (the timings are in
+``benchmarks/RESULTS.md``, "First round of graph changes").
 
 Upstream's weights and the PyTorch modules are unchanged; only the traced graph differs, and the
 exporter checks it against the original modules. The int8 quantiser keeps these convolutions in float
@@ -31,8 +28,8 @@ import torch
 from torch import nn
 
 # The heads, by their attribute names in upstream's modules (generator, dense motion). The keypoint
-# detector's ``kp`` head (35 -> 10 channels at 58x58 in vox-256) measured the same either way (62 ms for the
-# whole detector, medians of 40 interleaved runs), so it keeps upstream's form.
+# detector's ``kp`` head (35 -> 10 channels at 58x58 in vox-256) is no faster rewritten, so it keeps
+# upstream's form.
 HEADS = ("final", "mask", "occlusion")
 # The rewritten conv is the child ``rows`` of the head, so its ONNX node is named ".../<head>/rows/Conv".
 ROW_CONV_SCOPE = "/rows/"

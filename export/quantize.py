@@ -41,8 +41,7 @@ def _encodes_the_source(name: str) -> bool:
     """The generator's source encoder (``first`` and its ``down_blocks``, not the dense-motion hourglass's).
 
     It runs once per source, so int8 buys no per-frame time there, and quantising it cost most of the
-    int8 quality: on the bundled synthetic-faces model (ONNX Runtime CPU, AMD EPYC Zen 4) the int8
-    generator measured 29.7 dB PSNR against fp32 with a quantised encoder and 45 dB without.
+    int8 quality on the bundled model (``docs/export.md``).
     """
     return "/first/" in name or ("/down_blocks." in name and "/hourglass/" not in name)
 

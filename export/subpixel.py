@@ -9,11 +9,11 @@ low-resolution pixel gives one 2x2 kernel per output phase ``(a, b)``:
 
 (the same for columns with ``b``). Four 2x2 convolutions on the low-resolution input, interleaved, give
 exactly the same result with 16 instead of 36 multiply-adds per input channel and low-resolution pixel,
-and no upsampled copy of the input is ever written. On the 2-core CPU this takes the vox-256
-``generator_frame`` from about 244 to 228 ms in fp32 and from 122 to 114 ms in int8. The rewritten
-blocks' weights grow from 9 to 16 taps (``generator.onnx`` of vox-256: 182.3 -> 183.5 MB). The batch
-norm (eval mode) is folded into the kernels. Upstream's weights and the PyTorch modules are unchanged;
-only the traced graph differs, and the exporter checks it against the original modules.
+and no upsampled copy of the input is ever written, which makes the vox-256 ``generator_frame`` faster
+in fp32 and in int8 (``benchmarks/RESULTS.md``). The rewritten blocks' weights grow from 9 to 16 taps (a
+file a little larger: ``docs/export.md``). The batch norm (eval mode) is folded into the kernels.
+Upstream's weights and the PyTorch modules are unchanged; only the traced graph differs, and the exporter
+checks it against the original modules.
 """
 
 from __future__ import annotations

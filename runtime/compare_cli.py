@@ -11,18 +11,17 @@ from click.core import ParameterSource
 
 from .core.cli_common import CONTEXT, user_errors, version_option
 from .core.errors import InputError, ParityError
+from .core.feeds import FeedSet, feed_set, kp_from_outputs
 from .core.names import parse_backend_pairs
 from .core.options import (backends_option, ckpt_option, config_option, device_option, onnx_dir_option,
                            precision_option, providers_option)
+from .media.preprocess import prepare_frame, to_nchw
+from .media.samples import head_motion, sample_face
 
 
-def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) -> FeedSet:
     """One feed per graph: ``batch`` driving frames animating one source, keypoints (and the source encoding)
     from the reference backends, so both backends see the same inputs."""
-    from .core.feeds import generator_feed, kp_from_outputs
-    from .media.preprocess import prepare_frame, to_nchw
-    from .media.samples import head_motion, sample_face
-
     h, w = exported.frame_size
     if kind == "real":
         frames = head_motion(prepare_frame(sample_face(), (h, w)), batch + 1, seed=seed)
@@ -33,12 +32,10 @@ def _compare_feeds(kind: str, exported, reference: dict, batch: int, seed: int) 
         driving = rng.uniform(0, 1, (batch, 3, h, w)).astype(np.float32)
     kp_source = kp_from_outputs(reference["kp_detector"].infer({"image": source}))
     kp_driving = kp_from_outputs(reference["kp_detector"].infer({"image": driving}))
-    feeds = {"kp_detector": {"image": driving}, "generator": generator_feed({"source": source}, kp_source, kp_driving)}
+    encoded = None
     if "source_encoder" in reference:
         encoded = {k: v.copy() for k, v in reference["source_encoder"].infer({"source": source}).items()}
-        feeds["source_encoder"] = {"source": source}
-        feeds["generator_frame"] = generator_feed(encoded, kp_source, kp_driving)
-    return feeds
+    return feed_set(source, kp_source, driving, kp_driving, encoded=encoded)
 
 
 @click.command(context_settings=CONTEXT)

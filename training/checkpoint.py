@@ -31,8 +31,6 @@ __all__ = ["CheckpointError", "LoadedCheckpoint", "load_checkpoint", "read_check
 
 # kp_detector first: its mismatches (e.g. the number of keypoints) are the most telling.
 MODEL_KEYS = ("kp_detector", "generator")
-OPTIONAL_KEYS = ("discriminator", "optimizer_generator", "optimizer_discriminator", "optimizer_kp_detector",
-                 "epoch", "scheduler_generator", "scheduler_discriminator", "scheduler_kp_detector")
 
 
 @dataclass

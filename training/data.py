@@ -9,6 +9,7 @@ the dataset is built, so an epoch never crashes halfway.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import AugmentationParams
-from fomm_deploy.runtime.core.errors import DatasetError, VideoError
-from fomm_deploy.runtime.media.preprocess import IMAGE_SUFFIXES
-from fomm_deploy.runtime.media.video import VIDEO_SUFFIXES, iter_frames
-
-
+from fomm_deploy.runtime.core.errors import DatasetError, InputError
+from fomm_deploy.runtime.media.preprocess import IMAGE_SUFFIXES, load_image, to_uint8
+from fomm_deploy.runtime.media.video import VIDEO_SUFFIXES, read_frames
 
 
 def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -31,46 +30,40 @@ def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+@contextmanager
+def _in_dataset_terms():
+    """What the media layer refuses (an ``InputError``: a truncated file, an unreadable frame, ...) becomes a
+    ``DatasetError`` with the media layer's message."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except InputError as exc:
+        raise DatasetError(str(exc)) from exc
+
+
 def read_video(path: Path, frame_shape: tuple[int, int, int]) -> np.ndarray:
     """All frames of a video in any supported layout: (T, H, W, 3) uint8 RGB at ``frame_shape``.
+
+    Video files and frame folders are read by the media layer (``media.video.read_frames``), a strip's
+    image by ``media.preprocess.load_image``.
 
     Raises:
         DatasetError: unreadable video or no frames.
     """
-    import cv2
-
     h, w = frame_shape[:2]
     path = Path(path)
-    if path.is_dir():
-        names = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        frames = []
-        for p in names:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f"unreadable frame {p}")
-            if frames and img.shape != frames[0].shape:
-                raise DatasetError(f"its frames differ in size: {names[0].name} is {frames[0].shape[1]}x"
-                                   f"{frames[0].shape[0]}, {p.name} is {img.shape[1]}x{img.shape[0]}")
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        if not frames:
-            raise DatasetError(f"{path} has no frames")
-        return _resize(np.stack(frames), h, w)
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:  # a strip of frames side by side
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"unreadable image strip {path}")
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if img.shape[0] != h or img.shape[1] % w:
-            raise DatasetError(f"{path}: a strip must be {h} px high and a multiple of {w} px wide, got "
-                               f"{img.shape[1]}x{img.shape[0]} (check dataset_params.frame_shape)")
-        return img.reshape(h, -1, w, 3).transpose(1, 0, 2, 3).copy()
-    if suffix in VIDEO_SUFFIXES:
-        try:
-            return _resize(np.stack(list(iter_frames(path))), h, w)
-        except VideoError:
-            raise DatasetError(f"{path} is not a readable video") from None
-    raise DatasetError(f"{path}: unsupported video layout")
+    if not (path.is_dir() or suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES):
+        raise DatasetError(f"{path}: unsupported video layout")
+    with _in_dataset_terms():
+        if path.is_dir() or suffix in VIDEO_SUFFIXES:
+            return _resize(read_frames(path), h, w)
+        img = to_uint8(load_image(path, min_side=1))  # a strip of frames side by side
+    if img.shape[0] != h or img.shape[1] % w:
+        raise DatasetError(f"{path}: a strip must be {h} px high and a multiple of {w} px wide, got "
+                           f"{img.shape[1]}x{img.shape[0]} (check dataset_params.frame_shape)")
+    return img.reshape(h, -1, w, 3).transpose(1, 0, 2, 3).copy()
 
 
 def _is_video_entry(p: Path) -> bool:
@@ -206,18 +199,11 @@ class FramesDataset(Dataset):
             self._by_id.setdefault(_video_id(p.name), []).append(p)
 
     def _count_frames(self, p: Path) -> int:
+        """Frames of ``p``, counted up to 2 for a video file (cheap); a frame folder or strip is read whole, so
+        that frames of another size are found now, not in the middle of an epoch."""
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-            import cv2
-
-            cap = cv2.VideoCapture(str(p))
-            if not cap.isOpened():
-                raise DatasetError("not a readable video")
-            ok1, _ = cap.read()
-            ok2, _ = cap.read()
-            cap.release()
-            if not ok1:
-                raise DatasetError("not a readable video")
-            return 2 if ok2 else 1
+            with _in_dataset_terms():
+                return len(read_frames(p, limit=2))
         return len(read_video(p, self.frame_shape))
 
     def __len__(self) -> int:

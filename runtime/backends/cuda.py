@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-from ..core.errors import BackendUnavailableError, FommError, InputError
+from ..core.errors import BackendError, BackendUnavailableError, FommError, InputError
 
 LAYERS = ("cuda-python", "pycuda")  # preference order
 
@@ -181,7 +181,7 @@ class CudaPythonApi(CudaApi):
         err, *rest = result if isinstance(result, tuple) else (result,)
         if err != self._rt.cudaError_t.cudaSuccess:
             _, text = self._rt.cudaGetErrorString(err)
-            raise FommError(f"CUDA error: {text.decode() if isinstance(text, bytes) else text}")
+            raise BackendError(f"CUDA error: {text.decode() if isinstance(text, bytes) else text}")
         if not rest:
             return None
         return rest[0] if len(rest) == 1 else rest

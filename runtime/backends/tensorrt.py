@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.contract import GraphSpec
-from ..core.errors import BackendUnavailableError, ContractError, ExportFolderError, FommError, InputError
+from ..core.errors import BackendError, BackendUnavailableError, ContractError, ExportFolderError, InputError
 from ..core.fileio import atomic_path, sha256_file
 from ..core.manifest import engine_file_name, graph_file_name
 from . import cuda as cuda_layer
@@ -94,7 +94,7 @@ def engine_key(onnx_path: Path, precision: str, *, tensorrt_version: str, gpu_na
                batch: tuple[int, int, int] = DEFAULT_BATCH, optimization_level: int = 3) -> EngineKey:
     lo, opt, hi = batch
     if not 1 <= lo <= opt <= hi:
-        raise FommError(f"batch profile must satisfy 1 <= min <= opt <= max, got {batch}")
+        raise InputError(f"batch profile must satisfy 1 <= min <= opt <= max, got {batch}")
     return EngineKey(sha256_file(onnx_path), tensorrt_version, gpu_name, compute_capability, precision, lo, opt, hi,
                      optimization_level, **builder_settings(precision))
 
@@ -239,7 +239,7 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, spec: GraphSpec, key: E
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise FommError(f"TensorRT cannot parse {onnx_path}: {errors}")
+            raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_bytes)
         config.builder_optimization_level = key.optimization_level
@@ -255,7 +255,7 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, spec: GraphSpec, key: E
         log(f"building TensorRT {key.precision} engine for {onnx_path.name} (once; cached as {engine_path.name})")
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise FommError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+            raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
         with atomic_path(engine_path) as tmp:
             tmp.write_bytes(bytes(serialized))
         with atomic_path(engine_path.with_suffix(".json")) as tmp:
@@ -327,11 +327,11 @@ class TrtBackend(Backend):
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:
-            raise FommError(f"cannot load {self.engine_path}: built by another TensorRT version or for another GPU? "
+            raise BackendError(f"cannot load {self.engine_path}: built by another TensorRT version or for another GPU? "
                             "Delete it and it will be rebuilt")
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise FommError(f"{self.name}: TensorRT could not create an execution context (out of GPU memory?)")
+            raise BackendError(f"{self.name}: TensorRT could not create an execution context (out of GPU memory?)")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         wanted = set(self.spec.input_names + self.spec.output_names)
         if set(names) != wanted:
@@ -379,7 +379,7 @@ class TrtBackend(Backend):
             self._host[t.name] = host
             self._buffers[t.name] = self._cuda.malloc(host.nbytes)
             if self._context.set_tensor_address(t.name, self._buffers[t.name]) is False:
-                raise FommError(f"{self.name}: TensorRT refused the address of '{t.name}'")
+                raise BackendError(f"{self.name}: TensorRT refused the address of '{t.name}'")
         self._batch = batch
 
     def _free_graph(self) -> None:
@@ -402,7 +402,7 @@ class TrtBackend(Backend):
     # ---- run ---------------------------------------------------------------------------------------------
     def _enqueue(self) -> None:
         if not self._context.execute_async_v3(self._stream):
-            raise FommError(f"{self.name}: TensorRT execution failed")
+            raise BackendError(f"{self.name}: TensorRT execution failed")
 
     def _capture(self) -> None:
         """Record one step as a CUDA graph. On any failure the capture is ended and dropped, the stream stays

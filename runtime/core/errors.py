@@ -10,6 +10,7 @@ The families (each a subclass of ``FommError``):
 * :class:`CheckpointError`: a checkpoint is unreadable, unsafe or does not fit its config.
 * :class:`ExportFolderError`: a folder is not (or not a usable) fomm-export output.
 * :class:`BackendUnavailableError`: a backend, its packages or its device are missing here.
+* :class:`BackendError`: a backend that is there failed (TensorRT could not build or run, a CUDA error).
 * :class:`ContractError` / :class:`ParityError`: an exported graph breaks the graph contract, or two
   backends (or precisions) disagree beyond the budget recorded for them.
 """
@@ -73,6 +74,11 @@ class ExportError(FommError):
 
 class BackendUnavailableError(FommError):
     """A backend cannot run here: its package, its CUDA layer or its device is missing."""
+
+
+class BackendError(FommError):
+    """A backend that is there failed at its work: TensorRT could not parse, build, load or run an engine, or
+    CUDA reported an error. The message passes on what the backend said."""
 
 
 class Interrupted(FommError):

@@ -1,4 +1,5 @@
-"""The one builder of generator feeds (``generator`` and ``generator_frame``, see ``contract.graph_specs``).
+"""The one builder of feeds: generator feeds (``generator`` and ``generator_frame``, see
+``contract.graph_specs``) and feed sets (one feed for every graph).
 
 A generator feed is the source part (``{"source": (B, 3, H, W)}`` for ``generator``, or the outputs of
 ``source_encoder`` for ``generator_frame``), the source keypoints repeated to the batch, and the driving
@@ -14,7 +15,10 @@ import numpy as np
 
 from .keypoints import KP
 
-__all__ = ["driving_inputs", "generator_feed", "kp_from_outputs", "source_inputs"]
+__all__ = ["FeedSet", "driving_inputs", "feed_set", "generator_feed", "kp_from_outputs", "source_inputs"]
+
+# A feed set: graph name -> its feed (input name -> array).
+FeedSet = dict[str, dict[str, np.ndarray]]
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -59,3 +63,21 @@ def driving_inputs(kp_driving: KP) -> dict[str, np.ndarray]:
 def generator_feed(source: Mapping[str, np.ndarray], kp_source: KP, kp_driving: KP) -> dict[str, np.ndarray]:
     """A whole generator feed: ``source`` animated by each row of ``kp_driving``."""
     return {**source_inputs(source, kp_source, len(kp_driving.value)), **driving_inputs(kp_driving)}
+
+
+def feed_set(source: np.ndarray, kp_source: KP, driving: np.ndarray, kp_driving: KP, *,
+             encoded: Mapping[str, np.ndarray] | None = None,
+             encoder_images: np.ndarray | None = None) -> FeedSet:
+    """One feed per graph for the driving frames ``driving`` (N, 3, H, W) animating ``source`` (1 or N, 3, H, W).
+
+    ``kp_detector`` is fed the driving frames and ``generator`` the source with both keypoints. With
+    ``encoded`` (what ``source_encoder`` computes for ``source``) the split graphs are fed too:
+    ``generator_frame`` the encoded source with both keypoints, ``source_encoder`` ``encoder_images``
+    (default: the source; any frame can be a source, so a caller may feed the driving frames for variety).
+    """
+    feeds = {"kp_detector": {"image": _f32(driving)},
+             "generator": generator_feed({"source": source}, kp_source, kp_driving)}
+    if encoded is not None:
+        feeds["source_encoder"] = {"source": _f32(source if encoder_images is None else encoder_images)}
+        feeds["generator_frame"] = generator_feed(encoded, kp_source, kp_driving)
+    return feeds

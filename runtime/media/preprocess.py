@@ -23,25 +23,27 @@ def _is_jpeg(data: np.ndarray) -> bool:
     return data.size > 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF
 
 
-def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, *, max_side: int | None = None, min_side: int = MIN_SOURCE_SIDE) -> np.ndarray:
     """Read an image file as RGB float32 in [0, 1], (H, W, 3), upright.
 
     JPEG files are decoded in colour with their EXIF orientation applied (phone photos store the camera's
     rotation there); other formats keep 16-bit depth and alpha (composited over white). Greyscale is
     accepted. ``max_side``: a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 of its size while
     its shorter side stays at least ``max_side`` (a 6000x4000 photo for a 256 px model costs ~1/64 of the
-    memory).
+    memory). ``min_side``: the smallest side accepted (a portrait needs room for a face; a frame of a
+    training video is already at the model's size, which may be smaller).
 
     Raises:
-        ImageError: missing file, not a readable image, or smaller than 32 px on a side.
+        ImageError: missing file, not a readable image, or smaller than ``min_side`` px on a side.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    return decode_image(np.fromfile(str(path), dtype=np.uint8), str(path), max_side=max_side)
+    return decode_image(np.fromfile(str(path), dtype=np.uint8), str(path), max_side=max_side, min_side=min_side)
 
 
-def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None) -> np.ndarray:
+def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None,
+                 min_side: int = MIN_SOURCE_SIDE) -> np.ndarray:
     """The bytes of an image file (uint8 array) -> RGB float32, as :func:`load_image`; ``name`` is what the
     error messages call it (a path, or "the portrait" for bytes a client sent)."""
     import cv2
@@ -62,9 +64,9 @@ def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None) ->
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{name} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP, ...)")
-    if min(img.shape[:2]) < MIN_SOURCE_SIDE:
+    if min(img.shape[:2]) < min_side:
         raise ImageError(f"{name} is {img.shape[1]}x{img.shape[0]} px, too small to hold a face; use a portrait "
-                         f"of at least {MIN_SOURCE_SIDE} px on each side (the model works on its frame size, "
+                         f"of at least {min_side} px on each side (the model works on its frame size, "
                          "e.g. 256x256)")
     return to_rgb_float(img, bgr=True)
 

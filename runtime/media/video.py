@@ -12,13 +12,16 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import VideoError
 from ..core.fileio import current_umask
+from .preprocess import IMAGE_SUFFIXES, load_image, to_uint8
 
 # File suffixes treated as videos (OpenCV reads all of them, GIF included).
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
@@ -215,6 +218,36 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         yield frame
 
 
+def read_frames(path: str | Path, *, limit: int | None = None) -> np.ndarray:
+    """All frames of a video, or its first ``limit``, as one (T, H, W, 3) uint8 RGB array.
+
+    ``path`` is a video file (read as :func:`iter_frames` reads it), or a folder of frame images: its image
+    files in name order (hidden files and sub-folders passed over), each read as :func:`~.preprocess.load_image`
+    reads an image (EXIF orientation, 16-bit depth, alpha over white).
+
+    Raises:
+        VideoError: as :func:`open_video`; a folder without frames, or whose frames differ in size.
+        ImageError: a frame of a folder that is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        with closing(iter_frames(path)) as video:
+            return np.stack(list(islice(video, limit)))
+    names = sorted(p for p in path.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    frames: list[np.ndarray] = []
+    for p in names[:limit]:
+        frame = to_uint8(load_image(p, min_side=1))
+        if frames and frame.shape != frames[0].shape:
+            first = frames[0].shape
+            raise VideoError(f"{path}: its frames differ in size: {names[0].name} is {first[1]}x{first[0]}, "
+                             f"{p.name} is {frame.shape[1]}x{frame.shape[0]}")
+        frames.append(frame)
+    if not frames:
+        raise VideoError(f"{path} has no frames (no {', '.join(sorted(IMAGE_SUFFIXES))} files in it)")
+    return np.stack(frames)
+
+
 def has_audio(path: str | Path) -> bool:
     """Whether a media file has an audio stream (asks ffmpeg)."""
     return _probe(path).audio
@@ -298,7 +331,7 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:.6f}", "-i", "-"]
         # Audio is muxed in at close(), once the video's exact length is known: cut or padded to it there.
-        # (A single pass with apad + -shortest overshoots by a variable amount, up to ~0.2 s measured.)
+        # (A single pass with apad + -shortest overshoots the video's end by a variable amount.)
         self._audio = (Path(audio_from), float(audio_start)) if self.with_audio else None
         if self.container == "mp4":
             cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",

@@ -62,6 +62,16 @@ def test_bench_rejects_a_bad_backend_list(tmp_path):
         assert why in res.stderr, res.stderr
 
 
+def test_variants_are_reference_and_or_split():
+    from fomm_deploy.benchmarks.cli import parse_variants
+    from fomm_deploy.runtime.core.errors import InputError
+
+    assert parse_variants("split, reference") == ("split", "reference")
+    for bad in ("", " , ", "reference,fast"):
+        with pytest.raises(InputError, match="--variants takes reference and/or split"):
+            parse_variants(bad)
+
+
 def test_bench_checks_its_outputs_and_the_export_before_any_work(tmp_path, golden_dir):
     # The checkpoint does not exist: had the benchmark read it, exported or timed anything first, that would fail.
     for args, message in ((("--json", "/proc/nope/x.json"), "cannot write --json"),

@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from fomm_deploy.benchmarks import gpu_check
+
 
 def test_gpu_check_smoke_writes_every_section(tmp_path):
     run = subprocess.run([sys.executable, "-W", "ignore", "-m", "fomm_deploy.benchmarks.gpu_check", "--smoke",
@@ -17,6 +21,8 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
     sections = report["sections"]
     assert list(sections) == ["cuda_layer", "trt_logic", "fp16_numerics", "latency"]
     assert all(s["status"] == "ok" for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
+    assert report["fixtures"] == {"golden": str(gpu_check.CHECKOUT_GOLDEN / "checkpoint.pth.tar"),
+                                  "demo": str(gpu_check.CHECKOUT_DEMO_CKPT)}  # found in this checkout
     layer = sections["cuda_layer"]["result"]
     assert layer["frame_round_trip"]["bytes"] == 3 * 256 * 256 * 4 and layer["frame_round_trip"]["h2d_GBps"] > 0
     trt = sections["trt_logic"]["result"]
@@ -34,7 +40,6 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
 
 
 def test_gpu_check_without_a_gpu_says_use_smoke(tmp_path):
-    import pytest
     import torch
 
     if torch.cuda.is_available():
@@ -42,3 +47,33 @@ def test_gpu_check_without_a_gpu_says_use_smoke(tmp_path):
     run = subprocess.run([sys.executable, "-m", "fomm_deploy.benchmarks.gpu_check", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--smoke" in run.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_missing_golden_fixture_stops_the_check_before_it_starts(tmp_path):
+    out = tmp_path / "report"
+    run = subprocess.run([sys.executable, "-m", "fomm_deploy.benchmarks.gpu_check", "--smoke", "--out", str(out),
+                          "--golden", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "golden fixture" in run.stderr and str(tmp_path / "nowhere") in run.stderr and "--golden" in run.stderr
+    assert not out.exists()
+
+
+def test_the_fixtures_are_found_by_option_environment_or_checkout(tmp_path, monkeypatch):
+    folder = tmp_path / "golden small"
+    folder.mkdir()
+    (folder / "checkpoint.pth.tar").write_bytes(b"x")
+    demo = tmp_path / "demo.pth.tar"
+    demo.write_bytes(b"x")
+    assert gpu_check.golden_checkpoint(folder, {}) == folder / "checkpoint.pth.tar"
+    assert gpu_check.golden_checkpoint(folder / "checkpoint.pth.tar", {}) == folder / "checkpoint.pth.tar"
+    assert gpu_check.golden_checkpoint(None, {"FOMM_GOLDEN_DIR": str(folder)}) == folder / "checkpoint.pth.tar"
+    assert gpu_check.demo_checkpoint(demo) == demo
+    # an installed package: nothing where a checkout keeps them
+    monkeypatch.setattr(gpu_check, "CHECKOUT_GOLDEN", tmp_path / "site-packages" / "tests" / "data" / "golden-small")
+    monkeypatch.setattr(gpu_check, "CHECKOUT_DEMO_CKPT", tmp_path / "site-packages" / "checkpoints" / "demo.pth.tar")
+    with pytest.raises(gpu_check.FixtureMissing, match="installed package does not hold tests/data.*--golden"):
+        gpu_check.golden_checkpoint(None, {})
+    with pytest.raises(gpu_check.FixtureMissing, match="FOMM_GOLDEN_DIR="):
+        gpu_check.golden_checkpoint(None, {"FOMM_GOLDEN_DIR": str(tmp_path / "elsewhere")})
+    with pytest.raises(gpu_check.FixtureMissing, match="--demo-ckpt"):
+        gpu_check.demo_checkpoint(None)

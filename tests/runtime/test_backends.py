@@ -17,7 +17,7 @@ from fomm_deploy.runtime.backends.tensorrt import (BUILDER_REVISION, EngineKey, 
                                                    onnx_file_for)
 from fomm_deploy.runtime.core.contract import check_feed
 from fomm_deploy.runtime.core.precision import tolerance
-from fomm_deploy.runtime.core.errors import FommError, InputMismatchError
+from fomm_deploy.runtime.core.errors import FommError, InputError, InputMismatchError
 from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
 from fomm_deploy.runtime.core.keypoints import KP
 
@@ -194,6 +194,22 @@ def test_export_folder_errors(tmp_path, golden_export):
         load_exported(tmp_path)
 
 
+def test_torch_backend_runs_on_device_tensors_as_infer_does(golden_export, golden_inputs):
+    backend = make_backend("torch", load_exported(golden_export), "kp_detector")
+    feed = {"image": golden_inputs["driving"][:2]}
+    with pytest.raises(RuntimeError, match="activate"):
+        backend.run_device([])
+    with backend:
+        args = backend.device_inputs(feed)
+        assert [tuple(a.shape) for a in args] == [feed["image"].shape]
+        out = backend.run_device(args)
+        want = backend.infer(feed)
+    assert len(out) == len(want)
+    for name, tensor in zip(backend.spec.output_names, out):
+        assert not tensor.requires_grad
+        np.testing.assert_array_equal(tensor.numpy(), want[name])
+
+
 def test_torch_backend_needs_the_checkpoint(tmp_path, golden_export):
     manifest = json.loads((golden_export / "manifest.json").read_text())
     manifest["checkpoint"]["path"] = str(tmp_path / "moved.pth.tar")
@@ -239,7 +255,7 @@ def test_engine_cache_key(golden_export):
     assert path.name == f"generator.fp16.{base.digest()}.engine"
     assert isinstance(base, EngineKey) and base.onnx_sha256 == json.loads(
         (golden_export / "manifest.json").read_text())["graphs"]["generator.fp16"]["sha256"]
-    with pytest.raises(FommError, match="1 <= min <= opt <= max"):
+    with pytest.raises(InputError, match="1 <= min <= opt <= max"):
         engine_key(onnx16, "fp16", **facts, batch=(4, 1, 8))
 
 

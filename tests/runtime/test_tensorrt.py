@@ -25,7 +25,8 @@ from fomm_deploy.runtime.backends import onnxrt
 from fomm_deploy.runtime.backends import tensorrt as trt_backend
 from fomm_deploy.runtime.backends.onnxrt import OrtBackend, check_providers, tensorrt_ep_options
 from fomm_deploy.runtime.backends.tensorrt import BUILDER_REVISION, TrtBackend, engine_key, timing_cache_path
-from fomm_deploy.runtime.core.errors import BackendUnavailableError, ContractError, FommError, InputError
+from fomm_deploy.runtime.core.errors import (BackendError, BackendUnavailableError, ContractError, FommError,
+                                             InputError)
 from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.graphs import load_exported, make_backend
 
@@ -213,6 +214,22 @@ def test_read_only_export_folder_sends_engines_to_the_user_cache(standin, export
         folder.chmod(stat.S_IRWXU)
 
 
+def test_what_tensorrt_cannot_parse_build_or_load_is_a_backend_error(standin, exported, tmp_path):
+    standin.standin.parse_errors = ["unsupported op Foo"]
+    with pytest.raises(BackendError, match="cannot parse .*kp_detector.onnx: unsupported op Foo"):
+        _trt(exported, tmp_path).activate()
+    standin.standin.parse_errors = []
+    standin.standin.build_fails = True
+    with pytest.raises(BackendError, match="failed to build an engine from .*kp_detector.onnx"):
+        _trt(exported, tmp_path).activate()
+    standin.standin.build_fails = False
+    backend = _trt(exported, tmp_path).activate()
+    backend.deactivate()
+    backend.engine_path.write_bytes(b"an engine of another TensorRT")
+    with pytest.raises(BackendError, match="Delete it and it will be rebuilt"):
+        _trt(exported, tmp_path).activate()
+
+
 # ---- CUDA graphs, threads and clean-up -----------------------------------------------------------------
 
 
@@ -222,7 +239,7 @@ def test_a_failure_inside_capture_ends_it_and_leaves_the_stream_usable(standin, 
     feed = {"image": _frames(golden_inputs, 1)}
     with backend:
         standin.standin.fail_during_capture = True
-        with pytest.raises(FommError, match="TensorRT execution failed"):
+        with pytest.raises(BackendError, match="TensorRT execution failed"):
             backend.infer(feed)
         assert cuda.outstanding()["capturing"] == 0 and cuda.counts["abort"] == 1
         assert cuda.outstanding()["graph_execs"] == 0
@@ -431,6 +448,9 @@ def test_cuda_python_layer_calls(monkeypatch):
     api.abort_capture(s)  # not capturing: nothing to do
     monkeypatch.setattr(cuda_layer, "available_layers", lambda: ["cuda-python"])
     assert cuda_layer.device_count() == 2  # what fomm-export --engine asks instead of torch.cuda
+    rt.cudaMalloc = lambda n: (rt.cudaError_t.cudaErrorStreamCaptureInvalidated, 0)
+    with pytest.raises(BackendError, match="CUDA error: fake error"):
+        api.malloc(16)
 
 
 def test_engine_prerequisites_ask_the_cuda_layer_not_torch(monkeypatch):

@@ -214,6 +214,8 @@ class StandinState:
     cuda: StandinCuda
     null_timing_cache: bool = False  # create_timing_cache returns None
     fail_during_capture: bool = False  # execute_async_v3 fails while its stream is captured
+    parse_errors: list[str] = field(default_factory=list)  # the ONNX parser fails with these errors
+    build_fails: bool = False  # build_serialized_network returns None
     output_dtype: str = "float32"  # the engine's output dtype (inputs stay float32)
     output_shape_lie: dict[str, tuple] = field(default_factory=dict)  # name -> shape the context reports
     builds: list[dict] = field(default_factory=list)  # one record per build_serialized_network
@@ -327,10 +329,11 @@ def make_tensorrt(cuda: StandinCuda, version: str = "10.14.1.48") -> types.Modul
 
         def parse_from_file(self, path: str) -> bool:
             self.network.onnx_path = str(path)
-            return True
+            self.num_errors = len(state.parse_errors)
+            return not state.parse_errors
 
         def get_error(self, i):
-            return None
+            return state.parse_errors[i] if i < len(state.parse_errors) else None
 
     class Builder:
         def __init__(self, logger) -> None:
@@ -350,6 +353,8 @@ def make_tensorrt(cuda: StandinCuda, version: str = "10.14.1.48") -> types.Modul
         def build_serialized_network(self, network: Network, config: BuilderConfig):
             if len(config.profiles) != 1:
                 raise StandinError("the stand-in expects exactly one optimisation profile")
+            if state.build_fails:
+                return None  # what TensorRT returns when the build fails (its log says why)
             if config.timing_cache is not None:
                 config.timing_cache.entries += 1
             record = dict(onnx=network.onnx_path, network_flags=network.flags,

@@ -139,6 +139,31 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     assert item["source"].shape == (3, 128, 128) and item["driving"].dtype == torch.float32
 
 
+def test_the_dataset_reads_frames_as_the_media_layer_does(tmp_path, synthetic_data):
+    """What the media layer learned reaches training: a truncated MP4 is skipped as truncated (not as some
+    unreadable file), and transparent pixels of a frame folder's PNGs come out white, as every other reader
+    of images in the project shows them (not as whatever colour the file stores under them)."""
+    from tests import media_corpus as mc
+
+    root = tmp_path / "ds"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    mc.truncated(root / "test" / "cut off.mp4", root)
+    frames = root / "test" / "transparent"
+    frames.mkdir()
+    for i in range(3):
+        bgra = np.zeros((128, 128, 4), np.uint8)  # black under alpha 0, except a grey opaque square
+        bgra[32:96, 32:96] = (90, 90, 90, 255)
+        cv2.imwrite(str(frames / f"{i:04d}.png"), bgra)
+    messages = []
+    ds = FramesDataset(root, (128, 128, 3), is_train=False, log=messages.append)
+    assert [p.name for p in ds.skipped] == ["cut off.mp4"]
+    assert len(messages) == 1 and "truncated" in messages[0] and "cut off.mp4" in messages[0], messages
+    video = ds[0]["video"]  # (C, T, H, W)
+    assert video.shape == (3, 3, 128, 128)
+    assert torch.all(video[:, :, 0, 0] == 1.0) and torch.allclose(video[:, :, 64, 64], torch.tensor(90 / 255))
+
+
 def test_seeded_split_without_train_and_test_folders(tmp_path, synthetic_data):
     for p in sorted(synthetic_data.glob("*/*.mp4")):
         (tmp_path / p.name).write_bytes(p.read_bytes())

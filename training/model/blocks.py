@@ -89,8 +89,8 @@ class AntiAliasInterpolation2d(nn.Module):
             return x
         out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         # Upstream blurs at full resolution and then keeps every step-th pixel; a convolution with that
-        # stride computes exactly the kept pixels (the same sums), step**2 times fewer of them. On the
-        # 2-core CPU the keypoint detector's 13x13 blur of a 256x256 frame took 6.0 of its 31 ms.
+        # stride computes exactly the kept pixels (the same sums), step**2 times fewer of them. The
+        # full-resolution blur was a visible share of the keypoint detector's time (benchmarks/RESULTS.md).
         return F.conv2d(out, weight=self.weight, groups=self.groups, stride=self.step)
 
 

@@ -14,7 +14,7 @@ from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.runtime.core.contract import graph_specs
 from fomm_deploy.runtime.core.precision import FP16_BUDGET, INT8_BUDGET, Budget, budget
 from fomm_deploy.runtime.core.errors import ExportFolderError, InputError, ParityError
-from fomm_deploy.runtime.core.feeds import generator_feed, source_inputs
+from fomm_deploy.runtime.core.feeds import feed_set, generator_feed, source_inputs
 from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.core.keypoints import KP
 from fomm_deploy.runtime.core.manifest import (MANIFEST_FORMAT, CheckpointInfo, GraphEntry, Manifest, engine_file_name,
@@ -183,6 +183,37 @@ def test_feed_holds_the_keypoints_it_was_given():
     per_frame = KP(rng.uniform(-1, 1, (3, 4, 2)).astype(np.float32))  # already one row per frame: kept
     np.testing.assert_array_equal(source_inputs({"source": source}, per_frame, 3)["kp_source_value"],
                                   per_frame.value)
+
+
+def test_feed_set_feeds_every_graph_by_its_contract():
+    cfg = resolve_config("tiny-test")
+    specs = graph_specs(cfg)
+    rng = np.random.default_rng(1)
+    h, w = cfg.frame_size
+    k = cfg.num_kp
+    source = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
+    driving = rng.uniform(0, 1, (2, 3, h, w)).astype(np.float32)
+    kp_s = KP(rng.uniform(-1, 1, (1, k, 2)), rng.normal(size=(1, k, 2, 2)))
+    kp_d = KP(rng.uniform(-1, 1, (2, k, 2)), rng.normal(size=(2, k, 2, 2)))
+    encoded = {t.name: rng.normal(size=t.concrete_shape(1)).astype(np.float32) for t in specs["source_encoder"].outputs}
+    reference = feed_set(source, kp_s, driving, kp_d)
+    assert list(reference) == ["kp_detector", "generator"]  # the split graphs need the source encoded
+    feeds = feed_set(source, kp_s, driving, kp_d, encoded=encoded)
+    assert list(feeds) == ["kp_detector", "generator", "source_encoder", "generator_frame"]
+    for graph, feed in feeds.items():
+        batch = 1 if graph == "source_encoder" else 2
+        assert list(feed) == specs[graph].input_names, graph
+        for t in specs[graph].inputs:
+            assert feed[t.name].shape == t.concrete_shape(batch) and feed[t.name].dtype == np.float32, (graph, t.name)
+            assert feed[t.name].flags.c_contiguous
+    np.testing.assert_array_equal(feeds["kp_detector"]["image"], driving)
+    np.testing.assert_array_equal(feeds["source_encoder"]["source"], source)
+    for name, value in generator_feed(encoded, kp_s, kp_d).items():
+        np.testing.assert_array_equal(feeds["generator_frame"][name], value)
+    for name, value in reference["generator"].items():
+        np.testing.assert_array_equal(feeds["generator"][name], value)
+    varied = feed_set(source, kp_s, driving, kp_d, encoded=encoded, encoder_images=driving)
+    np.testing.assert_array_equal(varied["source_encoder"]["source"], driving)
 
 
 def test_kp_from_outputs_copies_reused_buffers():

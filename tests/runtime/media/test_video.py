@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_deploy.runtime.core.errors import VideoError
+from fomm_deploy.runtime.core.errors import ImageError, VideoError
 from fomm_deploy.runtime.media.preprocess import load_image
-from fomm_deploy.runtime.media.video import VideoWriter, iter_timed_frames, open_video
+from fomm_deploy.runtime.media.video import VideoWriter, iter_timed_frames, open_video, read_frames
 from tests import media_corpus as mc
 
 
@@ -131,3 +131,38 @@ def test_a_writer_that_was_aborted_does_not_claim_a_file(tmp_path):
     with pytest.raises(VideoError, match="was not written"):
         w.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_frames_of_a_video_file_all_or_the_first_few(corpus):
+    clip = corpus["vfr"]
+    every = read_frames(clip)
+    assert every.dtype == np.uint8 and every.shape == (mc.count_frames(clip), 64, 64, 3)
+    np.testing.assert_array_equal(read_frames(clip, limit=2), every[:2])
+    with pytest.raises(VideoError, match="truncated"):
+        read_frames(corpus["truncated"], limit=2)
+
+
+def test_read_frames_of_a_folder_reads_each_frame_as_an_image(tmp_path):
+    folder = tmp_path / "clip ü"
+    folder.mkdir()
+    grey = np.full((20, 30), 100, np.uint8)  # small frames are fine: no face has to fit in a frame
+    cv2.imwrite(str(folder / "b.png"), grey)
+    cv2.imwrite(str(folder / "a.png"), grey.astype(np.uint16) * 257 + 128)  # 16 bit
+    cv2.imwrite(str(folder / ".a.png"), np.zeros((20, 30), np.uint8))  # hidden: passed over
+    (folder / "c.png").mkdir()  # a folder, not a frame
+    (folder / "notes.txt").write_text("not a frame")
+    mc.exif_rotated_jpeg(folder / "d.jpg", np.full((30, 20, 3), 200, np.uint8), orientation=6)
+    frames = read_frames(folder)
+    assert frames.shape == (3, 20, 30, 3) and frames.dtype == np.uint8  # d.jpg is upright: 30 wide
+    assert np.all(frames[:2] == 100) and np.abs(frames[2].astype(int) - 200).max() <= 2
+    np.testing.assert_array_equal(read_frames(folder, limit=1), frames[:1])
+    cv2.imwrite(str(folder / "e.png"), np.zeros((30, 20, 3), np.uint8))
+    with pytest.raises(VideoError, match="frames differ in size: a.png is 30x20, e.png is 20x30"):
+        read_frames(folder)
+    (folder / "e.png").write_text("not a PNG")
+    with pytest.raises(ImageError, match="e.png is not an image"):
+        read_frames(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VideoError, match="has no frames"):
+        read_frames(empty)

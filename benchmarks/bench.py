@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gc
 import itertools
-import math
 import json
+import math
 import os
 import platform
 import shutil
@@ -23,11 +23,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from fomm_deploy.runtime.backends.cuda import tensorrt_missing
 from fomm_deploy.runtime.core.config import FommConfig
-from fomm_deploy.runtime.core.precision import Budget
+from fomm_deploy.runtime.core.fileio import atomic_path, write_image
 from fomm_deploy.runtime.core.keypoints import normalize_kp
+from fomm_deploy.runtime.core.manifest import graph_file_name, tool_versions
+from fomm_deploy.runtime.core.precision import Budget
+from fomm_deploy.runtime.graphs import load_exported, open_animator
+from fomm_deploy.runtime.media.preprocess import prepare_frame
+from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
 from .roofline import Peaks, Work, graph_work, measure_peaks
 
@@ -105,8 +112,6 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
 
 def machine_info() -> dict[str, str]:
     """The machine (platform, CPU, cores, GPU) and the tool versions (``manifest.tool_versions``) of a run."""
-    from fomm_deploy.runtime.core.manifest import tool_versions
-
     info = {"platform": platform.platform(), "cores": str(os.cpu_count())}
     try:
         fields: dict[str, str] = {}
@@ -136,9 +141,6 @@ def machine_info() -> dict[str, str]:
 
 def bench_frames(cfg: FommConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The bundled portrait and ``n`` frames of synthetic head motion at the model size (float32 HWC)."""
-    from fomm_deploy.runtime.media.preprocess import prepare_frame
-    from fomm_deploy.runtime.media.samples import head_motion, sample_face
-
     face = prepare_frame(sample_face(), cfg.frame_size)
     frames = head_motion(face, n + 1, seed=3)
     return frames[0], frames[1:]
@@ -208,8 +210,6 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
 
 def bench_backend(exported, backend: str, precision: str, split: bool, source: np.ndarray, frames: np.ndarray, *,
                   warmup: int, iters: int, threads: int, device: str | None = None) -> Entry:
-    from fomm_deploy.runtime.graphs import open_animator
-
     providers = ("cpu",) if backend == "onnxruntime" else None
     if backend == "torch":
         import torch
@@ -248,7 +248,6 @@ def available_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs this machine can run."""
 
     pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
-    from fomm_deploy.runtime.backends.cuda import tensorrt_missing
 
     if not tensorrt_missing():
         try:
@@ -297,7 +296,6 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
     ``x floor`` from the two samples around it.
     """
     from fomm_deploy.export.exporter import run_export
-    from fomm_deploy.runtime.graphs import load_exported
 
     start = time.perf_counter()
     threads = threads or os.cpu_count() or 1
@@ -355,8 +353,6 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
 def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
     """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
     and the baseline) and, given ``peaks`` (one per entry), its floor and ``x floor``."""
-    from fomm_deploy.runtime.core.manifest import graph_file_name
-
     counted: dict[str, Work] = {}
 
     def work(graph: str, precision: str) -> Work:
@@ -416,10 +412,6 @@ def markdown_table(result: BenchResult) -> str:
 
 def draw_chart(result: BenchResult, path: Path) -> Path:
     """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
-    import cv2
-
-    from fomm_deploy.runtime.core.fileio import write_image
-
     rows = [result.baseline] + result.results
     palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
     stage_names: list[str] = []
@@ -464,8 +456,6 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
 
 
 def write_json(result: BenchResult, path: Path) -> Path:
-    from fomm_deploy.runtime.core.fileio import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return Path(path)

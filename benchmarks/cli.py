@@ -9,9 +9,13 @@ from pathlib import Path
 import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.runtime.core.errors import InputError
-from fomm_deploy.runtime.core.options import (backends_option, ckpt_option, config_option, device_option,
-                                                onnx_dir_option)
+from fomm_deploy.runtime.core.fileio import check_output_file
+from fomm_deploy.runtime.core.names import check_backend_device, parse_backend_pairs
+from fomm_deploy.runtime.core.options import backends_option, ckpt_option, config_option, device_option, onnx_dir_option
+
+from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
 VARIANTS = ("reference", "split")
 
@@ -69,13 +73,6 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
       fomm-bench --peak --backends onnxruntime:int8 --variants split
       fomm-bench --backends torch:fp32,torch:fp16 --device cuda   (a GPU without TensorRT)
     """
-    from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.names import parse_backend_pairs
-
-    from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
-
-    from fomm_deploy.runtime.core.fileio import check_output_file
-
     # Output paths are checked before the benchmark runs, so a typo cannot lose its results. They are
     # reports: an existing one is replaced.
     for path, option, suffix in ((json_path, "--json", ".json"), (md_path, "--markdown", ".md"),
@@ -98,7 +95,6 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
         pairs = available_backends()
         if device and device.startswith("cuda"):
             pairs.append(("torch", "fp16"))
-    from fomm_deploy.runtime.core.names import check_backend_device
 
     for backend, precision in pairs:  # torch fp16 on the CPU, --device for ONNX Runtime: say so before exporting
         if backend == "torch" or device is None:

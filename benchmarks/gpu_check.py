@@ -28,12 +28,15 @@ them elsewhere, and without them the check stops before it starts, saying so.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
 import math
+import os
 import platform
 import re
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -44,6 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fomm_deploy.benchmarks.bench import timed_calls
+from fomm_deploy.runtime.backends import cuda as cuda_module
+from fomm_deploy.runtime.backends.cuda import CudaApi, CudaPythonApi, available_layers
+from fomm_deploy.runtime.backends.tensorrt import TrtBackend
+from fomm_deploy.runtime.backends.torch_ref import TorchBackend, apply_fp16_policy
+from fomm_deploy.runtime.core.compare import compare
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.contract import graph_specs
+from fomm_deploy.runtime.core.precision import FP16_BUDGET
 
 # Where a source checkout keeps the two models section 3 checks (an installed package has neither): the
 # golden fixture (a folder holding checkpoint.pth.tar; the tests' FOMM_GOLDEN_DIR names it elsewhere) and
@@ -101,8 +114,6 @@ def demo_checkpoint(given: Path | None) -> Path:
 
 
 def _host_stand_in_class():
-    from fomm_deploy.runtime.backends.cuda import CudaApi
-
     return CudaApi
 
 
@@ -232,8 +243,6 @@ def _has_cuda() -> bool:
 
 def cuda_layer(smoke: bool):
     """The real cuda-python layer when CUDA and cuda-python are there; else (smoke only) the host stand-in."""
-    from fomm_deploy.runtime.backends.cuda import CudaPythonApi, available_layers
-
     if _has_cuda() and "cuda-python" in available_layers():
         api = CudaPythonApi()
         _cuda_python_extras(api)
@@ -331,8 +340,6 @@ def check_cuda_layer(smoke: bool) -> dict[str, Any]:
 def tensorrt_stand_in(api, spec) -> types.ModuleType:
     """A ``tensorrt`` module with what ``TrtBackend`` uses. ``execute_async_v3(stream)`` enqueues, on that stream,
     for every output: a copy of the leading bytes of the first input, the rest set to 0x3f bytes."""
-    import importlib.machinery
-
     trt = types.ModuleType("tensorrt")
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = "stand-in"
@@ -434,11 +441,6 @@ def _expected_outputs(spec, feed) -> dict[str, np.ndarray]:
 
 
 def check_trt_logic(smoke: bool, tmp: Path) -> dict[str, Any]:
-    from fomm_deploy.runtime.backends import cuda as cuda_module
-    from fomm_deploy.runtime.backends.tensorrt import TrtBackend
-    from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.contract import graph_specs
-
     api = cuda_layer(smoke)
     cfg = resolve_config("tiny-test")
     engine = tmp / "stand-in.engine"
@@ -481,7 +483,6 @@ def check_trt_logic(smoke: bool, tmp: Path) -> dict[str, Any]:
 def _module(ckpt, cfg, graph: str, device: str, half: bool, channels_last: bool = False):
     import torch
 
-    from fomm_deploy.runtime.backends.torch_ref import apply_fp16_policy
     from fomm_deploy.training.model.wrappers import flat_module
 
     models = _load(ckpt, cfg, device)
@@ -513,10 +514,6 @@ def check_fp16_numerics(smoke: bool, golden: Path, demo: Path) -> dict[str, Any]
     import torch
 
     from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.runtime.core.compare import compare
-    from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.contract import graph_specs
-    from fomm_deploy.runtime.core.precision import FP16_BUDGET
 
     device = "cuda" if _has_cuda() else "cpu"
     models_to_check = [("golden-small", golden, "tiny-test"), ("synthetic-faces", demo, "synthetic-faces")]
@@ -589,11 +586,7 @@ def _time_gpu(fn: Callable[[], Any], iters: int, cuda: bool) -> float:
 def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
     import torch
 
-    from fomm_deploy.benchmarks.bench import timed_calls
     from fomm_deploy.export.inputs import sample_feeds
-    from fomm_deploy.runtime.backends.torch_ref import TorchBackend
-    from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.contract import graph_specs
     from fomm_deploy.training.checkpoint import save_checkpoint
 
     cuda = _has_cuda()
@@ -732,8 +725,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the demo model for fp16_numerics (default: the checkout's "
                              "checkpoints/synthetic-faces.pth.tar)")
     args = parser.parse_args(argv)
-    import os
-    import tempfile
 
     import torch
 

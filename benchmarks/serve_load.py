@@ -14,22 +14,26 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import threading
 import time
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
 
+from fomm_deploy.benchmarks.bench import machine_info
 from fomm_deploy.runtime.core.errors import FommError
+from fomm_deploy.runtime.core.fileio import atomic_path
 from fomm_deploy.runtime.core.options import onnx_dir_option
 from fomm_deploy.runtime.graphs import load_exported
+from fomm_deploy.runtime.media.samples import head_motion, sample_face
+from fomm_deploy.runtime.serve.client import LiveClient, ServerProcess
 
 
 def run_sessions(url: str, n: int, seconds: float, frames: list[np.ndarray]) -> dict:
     """``n`` sessions for ``seconds`` each (started together, after calibrating); their numbers."""
-    from fomm_deploy.runtime.serve.client import LiveClient
-
     results: list[dict] = [{} for _ in range(n)]
     ready = threading.Barrier(n)
 
@@ -101,15 +105,6 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     Example (after make demo; writes serve-load.json and serve-load.md, about a minute):
       python -m fomm_deploy.benchmarks.serve_load --onnx exported/demo --sessions 1,2,4 --seconds 10 --out serve-load
     """
-    import sys
-
-    import cv2
-
-    from fomm_deploy.benchmarks.bench import machine_info
-    from fomm_deploy.runtime.core.fileio import atomic_path
-    from fomm_deploy.runtime.media.samples import head_motion, sample_face
-    from fomm_deploy.runtime.serve.client import ServerProcess
-
     try:
         load_exported(onnx_dir)  # refused here, in its own words, rather than by the server it would start
     except FommError as exc:

@@ -6,12 +6,16 @@ import math
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.config import resolve_config
-from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget
+from fomm_deploy.runtime.core.contract import graph_specs
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.options import ckpt_option, config_option
+from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget
+
+from .publish import check_out_dir
 
 
 def _size(n: int) -> str:
@@ -89,13 +93,8 @@ def main(ckpt: Path, config: str, out_dir: Path, precision: str, calibration: Pa
     Example:
       fomm-export --ckpt vox-cpk.pth.tar --config vox-256 --precision all --out exported/vox
     """
-    from tqdm import tqdm
-
-    from fomm_deploy.runtime.core.contract import graph_specs
-
     from .exporter import run_export
 
-    from .publish import check_out_dir
 
     check_out_dir(out_dir, force)  # before the checkpoint is even read
     if calibration is not None and precision not in ("int8", "all"):

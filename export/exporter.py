@@ -26,15 +26,17 @@ import numpy as np
 import onnx
 import torch
 
+from fomm_deploy.runtime.backends.cuda import device_count, tensorrt_missing
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
+from fomm_deploy.runtime.backends.tensorrt import TrtBackend
 from fomm_deploy.runtime.core.compare import Comparison, compare
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.contract import OPSET, GraphSpec, graph_specs
-from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget, tolerance
 from fomm_deploy.runtime.core.errors import ExportError
 from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.core.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
                                                stored_precision)
+from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget, tolerance
 from fomm_deploy.training.checkpoint import load_checkpoint
 from fomm_deploy.training.model.wrappers import flat_module
 
@@ -223,9 +225,6 @@ def measure_split_emulated(job: _Job, budget: Budget) -> dict[str, Comparison]:
 
 def check_engine_prerequisites() -> None:
     """``--engine`` needs the tensorrt package and a CUDA GPU; say exactly what is missing."""
-    from fomm_deploy.runtime.backends.cuda import device_count
-    from fomm_deploy.runtime.backends.cuda import tensorrt_missing
-
     missing = tensorrt_missing()
     # Asked of the CUDA layer the engines will run on (cuda-python / pycuda), never of torch: a CPU build of
     # torch says no GPU where TensorRT has one, and a CUDA build would open a second context.
@@ -239,8 +238,6 @@ def check_engine_prerequisites() -> None:
 
 def build_engines(out_dir: Path, cfg: FommConfig, precisions: tuple[str, ...], log: Callable[[str], None]) -> list[Path]:
     """Build (or find cached) TensorRT engines for the published graphs, in ``out_dir/engines/``."""
-    from fomm_deploy.runtime.backends.tensorrt import TrtBackend
-
     paths = []
     for precision in precisions:
         for name, spec in graph_specs(cfg).items():

@@ -25,6 +25,8 @@ from fomm_deploy.runtime.core.contract import graph_specs
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.feeds import FeedSet, feed_set
 from fomm_deploy.runtime.core.keypoints import KP
+from fomm_deploy.runtime.media.preprocess import prepare_frame
+from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
 CALIBRATION_FRAMES, EVALUATION_FRAMES = 24, 8
 
@@ -103,9 +105,6 @@ def calibration_frames(cfg: FommConfig, video: Path | None) -> tuple[np.ndarray,
     Raises:
         InputError: the video has fewer than 4 frames.
     """
-    from fomm_deploy.runtime.media.preprocess import prepare_frame
-    from fomm_deploy.runtime.media.samples import head_motion, sample_face
-
     if video is not None:
         from fomm_deploy.runtime.media.video import iter_frames
 

@@ -13,10 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from .core.errors import InputError
-from .media.video import CONTAINER_SUFFIXES
+from .animator import find_best_frame
+from .core.errors import BackendUnavailableError, InputError, VideoError
+from .core.fileio import check_output_file, write_image
+from .core.keypoints import KP
+from .core.names import check_max_frames
+from .graphs import load_exported, open_animator
+from .media.framing import (ClipTracker, FaceDetector, centre_box, clip_box, cut, feather_mask, follow_boxes,
+                            paste_back as paste, source_box)
+from .media.preprocess import list_portraits, load_source, prepare_frame, to_uint8
+from .media.video import CONTAINER_SUFFIXES, VideoWriter, container_for, iter_timed_frames, open_video
 
 # --format's names -> the suffix each output gets with a --source folder (a frame folder's path ends in /).
 # --format NAME -> what its output path ends with: the video containers' suffixes (video.py), "/" for frames.
@@ -103,12 +113,6 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
         InputError: an option, input or output path that cannot be used (the message says why).
         ExportFolderError, BackendUnavailableError, CheckpointError: as ``graphs.open_animator`` raises them.
     """
-    from .core.errors import BackendUnavailableError
-    from .media.framing import FaceDetector
-    from .graphs import load_exported, open_animator
-    from .core.names import check_max_frames
-    from .media.video import open_video
-
     o = options
     source, driving, out = Path(source), Path(driving), str(out)
     crop, fit = crop_and_fit(o.crop, o.fit)
@@ -187,10 +191,6 @@ def crop_and_fit(crop: str | None, fit: str | None) -> tuple[str, str]:
 
 def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None, force: bool) -> list[tuple[Path, str]]:
     """(portrait, output path) pairs, every output checked before any work. A frame folder's path ends in /."""
-    from .core.fileio import check_output_file
-    from .media.preprocess import list_portraits
-    from .media.video import container_for
-
     if source.is_dir():
         portraits = list_portraits(source)
         folder = Path(out)
@@ -231,8 +231,6 @@ def _plan_outputs(source: Path, driving: Path, out: str, out_format: str | None,
 
 def _check_still(still: Path, source: Path, driving: Path, out: str, force: bool) -> None:
     """--still is one PNG of one output, never an input or the output itself."""
-    from .core.fileio import check_output_file
-
     if source.is_dir():
         raise InputError("--still writes one frame of one output; with a --source folder there are several: "
                          "animate the portrait you want alone")
@@ -243,22 +241,16 @@ def _check_still(still: Path, source: Path, driving: Path, out: str, force: bool
 def _load_portrait(path: Path, full: bool, frame_size: tuple[int, int]) -> np.ndarray:
     """The portrait as RGB uint8: at full resolution for --paste-back, else at least twice the model's size
     (big JPEGs are decoded smaller)."""
-    from .media.preprocess import load_source, to_uint8
-
     return to_uint8(load_source(path, max_side=None if full else 2 * max(frame_size)))
 
 
 def _cut(image: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
-    from .media.framing import cut
-
     return cut(image, box)
 
 
 def _source_box(portrait: np.ndarray, path: Path, crop: str, detector,
                 log: Callable[[str], None]) -> tuple[int, int, int] | None:
     """The source's crop box (x, y, side); None with --crop none. Says which, to ``log``."""
-    from .media.framing import centre_box, source_box
-
     ph, pw = portrait.shape[:2]
     if crop == "none":
         return None
@@ -300,9 +292,6 @@ class _DrivingClip:
 
     def frames(self):
         """(index, RGB uint8 frame, time in seconds from the output's start) for the frames in the window."""
-        from .core.errors import VideoError
-        from .media.video import iter_timed_frames
-
         index = 0
         for frame, t in iter_timed_frames(self.path):
             rel = t - self.info.video_start
@@ -319,8 +308,6 @@ class _DrivingClip:
                              f"{self.end if self.end is not None else 'its end'}")
 
     def _detect(self, detector) -> None:
-        from .media.framing import ClipTracker, clip_box, follow_boxes
-
         stride = max(1, int(round(self.info.fps / 10)))
         tracker = ClipTracker(detector)
         faces, looks, i = [], 0, 0
@@ -350,9 +337,6 @@ class _DrivingClip:
         return self.boxes[min(index, len(self.boxes) - 1)] if self.boxes is not None else self.box
 
     def model_frame(self, index: int, frame: np.ndarray) -> np.ndarray:
-        from .media.framing import cut
-        from .media.preprocess import prepare_frame
-
         box = self.box_at(index)
         if box is None:
             return prepare_frame(frame, self.frame_size, fit=self.fit)
@@ -388,11 +372,6 @@ class _DrivingClip:
 
     def use_best_frame(self, animator) -> None:
         """Set the driving frame closest in pose to the animator's source as its reference."""
-        from tqdm import tqdm
-
-        from .animator import find_best_frame
-        from .core.keypoints import KP
-
         values = []
         with tqdm(total=self.info.frame_count or None, desc="finding best frame", unit="frame", disable=None) as bar:
             for frames, _ in self.batches():
@@ -421,8 +400,6 @@ class _DrivingClip:
 
 
 def centre_box_of(width: int, height: int) -> tuple[int, int, int]:
-    from .media.framing import centre_box
-
     return centre_box(width, height)
 
 
@@ -431,15 +408,6 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
                still: Path | None = None) -> Output:
     """Animate the whole clip into ``target`` (and its middle frame into ``still``, a PNG, once the output is
     complete); what was written."""
-    import cv2
-    from tqdm import tqdm
-
-    from .core.fileio import write_image
-    from .media.framing import feather_mask
-    from .media.framing import paste_back as paste
-    from .media.preprocess import to_uint8
-    from .media.video import VideoWriter, container_for
-
     kind = container_for(target)
     if paste_back:
         ph, pw = portrait.shape[:2]

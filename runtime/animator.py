@@ -12,7 +12,7 @@ import numpy as np
 from .backends.base import Backend
 from .core.errors import InputError
 from .core.feeds import driving_inputs, kp_from_outputs, source_inputs
-from .core.keypoints import KP, normalize_kp
+from .core.keypoints import KP, convex_hull_area, normalize_kp
 from .media.preprocess import prepare_frame, to_nchw, to_uint8_hwc
 
 
@@ -178,8 +178,6 @@ def pose_distances(kp: KP, candidates: np.ndarray) -> np.ndarray:
         kp: the keypoints to match (1, K, 2).
         candidates: keypoint values of every candidate, (N, K, 2).
     """
-    from .core.keypoints import convex_hull_area
-
     def normalise(points: np.ndarray) -> np.ndarray:
         centred = points - points.mean(axis=0, keepdims=True)
         area = convex_hull_area(points)

@@ -10,11 +10,13 @@ import numpy as np
 from click.core import ParameterSource
 
 from .core.cli_common import CONTEXT, user_errors, version_option
+from .core.compare import compare
 from .core.errors import InputError, ParityError
 from .core.feeds import FeedSet, feed_set, kp_from_outputs
 from .core.names import parse_backend_pairs
 from .core.options import (backends_option, ckpt_option, config_option, device_option, onnx_dir_option,
                            precision_option, providers_option)
+from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
 from .media.preprocess import prepare_frame, to_nchw
 from .media.samples import head_motion, sample_face
 
@@ -69,9 +71,6 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
       fomm-compare --onnx exported/vox --backends onnxruntime,tensorrt:fp16
       fomm-compare --onnx exported/vox --backends onnxruntime,torch:fp16 --device cuda
     """
-    from .core.compare import compare
-    from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
-
     names, precisions = _compared(backends, precision)
     exported = load_exported(onnx_dir)
     split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, precisions)]

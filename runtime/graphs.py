@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .animator import Animator
 from .backends.base import Backend
 from .backends.onnxrt import OrtBackend
 from .backends.tensorrt import TrtBackend
@@ -108,8 +109,6 @@ def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision:
         device: the torch backend's device (``cuda`` for its fp16).
         animator_options: ``relative``, ``adapt_scale``, ``fit``.
     """
-    from .animator import Animator
-
     files = "fp32" if kind == "torch" else precision  # torch runs the checkpoint; the files only name the graphs
     if split is None:
         split = exported.has_split(files)

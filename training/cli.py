@@ -6,16 +6,20 @@ import datetime as _dt
 import os
 import re
 import shlex
+import shutil
 import time
 from pathlib import Path
 
 import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
-from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.config import resolve_config
+from fomm_deploy.runtime.core.errors import FommError, InputError, Interrupted
 from fomm_deploy.runtime.core.names import parse_device
 from fomm_deploy.runtime.core.options import ckpt_option, config_option, device_option
 from fomm_deploy.runtime.core.signals import exit_status
+
+from .config import training_config
 
 
 def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
@@ -28,8 +32,6 @@ def default_log_dir(config_name: str, now: _dt.datetime) -> Path:
 
 def _remove_if_unused(log_dir: Path) -> None:
     """Remove a log folder this run created if it holds nothing but its config and an empty train-vis/."""
-    import shutil
-
     entries = {p.name for p in log_dir.iterdir()} if log_dir.is_dir() else set()
     vis = log_dir / "train-vis"
     if entries <= {"config.yaml", "train-vis"} and (not vis.exists() or not any(vis.iterdir())):
@@ -87,10 +89,6 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: 
       torchrun --nproc_per_node 4 -m fomm_deploy.training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
       fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
     """
-    from fomm_deploy.runtime.core.config import resolve_config
-    from fomm_deploy.runtime.core.errors import FommError, Interrupted
-
-    from .config import training_config
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
 
     cfg = resolve_config(config)

@@ -12,19 +12,19 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import AugmentationParams
 from fomm_deploy.runtime.core.errors import DatasetError, InputError
 from fomm_deploy.runtime.media.preprocess import IMAGE_SUFFIXES, load_image, to_uint8
 from fomm_deploy.runtime.media.video import VIDEO_SUFFIXES, read_frames
 
+from .config import AugmentationParams
+
 
 def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
     if frames.shape[1:3] == (h, w):
         return frames
     return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
@@ -78,8 +78,6 @@ def _video_id(name: str) -> str:
 
 
 def _adjust_hsv(frames: np.ndarray, hue: float, saturation: float) -> np.ndarray:
-    import cv2
-
     out = np.empty_like(frames)
     for i, f in enumerate(frames):
         hsv = cv2.cvtColor(f, cv2.COLOR_RGB2HSV)  # float input: H in [0, 360)
@@ -97,8 +95,6 @@ class Augmenter:
         self.rng = rng
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
-        import cv2
-
         p, rng = self.p, self.rng
         if p is None:
             return clip

@@ -12,6 +12,7 @@ import click
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.config import FommConfig, resolve_config
+from fomm_deploy.runtime.core.fileio import check_output_file
 from fomm_deploy.runtime.core.options import config_option
 
 
@@ -46,8 +47,6 @@ def main(config: str, out: Path, seed: int, force: bool) -> None:
       python -m fomm_deploy.training.random_checkpoint --config vox-256 --out vox-random.pth.tar
       fomm-export --ckpt vox-random.pth.tar --config vox-256 --precision fp16 --out exported/vox-random
     """
-    from fomm_deploy.runtime.core.fileio import check_output_file
-
     cfg = resolve_config(config)
     check_output_file(out, force=force)
     write_random_checkpoint(cfg, out, seed)

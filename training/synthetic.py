@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.media.preprocess import to_uint8
+from fomm_deploy.runtime.media.video import VideoWriter
 
 SUPERSAMPLE = 3  # draw at 3x and downscale: smooth edges without an anti-aliasing renderer
 
@@ -54,8 +57,6 @@ def random_identity(rng: np.random.Generator) -> Identity:
 
 
 def _texture(shape: tuple[int, int], rng: np.random.Generator, scale: float, amount: float) -> np.ndarray:
-    import cv2
-
     h, w = shape
     small = rng.standard_normal((max(2, int(h / scale)), max(2, int(w / scale)))).astype(np.float32)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * amount
@@ -73,8 +74,6 @@ def _smooth_track(rng: np.random.Generator, n: int, amplitude: float, speed: flo
 
 def render_video(identity: Identity, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """(frames, size, size, 3) uint8 RGB."""
-    import cv2
-
     s = size * SUPERSAMPLE
     trng = np.random.default_rng(identity.texture_seed)
     # Background: a diagonal colour gradient with a soft texture.
@@ -146,10 +145,6 @@ def render_video(identity: Identity, frames: int, size: int, rng: np.random.Gene
 def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int = 64, test_fraction: float = 0.2,
                   fps: float = 25.0, progress: bool = True) -> tuple[list[Path], list[Path]]:
     """Write ``videos`` synthetic videos into ``out/train`` and ``out/test``; returns both lists of paths."""
-    from tqdm import tqdm
-
-    from fomm_deploy.runtime.media.video import VideoWriter
-
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(videos * test_fraction))) if videos > 1 else 0
     paths: tuple[list[Path], list[Path]] = ([], [])

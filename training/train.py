@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
@@ -19,18 +20,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from fomm_deploy.runtime.core import signals
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.errors import DatasetError, InputError, Interrupted
 from fomm_deploy.runtime.core.fileio import write_image
-from fomm_deploy.runtime.core import signals
+from fomm_deploy.runtime.core.keypoints import normalize_kp
+from fomm_deploy.runtime.media.preprocess import to_uint8
+from fomm_deploy.runtime.media.video import VideoWriter
 
-from .config import training_config
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import training_config
 from .data import DatasetRepeater, FramesDataset
 from .losses import VGG19_WEIGHTS_HELP, DiscriminatorFullModel, GeneratorFullModel, Vgg19, uses_vgg19
 from .model import Models, build_discriminator, build_models
@@ -269,8 +275,6 @@ class _Training:
     def _epoch(self, epoch: int, stop: signals.StopRequest) -> _Epoch:
         """One epoch's batches, from where a resumed run stopped, to its end or to a stop all processes agree
         on. An error saves a checkpoint (one process only) and goes on up; a second signal writes nothing."""
-        from tqdm import tqdm
-
         plan = epoch_plan(len(self.dataset), epoch, self.opts.seed, self.rank, self.world, self.batch)
         skip = self.start.skip_batches if epoch == self.start.epoch else 0
         loader = DataLoader(self.dataset, batch_size=self.batch, sampler=_PlanSampler(plan[skip * self.batch:]),
@@ -467,8 +471,6 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
 
     Also reports the copy-the-source-frame baseline (every frame predicted as frame 0) for scale.
     """
-    from tqdm import tqdm
-
     models = load_checkpoint(checkpoint, cfg).models
     dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
     l1, copy_l1, n = 0.0, 0.0, 0
@@ -491,8 +493,6 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
 
 
 def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
-    import cv2
-
     top = np.concatenate(list(real.numpy().transpose(0, 2, 3, 1)), axis=1)
     bottom = np.concatenate(list(pred.numpy().transpose(0, 2, 3, 1)), axis=1)
     img = np.clip(np.concatenate([top, bottom], axis=0) * 255, 0, 255).astype(np.uint8)
@@ -503,10 +503,6 @@ def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
 def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, *, num_pairs: int | None = None,
                   seed: int = 0, log=print) -> list[Path]:
     """Animate test videos' first frames with other test videos (relative motion); writes MP4s."""
-    from fomm_deploy.runtime.core.keypoints import normalize_kp
-    from fomm_deploy.runtime.media.preprocess import to_uint8
-    from fomm_deploy.runtime.media.video import VideoWriter
-
     models = load_checkpoint(checkpoint, cfg).models
     dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
     n = len(dataset)
@@ -540,8 +536,6 @@ def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, 
 def _pairs(dataset: FramesDataset, pairs_list: str | None, count: int, seed: int, log) -> list[tuple[int, int]]:
     """(source, driving) indices: from upstream's pairs CSV (distance,source,driving,frame) when it exists,
     otherwise ``count`` seeded random pairs."""
-    import csv
-
     index = {p.name: i for i, p in enumerate(dataset.videos)}
     if pairs_list and Path(pairs_list).is_file():
         with open(pairs_list, newline="") as f:

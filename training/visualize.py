@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fomm_deploy.runtime.core.fileio import write_image
+
 # matplotlib's gist_rainbow: (position, (r, g, b)) control points, linearly interpolated over 256 entries.
 _GIST_RAINBOW = ((0.000, (1.00, 0.00, 0.16)), (0.030, (1.00, 0.00, 0.00)), (0.215, (1.00, 1.00, 0.00)),
                  (0.400, (0.00, 1.00, 0.00)), (0.586, (0.00, 1.00, 1.00)), (0.770, (0.00, 0.00, 1.00)),
@@ -100,7 +102,5 @@ def visualisation_grid(batch: dict, generated: dict, *, kp_size: int = 5, draw_b
 def draw_visualisation(batch: dict, generated: dict, path: Path, *, kp_size: int = 5,
                        draw_border: bool = True) -> Path:
     """Write :func:`visualisation_grid` as a PNG (atomically)."""
-    from fomm_deploy.runtime.core.fileio import write_image
-
     grid = visualisation_grid(batch, generated, kp_size=kp_size, draw_border=draw_border)
     return write_image(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

@@ -14,6 +14,7 @@ from ..core.errors import BackendUnavailableError, ContractError, ExportFolderEr
 from ..core.fileio import sha256_file
 from ..core.names import ORT_PROVIDERS as _PROVIDERS
 from .base import Backend
+from .tensorrt import engine_cache_dir
 
 # Batch sizes the TensorRT execution provider's engine covers (min, opt, max): one engine for 1..8 frames
 # instead of one per batch size seen.
@@ -39,7 +40,6 @@ def tensorrt_ep_options(spec: GraphSpec, onnx_path: str | Path, *, batch: tuple[
     """
     import onnxruntime as ort
 
-    from .tensorrt import engine_cache_dir
 
     onnx_path = Path(onnx_path)
     base = Path(cache_dir) if cache_dir else engine_cache_dir(onnx_path.parent, log=lambda _m: None)

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..core.config import FommConfig
 from ..core.contract import GraphSpec
-from ..core.errors import CheckpointError, BackendUnavailableError, InputError
+from ..core.errors import BackendUnavailableError, CheckpointError, InputError
+from ..core.precision import in_fp16_scope, runs_fp16
 from .base import Backend
 
 
@@ -39,8 +40,6 @@ def fp16_blocks(module: Any, graph: str) -> list[str]:
     """Names of the outermost submodules of ``module`` (a ``flat_module`` of ``graph``) that the fp16 policy
     runs in half precision: those whose scope path is in the precision policy's ``FP16_SCOPES``; none for the
     graphs in ``FP32_AT_FP16``."""
-    from ..core.precision import in_fp16_scope, runs_fp16
-
     if not runs_fp16(graph):
         return []
     chosen: list[str] = []

@@ -9,6 +9,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+
+from .errors import InputError
+
 
 def current_umask() -> int:
     mask = os.umask(0)
@@ -41,8 +45,6 @@ def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
 def write_image(path: str | Path, image_bgr) -> Path:
     """Write an image atomically; the format follows the suffix (OpenCV's ``imencode``)."""
-    import cv2
-
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix, image_bgr)
     if not ok:
@@ -86,8 +88,6 @@ def check_output_file(path: str | Path, *, inputs: dict[str, str | Path | None] 
     Raises:
         InputError: with the option's name and how to fix it.
     """
-    from .errors import InputError
-
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{option} must end in {' or '.join(suffixes)}, got {path.name}")

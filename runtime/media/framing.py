@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from ..core.errors import BackendUnavailableError
@@ -50,8 +51,6 @@ class FaceDetector:
 
     def __init__(self, *, detect_width: int = 640, angles: Sequence[float] = (-20.0, 20.0, -35.0, 35.0),
                  profile: bool = True, equalize: bool = True) -> None:
-        import cv2
-
         self.detect_width = detect_width
         self.equalize = equalize
         self.angles = tuple(angles)
@@ -76,8 +75,6 @@ class FaceDetector:
         of a similar size) counts, so a face-like pattern elsewhere (a badge, a poster) is not taken when the
         real head tilts out of the frontal cascade's reach; the other tries then run.
         """
-        import cv2
-
         h, w = frame.shape[:2]
         f = min(1.0, self.detect_width / w)
         small = cv2.resize(frame, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1 else frame
@@ -242,8 +239,6 @@ def follow_boxes(faces: Sequence[Face | None], frame_size: tuple[int, int], *, i
 
 def cut(frame: np.ndarray, box: CropBox) -> np.ndarray:
     """The square crop (side x side, same dtype and channels); parts outside the frame repeat its border."""
-    import cv2
-
     x, y, s = box
     h, w = frame.shape[:2]
     pad = max(0, -x, -y, x + s - w, y + s - h)
@@ -266,8 +261,6 @@ def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
 def paste_back(canvas: np.ndarray, crop: np.ndarray, box: CropBox, *, mask: np.ndarray | None = None) -> np.ndarray:
     """``crop`` (any size, uint8 RGB) scaled (Lanczos) to the box and blended into a copy of ``canvas`` with a
     feathered mask. Pixels outside the box (and where the mask is 0) keep the canvas exactly."""
-    import cv2
-
     x, y, s = box
     h, w = canvas.shape[:2]
     out = canvas.copy()

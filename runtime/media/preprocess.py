@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..core.errors import ImageError, InputError
@@ -46,8 +47,6 @@ def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None,
                  min_side: int = MIN_SOURCE_SIDE) -> np.ndarray:
     """The bytes of an image file (uint8 array) -> RGB float32, as :func:`load_image`; ``name`` is what the
     error messages call it (a path, or "the portrait" for bytes a client sent)."""
-    import cv2
-
     img = None
     if data.size and _is_jpeg(data):
         flag = cv2.IMREAD_COLOR
@@ -73,7 +72,7 @@ def decode_image(data: np.ndarray, name: str, *, max_side: int | None = None,
 
 def load_source(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     """A source image file, or the first frame of a video file; RGB float32 in [0, 1]."""
-    from .video import VIDEO_SUFFIXES, iter_frames
+    from .video import VIDEO_SUFFIXES, iter_frames  # here: video.py reads its frames with load_image
 
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
@@ -90,7 +89,7 @@ def list_portraits(source: str | Path) -> list[Path]:
     Raises:
         InputError: a folder with no image or video in it.
     """
-    from .video import VIDEO_SUFFIXES
+    from .video import VIDEO_SUFFIXES  # here: video.py reads its frames with load_image
 
     source = Path(source)
     if not source.is_dir():
@@ -105,8 +104,6 @@ def list_portraits(source: str | Path) -> list[Path]:
 
 def to_rgb_float(img: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     """Any image array (grey, RGB(A)/BGR(A); uint8, uint16 or float in [0, 1]) -> RGB float32 in [0, 1]."""
-    import cv2
-
     if img.dtype == np.uint8:
         out = img.astype(np.float32) / 255.0
     elif img.dtype == np.uint16:
@@ -149,8 +146,6 @@ def fit_square(img: np.ndarray, mode: str = "crop") -> np.ndarray:
 
 def prepare_frame(img: np.ndarray, size: tuple[int, int], *, fit: str = "crop", bgr: bool = False) -> np.ndarray:
     """Any image -> model frame: RGB float32 [0, 1], (H, W, 3) at ``size`` = (H, W)."""
-    import cv2
-
     rgb = fit_square(to_rgb_float(img, bgr=bgr), fit)
     h, w = size
     if rgb.shape[:2] != (h, w):

@@ -6,10 +6,18 @@ with scikit-image's ``astronaut.png``.
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from importlib import resources
 from pathlib import Path
 
+import click
+import cv2
 import numpy as np
+
+from ..core.cli_common import CONTEXT, user_errors, version_option
+from .preprocess import load_image
+from .video import VideoWriter, ffmpeg_exe
 
 
 def sample_face_path() -> Path:
@@ -18,8 +26,6 @@ def sample_face_path() -> Path:
 
 def sample_face() -> np.ndarray:
     """The sample portrait, RGB float32 in [0, 1], 256x256."""
-    from .preprocess import load_image
-
     return load_image(sample_face_path())
 
 
@@ -32,8 +38,6 @@ def head_motion(image: np.ndarray, n: int, *, seed: int = 0, max_angle: float = 
     Returns:
         (n, H, W, 3) float32 in [0, 1]; frame 0 is the unmoved image.
     """
-    import cv2
-
     h, w = image.shape[:2]
     rng = np.random.default_rng(seed)
     phases = rng.uniform(0, 2 * np.pi, 4)
@@ -54,13 +58,6 @@ def head_motion(image: np.ndarray, n: int, *, seed: int = 0, max_angle: float = 
 def write_sample_driving_video(path: str | Path, *, frames: int = 50, fps: float = 25.0, size: int = 256,
                                seed: int = 0) -> Path:
     """An MP4 of the sample portrait under synthetic head motion, with a tone as its audio track."""
-    import subprocess
-    import tempfile
-
-    import cv2
-
-    from .video import VideoWriter, ffmpeg_exe
-
     face = cv2.resize(sample_face(), (size, size), interpolation=cv2.INTER_AREA)
     motion = head_motion(face, frames, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,10 +71,6 @@ def write_sample_driving_video(path: str | Path, *, frames: int = 50, fps: float
 
 
 def main() -> None:
-    import click
-
-    from ..core.cli_common import CONTEXT, user_errors, version_option
-
     @click.command(context_settings=CONTEXT)
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4")
     @click.option("--frames", default=50, show_default=True, help="Number of frames.")

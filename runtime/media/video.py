@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..core.errors import VideoError
-from ..core.fileio import current_umask
+from ..core.fileio import current_umask, make_staging_dir
 from .preprocess import IMAGE_SUFFIXES, load_image, to_uint8
 
 # File suffixes treated as videos (OpenCV reads all of them, GIF included).
@@ -118,8 +120,6 @@ def open_video(path: str | Path) -> tuple["object", VideoInfo]:
         VideoError: a URL, a missing, truncated or unreadable file, an audio-only file (cover art included),
             or a video without decodable frames. The message says which and what to do.
     """
-    import cv2
-
     text = str(path)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
         raise VideoError(f"{text}: URLs are not supported; download the video and pass the file")
@@ -154,8 +154,6 @@ def open_video(path: str | Path) -> tuple["object", VideoInfo]:
 def _iso_media_truncated(path: Path) -> bool:
     """Whether an MP4/MOV file (ISO base media) ends inside a box or has no ``moov`` index: a copy or a
     recording that did not finish."""
-    import struct
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -191,8 +189,6 @@ def iter_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
     Raises:
         VideoError: as :func:`open_video`, or when no frame can be decoded.
     """
-    import cv2
-
     cap, info = open_video(path)
     count, last = 0, -1.0
     try:
@@ -296,8 +292,6 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, audio_from: str | Path | None = None,
                  audio_start: float = 0.0, crf: int = 18, container: str | None = None) -> None:
-        from ..core.fileio import make_staging_dir
-
         self.path = Path(path)
         self.container = container or container_for(path) or "mp4"
         if self.container not in CONTAINERS:

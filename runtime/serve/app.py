@@ -38,12 +38,17 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..animate import animate as animate_file
+from ..animate_cli import animate_main, options_from_cli
 from ..core.errors import FommError, ImageError, InputError
+from ..media.preprocess import IMAGE_SUFFIXES, decode_image, load_source
+from ..media.samples import sample_face
+from ..media.video import VIDEO_SUFFIXES, open_video
+from ..webcam.framer import ready_to_calibrate
 from . import MAX_IMAGE_SIDE
 from .engines import Engines
-from ..webcam.framer import ready_to_calibrate
-from .sessions import CROPS, SessionHub, SocketSession, decode_jpeg, encode_jpeg
 from .metrics import Metrics, server_metrics
+from .sessions import CROPS, SessionHub, SocketSession, decode_jpeg, encode_jpeg
 
 log = logging.getLogger("fomm_deploy.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -89,8 +94,6 @@ class ServeApp:
     """The app's state and its routes: the engines, the token and the limits, the jobs and sessions running."""
 
     def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics):
-        from ..media.samples import sample_face
-
         self.engines, self.token, self.limits, self.metrics = engines, token, limits, metrics
         self.hub = SessionHub(engines, metrics)
         self.jobs = 0
@@ -139,9 +142,6 @@ class ServeApp:
                 shutil.rmtree(folder, ignore_errors=True)
 
     async def _animate(self, request: Request, folders: list) -> Response:
-        from ..animate import animate as animate_file
-        from ..animate_cli import options_from_cli
-
         _check_upload_headers(request, self.limits)
         tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
         folders.append(tmp)
@@ -368,8 +368,6 @@ def parse_animate_form(fields: dict[str, str], source: Path, driving: Path, out:
     Raises:
         Problem: an unknown field, or a value fomm-animate refuses (its one-line message).
     """
-    from ..animate_cli import animate_main
-
     params = {p.name: p for p in animate_main.params}
     args = ["--source", str(source), "--driving", str(driving), "--out", str(out)]
     for name, raw in fields.items():
@@ -424,9 +422,6 @@ async def _limited(request: Request, limit: int):
 
 def _save_form(form, folder: Path) -> tuple[Path, Path, dict[str, str]]:
     """The form's two files, source and driving, saved in ``folder``, and its other fields (each given once)."""
-    from ..media.preprocess import IMAGE_SUFFIXES
-    from ..media.video import VIDEO_SUFFIXES
-
     files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
     fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
     if len(form.multi_items()) != len(set(form.keys())):
@@ -467,9 +462,6 @@ def _within_limits(options: dict, limits: Limits) -> dict:
 
 def _check_media(source: Path, driving: Path, limits: Limits) -> None:
     """The uploads are an image and a video within the limits (decoded; ``FommError`` for unusable ones)."""
-    from ..media.preprocess import load_source
-    from ..media.video import open_video
-
     try:
         image = load_source(source)  # the animation decodes it again, reduced when large
     except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (fomm-serve sets it)
@@ -503,8 +495,6 @@ def _portrait_bytes(msg: dict, limits: Limits) -> bytes:
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:
     """A portrait sent over a live session -> RGB float32, through the same decoder as files."""
-    from ..media.preprocess import decode_image
-
     try:  # at full size, so the side limit sees the real size (no reduced decode)
         image = decode_image(np.frombuffer(data, np.uint8), "the portrait")
     except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS

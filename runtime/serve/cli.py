@@ -12,6 +12,9 @@ import click
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from ..core.errors import BackendUnavailableError, InputError
 from ..core.options import backend_option, device_option, onnx_dir_option, precision_option, providers_option
+from ..graphs import load_exported
+from . import refuse_image_bombs
+from .engines import Engines
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"
@@ -125,11 +128,9 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         import uvicorn
     except ImportError:
         raise BackendUnavailableError("fomm-serve needs its extra: pip install 'fomm-deploy[serve]'") from None
-    from . import refuse_image_bombs
 
     refuse_image_bombs()
     from .app import Limits, create_app
-    from .engines import Engines
 
     check_token(host, token)
     limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
@@ -169,8 +170,6 @@ def parse_replicas(value: str | None) -> tuple[int, int]:
 
 def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port, replicas,
                   replica_gpus) -> None:
-    from ..graphs import load_exported
-
     low, high = parse_replicas(replicas)
     if port == 0:
         raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")

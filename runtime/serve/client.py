@@ -26,6 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -36,8 +37,6 @@ class Reply:
 
 
 def parse_reply(message: bytes) -> Reply:
-    import cv2
-
     (n,) = struct.unpack(">I", message[:4])
     header = json.loads(message[4:4 + n])
     image = cv2.imdecode(np.frombuffer(message[4 + n:], np.uint8), cv2.IMREAD_COLOR)
@@ -70,8 +69,6 @@ class LiveClient:
         return self.control({"type": "source", "image": base64.b64encode(image_bytes).decode()})
 
     def send(self, frame_bgr: np.ndarray | bytes, quality: int = 90) -> None:
-        import cv2
-
         if isinstance(frame_bgr, np.ndarray):
             ok, buf = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
             frame_bgr = buf.tobytes()

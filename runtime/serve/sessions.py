@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..animator import animate_together
@@ -43,8 +44,6 @@ def decode_jpeg(data: bytes, max_side: int) -> np.ndarray:
     Raises:
         ImageError: not an image, or larger than ``max_side`` on a side.
     """
-    import cv2
-
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error:  # more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (fomm-serve sets it)
@@ -57,8 +56,6 @@ def decode_jpeg(data: bytes, max_side: int) -> np.ndarray:
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
-
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise InputError("cannot encode the result as JPEG")

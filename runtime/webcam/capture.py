@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+
 from ..core.errors import CameraError
 from .frames import Captured
 from .slots import LatestSlot
@@ -36,8 +38,6 @@ def open_camera(spec: str, opener: Callable | None = None):
     Raises:
         CameraError: nothing could be opened.
     """
-    import cv2
-
     opener = opener or cv2.VideoCapture
     kind, target = parse_camera(spec)
     if kind == "file" and not Path(str(target)).is_file():
@@ -84,7 +84,6 @@ class CaptureThread(threading.Thread):
         self.reconnect_interval = reconnect_interval
         self.max_failures = max_failures
         self.kind, self.cap = open_camera(spec, opener)
-        import cv2
 
         fps = self.cap.get(cv2.CAP_PROP_FPS) or 0
         self.fps = fps if 1 <= fps <= 240 else 30.0
@@ -106,8 +105,6 @@ class CaptureThread(threading.Thread):
             self.slot.close()  # downstream stages drain what is left, then stop
 
     def _run(self) -> None:
-        import cv2
-
         failures = 0
         start = time.perf_counter()
         played = 0  # frames of the file shown since ``start`` (for pacing)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 
 from ..core.errors import BackendUnavailableError, InputError
+from ..media.framing import ClipTracker, FaceDetector, centre_box, cut
 
 
 def _fit_box(cx: float, cy: float, side: float, frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -97,8 +99,6 @@ class FaceFramer:
 
     def __init__(self, *, crop: bool = True, scale: float = 2.0, raise_by: float = 0.12, smoothing: float = 0.6,
                  detect_width: int = 320) -> None:
-        from ..media.framing import ClipTracker, FaceDetector
-
         if not scale > 0:  # also NaN
             raise InputError(f"--crop-scale must be greater than 0 (the crop side over the face side), got {scale}")
         self.crop_enabled = crop
@@ -123,8 +123,6 @@ class FaceFramer:
     def detect(self, frame: np.ndarray) -> tuple[float, float, float] | None:
         """The face in a BGR uint8 frame as (cx, cy, side) in frame pixels, or None; looked for near the last
         one first (``ClipTracker``)."""
-        import cv2
-
         return self._tracker.update(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
 
     def box(self, frame: np.ndarray) -> tuple[tuple[int, int, int], bool]:
@@ -153,24 +151,18 @@ class FaceFramer:
 
     @staticmethod
     def _centre(w: int, h: int) -> tuple[int, int, int]:
-        from ..media.framing import centre_box
-
         return centre_box(w, h)
 
     @staticmethod
     def cut(frame: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
         """The square crop (side x side, same dtype and channel order as ``frame``); parts outside the frame
         repeat its border pixels (``runtime.framing.cut``, shared with fomm-animate)."""
-        from ..media.framing import cut
-
         return cut(frame, box)
 
 
 def frame_for_model(framer: FaceFramer, frame: np.ndarray, prepare) -> tuple[tuple[int, int, int], bool, np.ndarray]:
     """One camera frame (BGR uint8) through the framing stage: its crop box, whether a face was found, and
     the crop as a model frame (``prepare``: an animator's ``prepare``, RGB in). fomm-live and fomm-serve."""
-    import cv2
-
     box, found = framer.box(frame)
     crop = cv2.cvtColor(framer.cut(frame, box), cv2.COLOR_BGR2RGB)
     return box, found, prepare(crop)

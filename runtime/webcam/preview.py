@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
 
 from ..core.errors import InputError
+from ..media.framing import paste_back
 from .frames import Result
 
 GHOST_OPACITY = 0.5  # the ghost portrait's weight over the camera crop (avatarify's overlay is about this)
@@ -37,8 +39,6 @@ def parse_output_size(text: str) -> str | tuple[int, int]:
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``image`` (H, W, 3) uint8 scaled to fit ``size`` = (width, height) whole, keeping its aspect ratio
     (Lanczos when enlarging), centred on black: bars left and right, or above and below."""
-    import cv2
-
     w, h = size
     ih, iw = image.shape[:2]
     f = min(w / iw, h / ih)
@@ -56,10 +56,6 @@ def draw_ghost(camera_bgr: np.ndarray, still_rgb: np.ndarray, box: tuple[int, in
     """The camera frame with the portrait (RGB, any size) scaled into the crop box and blended over it at
     ``opacity``: where the portrait's face is, the user's face should be. Outside the box the frame is
     unchanged. Returns a new BGR frame."""
-    import cv2
-
-    from ..media.framing import paste_back
-
     side = box[2]
     return paste_back(camera_bgr, cv2.cvtColor(still_rgb, cv2.COLOR_RGB2BGR), box,
                       mask=np.full((side, side), opacity, np.float32))
@@ -72,8 +68,6 @@ def compose_preview(result: Result, height: int, *, show_box: bool = True, ghost
     Returns (height, W, 3) uint8 **BGR**: W is the camera width scaled to ``height`` (rounded to even)
     plus ``height`` for the square portrait. The box is green with a face found, orange without.
     """
-    import cv2
-
     cam = result.framed.captured.frame.copy()
     h, w = cam.shape[:2]
     if ghost and result.still is not None:
@@ -92,8 +86,6 @@ def compose_preview(result: Result, height: int, *, show_box: bool = True, ghost
 def draw_lines(canvas: np.ndarray, lines: list[str]) -> None:
     """Write ``lines`` top left on a BGR uint8 canvas, in place: white text with a black outline, smaller
     when that many lines would not fit (the key help)."""
-    import cv2
-
     step = max(12, min(20, (canvas.shape[0] - 8) // max(1, len(lines))))
     scale = 0.5 * step / 20
     for i, text in enumerate(lines):

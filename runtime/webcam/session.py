@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from ..animator import pose_distances
 from ..core import signals
 from ..media.preprocess import load_source
+from ..media.video import VideoWriter
 from .capture import CaptureThread
-from .frames import Framed, Result
 from .framer import CALIBRATE_FRAMES, FaceFramer, frame_for_model, ready_to_calibrate
+from .frames import Framed, Result
 from .keys import ANIMATOR_ACTIONS, KEYS_HELP, MOVES, key_action, keys_help_text, portrait_number
 from .preview import compose_preview, draw_lines, letterbox
 from .slots import LatestSlot
@@ -217,8 +220,6 @@ class LiveSession:
         """Pick the portrait whose pose is closest to the face in the newest camera crop: the keypoints of
         each, centred and scaled alike, compared by ``animator.pose_distances`` (the inference thread calls
         this). Says which it picked, and how close it and the runner-up were."""
-        from ..animator import pose_distances
-
         if self._last_crop is None:
             self.log("best match: no camera frame yet")
             return
@@ -385,8 +386,6 @@ class LiveSession:
 
     def _show(self, result: Result, started: float, sinks: _Sinks) -> bool:
         """One result counted, shown, recorded and sent; False when the session ends with it."""
-        import cv2
-
         opts = self.options
         now = time.perf_counter()
         self.timer.output(now)
@@ -411,10 +410,6 @@ class LiveSession:
 
     def _record_and_send(self, result: Result, frame: np.ndarray, at: float, sinks: _Sinks) -> None:
         """The result into the recording (opened at its first frame) at ``at`` seconds, and to the virtual camera."""
-        import cv2
-
-        from ..media.video import VideoWriter
-
         opts = self.options
         alone = (self.portrait_frame(result) if sinks.vcam is not None
                  or (opts.output is not None and opts.output_size != "preview") else None)
@@ -443,8 +438,6 @@ class LiveSession:
     def _close_sinks(self, sinks: _Sinks, failed: bool, seconds: float) -> None:
         """The recording finished (``seconds`` long) or, after a failure, thrown away; the virtual camera and
         the window closed."""
-        import cv2
-
         if sinks.writer is not None:
             if self._errors or failed:
                 sinks.writer.abort()
@@ -470,8 +463,6 @@ class LiveSession:
 
     def _pump(self, window: str) -> bool:
         """Process window events; False when the user quits or closes the window."""
-        import cv2
-
         key = cv2.waitKey(1) & 0xFF
         if key != 0xFF and not self.handle_key(key):
             self.report.reason = "quit"

@@ -21,8 +21,9 @@ def refuse_image_bombs(max_side: int = MAX_IMAGE_SIDE) -> None:
     """Make OpenCV refuse to decode images of more than ``max_side`` squared pixels: a small file that claims a
     huge picture (a decompression bomb) becomes a ``cv2.error`` instead of gigabytes of memory.
 
-    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, when it decodes its first image, so this must run
-    before that in the serving process: ``fomm-serve`` calls it first thing, and so does each Ray replica.
+    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, so this must run before the serving process imports it
+    (``cv2``, or any module that imports it): ``fomm-serve`` calls it first thing, and so does each Ray replica,
+    and both import the app and the engines only afterwards.
     A value the user set is kept.
     """
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_side * max_side))

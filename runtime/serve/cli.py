@@ -12,9 +12,7 @@ import click
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from ..core.errors import BackendUnavailableError, InputError
 from ..core.options import backend_option, device_option, onnx_dir_option, precision_option, providers_option
-from ..graphs import load_exported
 from . import refuse_image_bombs
-from .engines import Engines
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"
@@ -130,7 +128,9 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         raise BackendUnavailableError("fomm-serve needs its extra: pip install 'fomm-deploy[serve]'") from None
 
     refuse_image_bombs()
+    # Imported only now: OpenCV reads its pixel limit when it loads, and these modules load it.
     from .app import Limits, create_app
+    from .engines import Engines
 
     check_token(host, token)
     limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
@@ -173,6 +173,8 @@ def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, to
     low, high = parse_replicas(replicas)
     if port == 0:
         raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")
+    from ..graphs import load_exported  # after refuse_image_bombs(), as main's imports
+
     load_exported(onnx_dir)  # a bad folder is an error here, not in every replica
     try:
         from .ray_app import build_application, run

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..core import signals
 from . import refuse_image_bombs
-from .engines import Engines
 
 # Live sessions and animations a replica serves at once before the autoscaler adds another replica.
 TARGET_ONGOING_REQUESTS = 4
@@ -31,8 +30,9 @@ def build_application(onnx_dir: str | Path, backend: str, precision: str, *, pro
     onnx_dir = str(Path(onnx_dir).resolve())
 
     def build_app():
-        refuse_image_bombs()  # in the replica's process, before anything there decodes an image
+        refuse_image_bombs()  # in the replica's process, before anything there loads OpenCV
         from .app import create_app
+        from .engines import Engines
 
         engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
         return create_app(engines, token=token, **({"limits": limits} if limits is not None else {}))

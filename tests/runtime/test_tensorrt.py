@@ -455,11 +455,13 @@ def test_cuda_python_layer_calls(monkeypatch):
 
 def test_engine_prerequisites_ask_the_cuda_layer_not_torch(monkeypatch):
     from fomm_deploy.export import exporter
-    monkeypatch.setattr(cuda_layer, "tensorrt_missing", lambda: [])
-    monkeypatch.setattr(cuda_layer, "device_count", lambda: 0)
+
+    assert exporter.device_count is cuda_layer.device_count  # the CUDA layer's count, not torch's
+    monkeypatch.setattr(exporter, "tensorrt_missing", lambda: [])
+    monkeypatch.setattr(exporter, "device_count", lambda: 0)
     with pytest.raises(FommError, match="a CUDA GPU visible to this process"):
         exporter.check_engine_prerequisites()
-    monkeypatch.setattr(cuda_layer, "device_count", lambda: 1)
+    monkeypatch.setattr(exporter, "device_count", lambda: 1)
     exporter.check_engine_prerequisites()
 
 

@@ -24,7 +24,7 @@ from .core.keypoints import KP
 from .core.names import check_max_frames
 from .graphs import load_exported, open_animator
 from .media.framing import (ClipTracker, FaceDetector, centre_box, clip_box, cut, feather_mask, follow_boxes,
-                            paste_back as paste, source_box)
+                            frame_portrait, paste_back as paste)
 from .media.preprocess import list_portraits, load_source, prepare_frame, to_uint8
 from .media.video import CONTAINER_SUFFIXES, VideoWriter, container_for, iter_timed_frames, open_video
 
@@ -160,8 +160,12 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
     written = []
     for src, target in jobs:
         portrait = _load_portrait(src, o.paste_back, (h, w))
-        box = _source_box(portrait, src, crop, detector, log)
-        animator.set_source(portrait if box is None else _cut(portrait, box))
+        # the detector failed to load: already said once above, so the portrait takes the centre square quietly
+        framed = frame_portrait(portrait, "centre" if crop != "none" and detector is None else crop, source=src,
+                                detector=detector, fit=fit)
+        log(framed.message)
+        box = framed.box
+        animator.set_source(framed.image)
         if o.best_frame:
             clip.use_best_frame(animator)
         elif o.reference_frame is not None:
@@ -242,29 +246,6 @@ def _load_portrait(path: Path, full: bool, frame_size: tuple[int, int]) -> np.nd
     """The portrait as RGB uint8: at full resolution for --paste-back, else at least twice the model's size
     (big JPEGs are decoded smaller)."""
     return to_uint8(load_source(path, max_side=None if full else 2 * max(frame_size)))
-
-
-def _cut(image: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
-    return cut(image, box)
-
-
-def _source_box(portrait: np.ndarray, path: Path, crop: str, detector,
-                log: Callable[[str], None]) -> tuple[int, int, int] | None:
-    """The source's crop box (x, y, side); None with --crop none. Says which, to ``log``."""
-    ph, pw = portrait.shape[:2]
-    if crop == "none":
-        return None
-    face = detector.detect(portrait) if detector is not None else None
-    if face is None:
-        if detector is not None:
-            log(f"warning: no face found in {path}; using the centre crop (FOMM animates a face centred "
-                "with some margin: crop the portrait so, or expect the background to move)")
-        box = centre_box(pw, ph)
-    else:
-        box = source_box(face, (pw, ph))
-    log(f"source crop {path.name}: x={box[0]} y={box[1]} side={box[2]} "
-        f"({'face' if face is not None else 'centre'})")
-    return box
 
 
 class _DrivingClip:

@@ -10,6 +10,7 @@ from .animate import OUT_FORMATS, AnimateOptions, animate
 from .core.cli_common import CONTEXT, user_errors, version_option
 from .core.options import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
                            max_frames_option, onnx_dir_option, precision_option, providers_option, relative_option)
+from .media.framing import PORTRAIT_CROPS
 
 
 @click.command(context_settings=CONTEXT)
@@ -33,7 +34,7 @@ from .core.options import (adapt_scale_option, backend_option, ckpt_option, devi
 @device_option()
 @relative_option()
 @adapt_scale_option()
-@click.option("--crop", type=click.Choice(["auto", "follow", "centre", "none"]), default=None,
+@click.option("--crop", type=click.Choice(PORTRAIT_CROPS), default=None,
               help="Framing. auto (default): the source is cropped around its face and the driving video gets "
                    "one crop box for the whole clip, around every position of its face (the crop never "
                    "moves); follow: a smoothed box that follows the driving face; centre: the centre square "

@@ -64,6 +64,7 @@ from .backends.cuda import tensorrt_missing  # noqa: E402
 from .core.names import check_max_frames  # noqa: E402
 from .core.options import (backend_option, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
                            precision_option, providers_option, relative_option)
+from .media.framing import PORTRAIT_CROPS  # noqa: E402
 from .media.preprocess import list_portraits  # noqa: E402
 from .webcam.capture import parse_camera  # noqa: E402
 from .webcam.keys import keys_help_text, parse_key_script  # noqa: E402
@@ -97,22 +98,6 @@ def choose_backend(requested: str, exported, providers: tuple[str, ...] | None =
     return "onnxruntime", "fp32", f"chosen automatically: {no_trt}, no int8 graphs in the export"
 
 
-def _warn_without_face(portraits: list[Path]) -> None:
-    """Say which portraits show no face: FOMM animates a face centred in the frame with some margin."""
-    from .core.errors import BackendUnavailableError
-    from .media.framing import FaceDetector
-    from .media.preprocess import load_source, to_uint8
-
-    try:
-        detector = FaceDetector()
-    except BackendUnavailableError:
-        return
-    for path in portraits:
-        if detector.detect(to_uint8(load_source(path, max_side=512))) is None:
-            click.echo(f"warning: no face found in {path}; the portrait should show a face centred in the frame "
-                       "with some margin, or the background will move", err=True)
-
-
 def check_output(output: Path, camera: str, force: bool) -> None:
     """Refuse an ``--out`` that cannot or must not be written (the --camera video included), before the
     camera opens (``fileio.check_output_file``)."""
@@ -136,7 +121,13 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @precision_option(None, help="Override the precision the backend choice implies (fp32, fp16, int8).")
 @providers_option()
 @device_option()
-@click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face.")
+@click.option("--crop", "source_crop", type=click.Choice(PORTRAIT_CROPS), default="auto", show_default=True,
+              help="How the portrait is framed, by the rule fomm-animate and fomm-serve use (runtime/FRAMING.md): "
+              "auto: the square around its face with a 10%% margin (the centre square, with a warning, when "
+              "no face is found; follow is the same for a still portrait); centre: the centre square; none: the "
+              "whole portrait, padded to a square. The camera's framing is --no-crop and --crop-scale.")
+@click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face "
+              "(the camera only; the portrait's framing is --crop).")
 @click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face (> 0).")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
               help="Crop box smoothing over time (0: none).")
@@ -169,7 +160,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @version_option()
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,
-         providers: tuple[str, ...] | None, device: str | None, no_crop: bool, crop_scale: float, smoothing: float,
+         providers: tuple[str, ...] | None, device: str | None, source_crop: str, no_crop: bool, crop_scale: float, smoothing: float,
          relative: bool, adapt_scale: bool, mirror: bool, no_window: bool, no_overlay: bool, ghost: bool,
          virtual_cam: bool, output: Path | None, output_size: str, key_script: str | None, force: bool,
          max_frames: int | None, max_seconds: float | None) -> None:
@@ -222,7 +213,6 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     if not source.exists():
         raise ImageError(f"portrait not found: {source}")
     portraits = list_portraits(source)
-    _warn_without_face(portraits)
     exported = load_exported(onnx_dir)
     kind, prec, why = choose_backend(backend, exported, providers)
     if precision is not None and precision != prec:
@@ -231,7 +221,7 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
                              adapt_scale=adapt_scale)
     graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
     click.echo(f"backend: {kind} {prec}, {graphs} ({why})", err=True)
-    options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, crop_scale=crop_scale, smoothing=smoothing,
+    options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, source_crop=source_crop, crop_scale=crop_scale, smoothing=smoothing,
                           mirror=mirror, window=not no_window, overlay=not no_overlay, ghost=ghost,
                           virtual_cam=virtual_cam, output=output, output_size=size, keys=keys,
                           max_frames=max_frames, max_seconds=max_seconds)

@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..core.errors import BackendUnavailableError
+from ..core.errors import BackendUnavailableError, InputError
+from .preprocess import FIT_MODES, fit_square, to_uint8
 
 Face = tuple[float, float, float]  # cx, cy, side
 CropBox = tuple[int, int, int]  # x, y, side
@@ -34,6 +37,11 @@ INCREASE = 0.1  # upstream crop-video.py's increase_area: margin on each side, a
 HEAD_SCALE = 1.6  # a Haar face square (brow to mouth) -> a square around the head (hair to chin)
 HEAD_RAISE = 0.1  # the head square sits this fraction of the face side above the face square's centre
 CROP_MODES = ("auto", "follow", "centre", "none")
+# How a portrait (a still image) is framed: fomm-animate's --crop choices, taken by fomm-live's --crop and by
+# fomm-serve's form field and 'source' message too (:func:`frame_portrait`). For a still, follow is auto.
+PORTRAIT_CROPS = CROP_MODES
+NO_FACE_ADVICE = ("FOMM animates a face centred with some margin: crop the portrait so, or expect the background "
+                  "to move")
 
 
 class FaceDetector:
@@ -277,3 +285,56 @@ def paste_back(canvas: np.ndarray, crop: np.ndarray, box: CropBox, *, mask: np.n
     blended = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(inside, blended, canvas[y0:y1, x0:x1])
     return out
+
+
+@dataclass(frozen=True)
+class FramedPortrait:
+    """A portrait framed for the model (:func:`frame_portrait`)."""
+
+    image: np.ndarray  # RGB uint8: the square crop, or with crop "none" the whole portrait made square by ``fit``
+    box: CropBox | None  # the crop box in the portrait's pixels; None with crop "none"
+    how: str  # "face", "centre" (asked for, or no face found / no detector) or "none"
+    message: str  # one line for the user, the same in every command
+
+
+def frame_portrait(image: np.ndarray, crop: str = "auto", *, source: str | Path = "the portrait",
+                   detector: FaceDetector | None = None, fit: str = "pad") -> FramedPortrait:
+    """THE framing of a portrait, for every command (fomm-animate's source, fomm-live's --source, fomm-serve's
+    uploads): ``crop`` auto (or follow): the square around its head with upstream's 10 % margin
+    (:func:`source_box`), or the centre square, with a warning, when no face is found; centre: the centre
+    square; none: the whole portrait, made square by ``fit`` (pad: white borders; stretch: left as it is, the
+    model's resize stretches it; crop: its centre square).
+
+    ``image``: RGB uint8, as loaded (the box is in its pixels). ``source``: the portrait's path (the message
+    names the file, the warning its whole path) or a name such as "the portrait". ``detector``: one to reuse
+    (a new :class:`FaceDetector` otherwise; when OpenCV's cascades are missing the centre square is used and
+    the message says why).
+
+    Raises:
+        InputError: ``crop`` (or ``fit``) is not one of the choices.
+    """
+    if crop not in PORTRAIT_CROPS:
+        raise InputError(f"crop must be one of {', '.join(PORTRAIT_CROPS)}, got {crop!r}")
+    name = Path(source).name if isinstance(source, Path) else str(source)
+    h, w = image.shape[:2]
+    if crop == "none":
+        if fit not in FIT_MODES:
+            raise InputError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
+        square = to_uint8(fit_square(image.astype(np.float32) / 255.0, fit))  # pad: white, as the model's input
+        return FramedPortrait(square, None, "none",
+                              f"source crop {name}: none (the whole {w}x{h} portrait, made square by fit {fit})")
+    face, why = None, ""
+    if crop in ("auto", "follow"):
+        try:
+            face = (detector or FaceDetector()).detect(image)
+        except BackendUnavailableError as exc:
+            why = f"warning: {exc}; "
+        else:
+            if face is None:
+                why = f"warning: no face found in {source}; "
+    box = centre_box(w, h) if face is None else source_box(face, (w, h))
+    how = "face" if face is not None else "centre"
+    message = f"{why}source crop {name}: x={box[0]} y={box[1]} side={box[2]} ({how})"
+    if face is None and why.startswith("warning: no face"):
+        message += f"; {NO_FACE_ADVICE}"
+    return FramedPortrait(cut(image, box), box, how, message)

@@ -41,7 +41,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..animate import animate as animate_file
 from ..animate_cli import animate_main, options_from_cli
 from ..core.errors import FommError, ImageError, InputError
-from ..media.preprocess import IMAGE_SUFFIXES, decode_image, load_source
+from ..media.framing import FramedPortrait, frame_portrait
+from ..media.preprocess import IMAGE_SUFFIXES, decode_image, load_source, to_uint8
 from ..media.samples import sample_face
 from ..media.video import VIDEO_SUFFIXES, open_video
 from ..webcam.framer import ready_to_calibrate
@@ -58,6 +59,7 @@ SUBPROTOCOL = "fomm.v1"
 FORM_OPTIONS = ("relative", "adapt_scale", "crop", "fit", "paste_back", "size", "best_frame", "reference_frame",
                 "start", "end", "no_audio", "batch", "side_by_side")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+SOURCE_CROP_HEADER = "Fomm-Source-Crop"  # /v1/animate's answer: how the portrait was framed (frame_portrait's line)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class ServeApp:
         self.hub = SessionHub(engines, metrics)
         self.jobs = 0
         self.sessions = 0
-        self.default_source = sample_face()
+        # the bundled portrait, framed by the rule every portrait is (framing.frame_portrait), once
+        self.default_source = frame_portrait(to_uint8(sample_face()), source="the bundled portrait").image
         self.index_html = (STATIC / "index.html").read_text(encoding="utf-8")
 
     def authorised(self, headers, extra: str | None = None) -> bool:
@@ -148,16 +151,21 @@ class ServeApp:
         source, driving, fields = await self._receive_upload(request, tmp)
         out = tmp / "result.mp4"
         options = _within_limits(parse_animate_form(fields, source, driving, out), self.limits)
+        messages: list[str] = []  # fomm-animate's: the portrait's framing line goes back as a header
         try:
             await run_in_threadpool(_check_media, source, driving, self.limits)
             await run_in_threadpool(lambda: animate_file(source, driving, str(out), options_from_cli(options),
-                                                         log=lambda _message: None, exported=self.engines.exported,
+                                                         log=messages.append, exported=self.engines.exported,
                                                          animator_factory=self.engines.animator))
         except FommError as exc:  # the user's input: its one-line reason, without the server's paths
             raise Problem(400, " ".join(str(exc).replace(str(tmp) + "/", "").split())) from None
         self.metrics.inc("fomm_serve_animate_requests_total", code="200")
-        return Response(out.read_bytes(), media_type="video/mp4",
-                        headers={"Content-Disposition": 'attachment; filename="animated.mp4"'})
+        headers = {"Content-Disposition": 'attachment; filename="animated.mp4"'}
+        framing = next((m for m in messages if "source crop " in m), None)
+        if framing is not None:  # e.g. "source crop source.png: x=134 y=15 side=179 (face)"
+            headers[SOURCE_CROP_HEADER] = " ".join(framing.replace(str(tmp) + "/", "").split()).encode(
+                "ascii", "replace").decode()
+        return Response(out.read_bytes(), media_type="video/mp4", headers=headers)
 
     async def _receive_upload(self, request: Request, tmp: Path) -> tuple[Path, Path, dict[str, str]]:
         """The multipart body, within the byte limit: the source and the driving saved in ``tmp``, the fields."""
@@ -277,8 +285,11 @@ class LiveChannel:
         kind = msg.get("type")
         if kind == "source":
             raw = _portrait_bytes(msg, self.limits)
-            self.session.set_source(await run_in_threadpool(_load_portrait_bytes, raw, self.limits))
-            await self.send_json({"type": "source", "ok": True})
+            framed = await run_in_threadpool(_frame_portrait_bytes, raw, msg.get("crop", "auto"), self.limits)
+            self.session.set_source(framed.image)
+            await self.send_json({"type": "source", "ok": True, "crop": framed.how,
+                                  "box": None if framed.box is None else list(framed.box),
+                                  "message": framed.message})
         elif kind == "recalibrate":
             self.session.recalibrate()
             await self.send_json({"type": "recalibrate", "ok": True})
@@ -491,6 +502,14 @@ def _portrait_bytes(msg: dict, limits: Limits) -> bytes:
     if len(raw) > limits.max_upload_bytes:
         raise InputError(f"the portrait is larger than {limits.max_upload_bytes} bytes")
     return raw
+
+
+def _frame_portrait_bytes(data: bytes, crop: object, limits: Limits) -> FramedPortrait:
+    """A portrait sent over a live session, framed as every portrait is (``framing.frame_portrait``: ``crop``
+    is fomm-animate's --crop choice, auto by default)."""
+    if not isinstance(crop, str):
+        raise InputError("'crop' is one of auto, follow, centre, none")
+    return frame_portrait(to_uint8(_load_portrait_bytes(data, limits)), crop)
 
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:

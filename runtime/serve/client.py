@@ -4,12 +4,16 @@ The protocol of ``/v1/live`` (WebSocket, subprotocol ``fomm.v1``; the token as `
 ``bearer.<token>`` subprotocol):
 
 * client -> server, binary: one camera frame, JPEG (or PNG) bytes.
-* client -> server, text: JSON control messages: ``{"type": "source", "image": "<base64 or data: URL>"}``,
-  ``{"type": "recalibrate"}``, ``{"type": "options", "relative": bool, "crop": "face" | "centre"}``.
+* client -> server, text: JSON control messages: ``{"type": "source", "image": "<base64 or data: URL>"}``
+  (optional ``"crop"``: how the portrait is framed, fomm-animate's --crop choices, ``auto`` by default: around
+  its face), ``{"type": "recalibrate"}``, ``{"type": "options", "relative": bool, "crop": "face" | "centre"}``
+  (``crop`` there frames the camera frames).
 * server -> client, binary: a 4-byte big-endian header length, the JSON header (``frame``, ``calibrated``,
   ``batch``, ``dropped``, ``face``, ``box``, ``server_ms``, ``inference_ms``, ``session``), the animated
   portrait as JPEG.
-* server -> client, text: JSON acknowledgements (``{"type": <control type>, "ok": true}``) and
+* server -> client, text: JSON acknowledgements (``{"type": <control type>, "ok": true}``; for ``source`` also
+  ``"crop"`` (face, centre or none), ``"box"`` ([x, y, side] in the portrait's pixels, or null) and
+  ``"message"``, the one line every command prints about the portrait's framing) and
   ``{"type": "error", "reason": "..."}``.
 
 Used by the tests and by the load benchmark; also a starting point for a remote-GPU client of your own.
@@ -65,8 +69,12 @@ class LiveClient:
         self.ws.send(json.dumps(message))
         return json.loads(self.ws.recv())
 
-    def set_source(self, image_bytes: bytes) -> dict:
-        return self.control({"type": "source", "image": base64.b64encode(image_bytes).decode()})
+    def set_source(self, image_bytes: bytes, crop: str | None = None) -> dict:
+        """Send a portrait (``crop``: how the server frames it; its default, auto, when None)."""
+        message = {"type": "source", "image": base64.b64encode(image_bytes).decode()}
+        if crop is not None:
+            message["crop"] = crop
+        return self.control(message)
 
     def send(self, frame_bgr: np.ndarray | bytes, quality: int = 90) -> None:
         if isinstance(frame_bgr, np.ndarray):

@@ -19,7 +19,9 @@ import numpy as np
 
 from ..animator import pose_distances
 from ..core import signals
-from ..media.preprocess import load_source
+from ..core.errors import BackendUnavailableError
+from ..media.framing import FaceDetector, frame_portrait
+from ..media.preprocess import load_source, to_uint8
 from ..media.video import VideoWriter
 from .capture import CaptureThread
 from .framer import CALIBRATE_FRAMES, FaceFramer, frame_for_model, ready_to_calibrate
@@ -39,7 +41,8 @@ class LiveOptions:
 
     camera: str = "0"  # index, /dev/video*, URL or video file (see capture.open_camera)
     loop: bool = False  # a video file as camera starts again at its end
-    crop: bool = True  # follow the face; False: the centre square
+    crop: bool = True  # the camera: follow the face; False: the centre square
+    source_crop: str = "auto"  # the portraits: framing.frame_portrait's crop (--crop), as fomm-animate's source
     crop_scale: float = 2.0
     smoothing: float = 0.6
     calibrate_frames: int = CALIBRATE_FRAMES  # steady face frames before the reference pose is taken
@@ -110,8 +113,10 @@ class LiveSession:
         self.log = log
         self.portraits = portraits
         self.portrait_index = 0
-        # Read every portrait before the camera opens: a bad file is an error now, not mid-session.
-        self._images = [load_source(p) for p in portraits]
+        self._detector: FaceDetector | None = None
+        # Read and frame every portrait before the camera opens: a bad file is an error now, not mid-session.
+        self.portrait_boxes: list[tuple[int, int, int] | None] = []  # each portrait's crop box (None: crop none)
+        self._images = [self._framed(p) for p in portraits]
         self.animator.set_source(self._images[0])
         self._portrait_kps: np.ndarray | None = None  # every portrait's keypoints, for the best-match key
         self._last_crop: np.ndarray | None = None  # the newest model frame inference saw (best match)
@@ -209,6 +214,20 @@ class LiveSession:
             elif command == "relative":
                 self.animator.relative = not self.animator.relative
                 self.log("motion: " + ("relative" if self.animator.relative else "absolute"))
+
+    def _framed(self, path: Path) -> np.ndarray:
+        """A portrait read as fomm-animate reads its source (a big JPEG decoded at twice the model's size at
+        least) and framed by the one rule (``framing.frame_portrait``); its one-line message to ``log``."""
+        if self._detector is None and self.options.source_crop in ("auto", "follow"):
+            try:
+                self._detector = FaceDetector()
+            except BackendUnavailableError:
+                pass  # frame_portrait says so in its message and takes the centre square
+        image = to_uint8(load_source(path, max_side=2 * max(self.animator.frame_size)))
+        framed = frame_portrait(image, self.options.source_crop, source=path, detector=self._detector)
+        self.log(framed.message)
+        self.portrait_boxes.append(framed.box)
+        return framed.image
 
     def pick_portrait(self, index: int, why: str = "") -> None:
         """Animate portrait ``index`` from now on (the inference thread calls this; it owns the animator)."""

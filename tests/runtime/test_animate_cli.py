@@ -466,3 +466,21 @@ def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
         animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
                 AnimateOptions(onnx_dir=golden_export, start=0.5, end=0.2))
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the portrait framed as in every command (issue #26) ----------------------------------------------------
+
+
+def test_astronaut_is_framed_around_its_face_as_in_every_command(tmp_path, media, golden_export):
+    """The whole 512 px photo (suit, flag, shuttle) is not squeezed into the model's frame: the source is the
+    box around its face that fomm-live and fomm-serve give too (tests/runtime/test_live.py, test_serve.py)."""
+    from tests.runtime.media.test_framing import ASTRONAUT, ASTRONAUT_MESSAGE, portrait_distances
+
+    out = tmp_path / "frames"
+    res = _animate("--source", ASTRONAUT, "--driving", media / "silent.mp4", "--out", f"{out}/", "--onnx",
+                   golden_export, "--side-by-side", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert ASTRONAUT_MESSAGE in res.stderr.splitlines(), res.stderr
+    first = cv2.imread(str(sorted(out.iterdir())[0]))[..., ::-1]
+    to_framed, to_squeezed = portrait_distances(first[:, :128])  # the source panel: what the model was given
+    assert to_framed < 2 and to_squeezed > 20, (to_framed, to_squeezed)

@@ -550,3 +550,23 @@ def test_live_script_mode_runs(golden_export, clip, tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "3 frames shown" in res.stdout
+
+
+def test_cli_frames_the_astronaut_around_its_face_as_in_every_command(golden_export, tmp_path):
+    """--source astronaut.png is framed as fomm-animate and fomm-serve frame it (tests/runtime/test_animate_cli.py,
+    test_serve.py), not squeezed whole into the model's frame. The camera shows a wall (no face), so the
+    session never calibrates and records the portrait as the model was given it."""
+    from tests.runtime.media.test_framing import ASTRONAUT, ASTRONAUT_MESSAGE, portrait_distances
+
+    wall = tmp_path / "wall.mp4"
+    with VideoWriter(wall, FPS, (320, 240)) as w:
+        for _ in range(10):
+            w.write(np.full((240, 320, 3), 90, np.uint8))
+    res = _live("--source", ASTRONAUT, "--onnx", golden_export, "--camera", wall, "--no-window", "--max-frames", "3",
+                "--out", tmp_path / "o.mp4", "--out-size", "portrait")
+    assert res.returncode == 0, res.stderr
+    assert ASTRONAUT_MESSAGE in res.stderr.splitlines(), res.stderr
+    frames = list(iter_frames(tmp_path / "o.mp4"))
+    assert frames and frames[0].shape == (128, 128, 3)
+    to_framed, to_squeezed = portrait_distances(frames[0])
+    assert to_framed < 4 and to_squeezed > 20, (to_framed, to_squeezed)

@@ -648,3 +648,40 @@ def test_live_frame_over_the_side_limit_gets_a_reason_and_the_session_goes_on(se
         after = client.animate(frame)
         assert not isinstance(after, dict), after
         assert after.image.shape == (64, 64, 3) and after.header["frame"] == 2
+
+
+# ---- the portrait framed as in every command (issue #26) ----------------------------------------------------
+
+
+def test_astronaut_is_framed_around_its_face_over_http_and_the_socket(server, media, tmp_path):
+    """An uploaded portrait, over POST /v1/animate and in a live session's 'source' message, gets the box around
+    its face that fomm-animate and fomm-live give (tests/runtime/test_animate_cli.py, test_live.py), not the
+    whole 512 px photo squeezed into the model's 64 px frame."""
+    from tests.runtime.media.test_framing import ASTRONAUT_CROP, portrait_distances
+
+    photo = (DATA / "astronaut.png").read_bytes()
+    files = {"source": ("astronaut.png", photo, "image/png"),
+             "driving": ("talk.mp4", media["driving"].read_bytes(), "video/mp4")}
+    res = post_animate(server.url, media, {"side_by_side": "true", "end": "0.2"}, files)
+    assert res.status_code == 200, res.text
+    assert res.headers["fomm-source-crop"] == "source crop source.png: x=134 y=15 side=179 (face)"
+    out = tmp_path / "sbs.mp4"
+    out.write_bytes(res.content)
+    first = next(iter(iter_frames(out)))
+    assert first.shape == (64, 192, 3)
+    to_framed, to_squeezed = portrait_distances(first[:, :64])  # the source panel
+    assert to_framed < 8 and to_squeezed > 20, (to_framed, to_squeezed)
+
+    wall = np.full((240, 320, 3), 90, np.uint8)  # no face: the session stays uncalibrated and sends the portrait
+    with LiveClient(server.url) as client:
+        reply = client.set_source(photo)
+        assert reply == {"type": "source", "ok": True, "crop": "face", "box": list(ASTRONAUT_CROP),
+                         "message": "source crop the portrait: x=134 y=15 side=179 (face)"}
+        still = client.animate(wall)
+        assert not still.header["calibrated"]
+        to_framed, to_squeezed = portrait_distances(still.image[..., ::-1])
+        assert to_framed < 8 and to_squeezed > 20, (to_framed, to_squeezed)
+        # the other choices are fomm-animate's --crop's
+        assert client.set_source(photo, crop="centre")["box"] == [0, 0, 512]
+        bad = client.set_source(photo, crop="sideways")
+        assert bad["type"] == "error" and "crop must be one of auto, follow, centre, none" in bad["reason"]

@@ -231,6 +231,61 @@ def test_paste_back_changes_only_the_box():
     np.testing.assert_array_equal(out[40, 250:300], canvas[40, 250:300])  # feathered to the canvas at the edge
 
 
+# ---- the one portrait-framing rule of every command (issue #26) --------------------------------------------
+
+# frame_portrait's box for astronaut.png (512x512) with crop auto: what fomm-animate, fomm-live and fomm-serve
+# all report and use (the head square, 1.6x Haar's face square raised by 0.1 of it, plus upstream's 10 % margin).
+ASTRONAUT_CROP = (134, 15, 179)
+ASTRONAUT_MESSAGE = "source crop astronaut.png: x=134 y=15 side=179 (face)"
+
+
+def portrait_distances(frame_rgb: np.ndarray) -> tuple[float, float]:
+    """How far a model-sized portrait frame (RGB uint8, as a command showed or wrote it) is from astronaut.png
+    framed by ASTRONAUT_CROP, and from the whole photo squeezed into the frame: mean absolute difference in
+    grey levels. A command that frames the portrait gives (small, large); one that squeezes it (large, small)."""
+    from fomm_deploy.runtime.media.preprocess import prepare_frame, to_uint8
+
+    size = frame_rgb.shape[:2]
+    framed = to_uint8(prepare_frame(cut(astronaut(), ASTRONAUT_CROP), size)).astype(np.float32)
+    squeezed = to_uint8(prepare_frame(astronaut(), size)).astype(np.float32)
+    frame = frame_rgb.astype(np.float32)
+    return float(np.abs(frame - framed).mean()), float(np.abs(frame - squeezed).mean())
+
+
+def test_frame_portrait_centres_the_astronauts_face():
+    image = astronaut()
+    framed = framing.frame_portrait(image, source=ASTRONAUT)
+    assert (framed.box, framed.how, framed.message) == (ASTRONAUT_CROP, "face", ASTRONAUT_MESSAGE)
+    np.testing.assert_array_equal(framed.image, image[15:15 + 179, 134:134 + 179])
+    # follow is auto for a still portrait; the face (Haar's square) is well inside the box
+    assert framing.frame_portrait(image, "follow", source=ASTRONAUT).box == ASTRONAUT_CROP
+    x, y, s = ASTRONAUT_CROP
+    assert x < FACE_CX - FACE_SIDE / 2 and FACE_CX + FACE_SIDE / 2 < x + s
+    assert y < FACE_CY - FACE_SIDE / 2 and FACE_CY + FACE_SIDE / 2 < y + s
+    # the face fills the frame: its square is more than half of the box's side (the whole photo: a fifth)
+    assert FACE_SIDE / s > 0.5
+
+
+def test_frame_portrait_centre_none_and_without_a_face():
+    wide = np.full((100, 200, 3), 90, np.uint8)
+    centre = framing.frame_portrait(astronaut(), "centre", source="the portrait")
+    assert (centre.box, centre.how, centre.message) == ((0, 0, 512), "centre",
+                                                        "source crop the portrait: x=0 y=0 side=512 (centre)")
+    none = framing.frame_portrait(wide, "none", source=Path("/photos/wall.png"))
+    assert none.box is None and none.image.shape == (200, 200, 3)
+    assert (none.image[:50] == 255).all() and (none.image[50:150] == 90).all()  # padded white, as --fit pad
+    assert none.message == "source crop wall.png: none (the whole 200x100 portrait, made square by fit pad)"
+    assert framing.frame_portrait(wide, "none", fit="stretch").image.shape == (100, 200, 3)
+    missing = framing.frame_portrait(wide, source=Path("/photos/wall.png"))
+    assert missing.box == (50, 0, 100) and missing.how == "centre"
+    assert missing.message.startswith("warning: no face found in /photos/wall.png; source crop wall.png: x=50 y=0 "
+                                      "side=100 (centre); FOMM animates a face")
+    for framed in (centre, none, missing):
+        assert "\n" not in framed.message
+    with pytest.raises(framing.InputError, match="crop must be one of auto, follow, centre, none, got 'sideways'"):
+        framing.frame_portrait(wide, "sideways")
+
+
 # ---- the detector on the generated set ----------------------------------------------------------------------
 
 

@@ -238,9 +238,14 @@ def test_source_video_uses_its_first_frame(golden_export, clip):
     animator = _animator(golden_export)
     session = LiveSession(animator, [path], LiveOptions(camera=str(path), window=False), log=lambda m: None)
     session.capture.cap.release()
+    # the first frame, framed as every portrait is: around the face (200 px at x=40, y=120 of the frame)
+    from fomm_deploy.runtime.media.framing import frame_portrait
+
     reference = _animator(golden_export)
-    reference.set_source(next(iter_frames(path)).astype(np.float32) / 255)
+    reference.set_source(frame_portrait(next(iter_frames(path)), source=path).image)
     assert np.array_equal(animator.source_uint8(), reference.source_uint8())
+    ((x, y, side),) = session.portrait_boxes
+    assert x < 140 < x + side and y < 220 < y + side and side < 480
 
 
 def test_framer_refuses_a_crop_scale_that_is_not_positive():
@@ -429,7 +434,9 @@ def _live(*args, env=None, cwd=None):
 def _one_line_error(res, message):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith("backend:")]
+    # what was chosen and how the portrait was framed (said before the camera opens) are not the error
+    lines = [line for line in res.stderr.splitlines()
+             if line.strip() and not line.startswith(("backend:", "source crop "))]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.stderr
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fomm_deploy.runtime.media.video import VideoWriter, iter_frames  # noqa: E402
-from tests.runtime.test_framing import moving_clip  # noqa: E402
+from tests.runtime.media.test_framing import moving_clip  # noqa: E402
 
 FRAME = 7
 

@@ -123,7 +123,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
 @device_option()
 @click.option("--crop", "source_crop", type=click.Choice(PORTRAIT_CROPS), default="auto", show_default=True,
               help="How the portrait is framed, by the rule fomm-animate and fomm-serve use (runtime/FRAMING.md): "
-              "auto: the square around its face with a 10%% margin (the centre square, with a warning, when "
+              "auto: the square around its face with a 10% margin (the centre square, with a warning, when "
               "no face is found; follow is the same for a still portrait); centre: the centre square; none: the "
               "whole portrait, padded to a square. The camera's framing is --no-crop and --crop-scale.")
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face "

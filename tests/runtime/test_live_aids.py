@@ -149,8 +149,9 @@ def test_number_keys_switch_the_portrait_and_the_output(golden_export, folder, t
     camera = _still_camera(tmp_path / "still.mp4", FACE)
     out = tmp_path / "portrait.mp4"
     logs: list[str] = []
+    # source_crop centre: the portraits as they are (256x256), so that what the camera sees is a portrait exactly
     session = _session(golden_export, list_portraits(folder), logs, camera=str(camera), crop=False, output=out,
-                       output_size="portrait", keys=parse_key_script("10:3,12:7"))
+                       output_size="portrait", keys=parse_key_script("10:3,12:7"), source_crop="centre")
     report = session.run()
     assert report.reason == "camera stream ended"
     shown = report.portraits_shown
@@ -176,8 +177,10 @@ def test_number_keys_switch_the_portrait_and_the_output(golden_export, folder, t
 def test_best_match_picks_the_portrait_the_camera_shows(golden_export, folder, tmp_path, shows):
     camera = _still_camera(tmp_path / "still.mp4", PORTRAITS[shows], frames=25)
     logs: list[str] = []
+    # the camera's centre square shows one portrait as it is; source_crop centre keeps the portraits so too (framed
+    # around the face, each would be a different zoom of it, and the upside-down one a false face)
     session = _session(golden_export, list_portraits(folder), logs, camera=str(camera), crop=False,
-                       keys=parse_key_script("5:f"), output=tmp_path / "o.mp4")
+                       keys=parse_key_script("5:f"), output=tmp_path / "o.mp4", source_crop="centre")
     report = session.run()
     index = list(PORTRAITS).index(shows)
     assert report.best_matches == [index]

@@ -18,9 +18,9 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import shutil
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -47,6 +48,7 @@ from ..media.video import VIDEO_SUFFIXES, open_video
 from ..webcam.framer import ready_to_calibrate
 from . import MAX_IMAGE_SIDE
 from .engines import Engines
+from .guards import HostOriginGuard, HostPolicy, UploadSpace
 from .metrics import Metrics, server_metrics
 from .sessions import CROPS, SessionHub, SocketSession, decode_jpeg, encode_jpeg
 
@@ -67,12 +69,14 @@ class Limits:
     max_jobs: int = 1  # concurrent POST /v1/animate; more get 429
     max_sessions: int = 8  # concurrent live sessions; more are refused (close code 1013)
     max_upload_bytes: int = 50 << 20  # a whole /v1/animate request body
+    upload_seconds: float = 60.0  # the most a /v1/animate body may take to arrive; then 408
     max_image_side: int = MAX_IMAGE_SIDE  # source portraits (OpenCV's pixel limit: serve.refuse_image_bombs)
     max_video_side: int = 1920  # driving videos
     max_video_seconds: float = 60.0
     max_video_frames: int = 3600
     max_frame_bytes: int = 2 << 20  # one live camera frame
     max_frame_side: int = 1920
+    portrait_decodes: int = 2  # live portraits decoded at once, server-wide (each up to 4096^2 px)
 
 
 class Problem(HTTPException):
@@ -80,12 +84,15 @@ class Problem(HTTPException):
 
 
 def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
-               metrics: Metrics | None = None) -> Starlette:
-    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
-    server = ServeApp(engines, token, limits, metrics or server_metrics())
+               metrics: Metrics | None = None, hosts: HostPolicy | None = None,
+               uploads: UploadSpace | None = None) -> Starlette:
+    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /).
+    ``hosts``: the Host names and Origins answered (default: the loopback names, and no other site's origin).
+    ``uploads``: where uploads go (default: this process's folder of a new :class:`UploadSpace`)."""
+    server = ServeApp(engines, token, limits, metrics or server_metrics(), uploads or UploadSpace())
     routes = [Route("/", server.page), Route("/healthz", healthz), Route("/metrics", server.metrics_route),
               Route("/v1/animate", server.animate, methods=["POST"]), WebSocketRoute("/v1/live", server.live)]
-    return Starlette(routes=routes,
+    return Starlette(routes=routes, middleware=[Middleware(HostOriginGuard, policy=hosts or HostPolicy())],
                      exception_handlers={HTTPException: server.problem, FommError: user_error, Exception: bug},
                      lifespan=server.lifespan)
 
@@ -93,8 +100,10 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
 class ServeApp:
     """The app's state and its routes: the engines, the token and the limits, the jobs and sessions running."""
 
-    def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics):
+    def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics, uploads: UploadSpace):
         self.engines, self.token, self.limits, self.metrics = engines, token, limits, metrics
+        self.uploads = uploads
+        self.portrait_decodes: asyncio.Semaphore | None = None  # made on the server's loop
         self.hub = SessionHub(engines, metrics)
         self.jobs = 0
         self.sessions = 0
@@ -143,7 +152,7 @@ class ServeApp:
 
     async def _animate(self, request: Request, folders: list) -> Response:
         _check_upload_headers(request, self.limits)
-        tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
+        tmp = self.uploads.request_folder()  # mode 0700: private to the server's user
         folders.append(tmp)
         source, driving, fields = await self._receive_upload(request, tmp)
         out = tmp / "result.mp4"
@@ -161,7 +170,8 @@ class ServeApp:
 
     async def _receive_upload(self, request: Request, tmp: Path) -> tuple[Path, Path, dict[str, str]]:
         """The multipart body, within the byte limit: the source and the driving saved in ``tmp``, the fields."""
-        parser = MultiPartParser(request.headers, _limited(request, self.limits.max_upload_bytes), max_files=3,
+        body = _limited(request, self.limits.max_upload_bytes, self.limits.upload_seconds)
+        parser = MultiPartParser(request.headers, body, max_files=3,
                                  max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
         try:
             form = await parser.parse()
@@ -182,7 +192,7 @@ class ServeApp:
         self.metrics.inc("fomm_serve_sessions_total")
         try:
             session = await run_in_threadpool(SocketSession, self.engines, self.default_source)
-            await LiveChannel(ws, session, self.hub, self.limits, self.metrics).run()
+            await LiveChannel(ws, session, self.hub, self.limits, self.metrics, self.portrait_decodes).run()
         except WebSocketDisconnect:
             pass
         finally:
@@ -209,10 +219,14 @@ class ServeApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
+        self.portrait_decodes = asyncio.Semaphore(self.limits.portrait_decodes)
         try:
             yield
         finally:
-            await run_in_threadpool(self.hub.close)
+            try:
+                await run_in_threadpool(self.hub.close)
+            finally:
+                self.uploads.close()
 
 
 class LiveChannel:
@@ -222,8 +236,10 @@ class LiveChannel:
     newest frame and sends the result; one lock keeps their messages whole.
     """
 
-    def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics):
+    def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics,
+                 portrait_decodes: asyncio.Semaphore | None = None):
         self.ws, self.session, self.hub, self.limits, self.metrics = ws, session, hub, limits, metrics
+        self.portrait_decodes = portrait_decodes or asyncio.Semaphore(limits.portrait_decodes)
         self.send_lock = asyncio.Lock()
         self.newest: dict = {}
         self.arrived = asyncio.Event()
@@ -268,30 +284,23 @@ class LiveChannel:
         self.arrived.set()
 
     async def control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-            if not isinstance(msg, dict):
-                raise ValueError
-        except ValueError:
-            raise InputError("control messages are JSON objects with a 'type'") from None
-        kind = msg.get("type")
+        # A portrait's message is large: parsed off the event loop, which every client shares.
+        msg = parse_control(text) if len(text) < 4096 else await run_in_threadpool(parse_control, text)
+        kind = msg["type"]
         if kind == "source":
-            raw = _portrait_bytes(msg, self.limits)
-            self.session.set_source(await run_in_threadpool(_load_portrait_bytes, raw, self.limits))
+            async with self.portrait_decodes:  # each decode may take 4096^2 px for a moment; a few at once
+                model = await run_in_threadpool(_portrait_frame, msg, self.limits, self.session)
+            self.session.set_source(model)  # the model-sized frame; it replaces any still waiting
             await self.send_json({"type": "source", "ok": True})
         elif kind == "recalibrate":
             self.session.recalibrate()
             await self.send_json({"type": "recalibrate", "ok": True})
         elif kind == "options":
             if "relative" in msg:
-                self.session.set_relative(bool(msg["relative"]))
+                self.session.set_relative(msg["relative"])
             if "crop" in msg:
-                if msg["crop"] not in CROPS:
-                    raise InputError(f"crop is one of {', '.join(CROPS)}")
                 self.session.set_crop(msg["crop"])
             await self.send_json({"type": "options", "ok": True})
-        else:
-            raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
 
     async def process(self) -> None:
         while True:
@@ -384,12 +393,22 @@ def parse_animate_form(fields: dict[str, str], source: Path, driving: Path, out:
             elif opt.secondary_opts:
                 args.append(opt.secondary_opts[0])
         else:
+            if not _finite_or_not_a_number(raw):  # click takes "nan" and "inf" as floats, and no range holds them
+                raise Problem(400, f"form field {name!r} takes a finite number, got {raw!r}")
             args += [opt.opts[0], raw]
     try:
         ctx = animate_main.make_context("fomm-animate", args)
     except click.ClickException as exc:
         raise Problem(400, _form_message(exc)) from None
     return {k: ctx.params[k] for k in FORM_OPTIONS}
+
+
+def _finite_or_not_a_number(raw: str) -> bool:
+    """False for the text of NaN or an infinity ("nan", "-inf", "Infinity", "1e999"), True for anything else."""
+    try:
+        return math.isfinite(float(raw))
+    except ValueError:
+        return True
 
 
 def _form_message(exc: click.ClickException) -> str:
@@ -411,9 +430,21 @@ def _check_upload_headers(request: Request, limits: Limits) -> None:
         raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
 
 
-async def _limited(request: Request, limit: int):
+async def _limited(request: Request, limit: int, seconds: float):
+    """The request's body, refused (413) past ``limit`` bytes and (408) when it has not all arrived ``seconds``
+    after the request began: a client that stalls, or trickles, its upload cannot hold a job slot for longer."""
     received = 0
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise Problem(408, f"the upload did not arrive within {seconds:g} s (--upload-timeout)",
+                          headers={"Connection": "close"}) from None
         received += len(chunk)
         if received > limit:
             raise Problem(413, f"the request is larger than the limit of {limit} bytes")
@@ -452,6 +483,9 @@ def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
 
 def _within_limits(options: dict, limits: Limits) -> dict:
     """The animation's options with the driving clip ending by the server's limit of seconds."""
+    for name in ("start", "end"):  # parse_animate_form refuses them; a NaN would pass every comparison below
+        if options[name] is not None and not math.isfinite(options[name]):
+            raise Problem(400, f"form field {name!r} takes a finite number")
     if options["start"] >= limits.max_video_seconds:
         raise Problem(413, f"start {options['start']:g} s is past the server's limit of "
                            f"{limits.max_video_seconds:g} s of driving video")
@@ -491,6 +525,56 @@ def _portrait_bytes(msg: dict, limits: Limits) -> bytes:
     if len(raw) > limits.max_upload_bytes:
         raise InputError(f"the portrait is larger than {limits.max_upload_bytes} bytes")
     return raw
+
+
+# A live control message: its type, and each field it may carry with the JSON type that field takes.
+CONTROL_FIELDS = {"source": {"image": str}, "recalibrate": {}, "options": {"relative": bool, "crop": str}}
+
+
+def _refuse_constant(name: str):
+    raise InputError(f"{name} is not a number a control message may carry; send finite numbers only")
+
+
+def parse_control(text: str) -> dict:
+    """A live control message, parsed and checked: a JSON object with a known ``type`` and only that type's
+    fields, each of its own JSON type (``"relative": "false"`` is refused, not taken as true; so is any array
+    or object in a field, whatever its depth); no NaN or Infinity anywhere.
+
+    Raises:
+        InputError: what is wrong, in one line.
+    """
+    try:
+        msg = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InputError("control messages are flat JSON objects; this one is nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("control messages are JSON objects with a 'type'") from None
+    if not isinstance(msg, dict):
+        raise InputError("control messages are JSON objects with a 'type'")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in CONTROL_FIELDS:
+        raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
+    fields = CONTROL_FIELDS[kind]
+    for name, value in msg.items():
+        if name == "type":
+            continue
+        if name not in fields:
+            raise InputError(f"a {kind} message has no field {name!r}"
+                             + (f"; its fields are {', '.join(fields)}" if fields else ""))
+        if type(value) is not fields[name]:  # bool is not int, and "false" is not False
+            wanted = {str: "a string", bool: "true or false"}[fields[name]]
+            raise InputError(f"{name!r} takes {wanted}, got {json.dumps(value)[:40]}")
+    if kind == "options" and "crop" in msg and msg["crop"] not in CROPS:
+        raise InputError(f"crop is one of {', '.join(CROPS)}")
+    return msg
+
+
+def _portrait_frame(msg: dict, limits: Limits, session: SocketSession) -> np.ndarray:
+    """A ``source`` message's portrait -> the session's model-sized frame of it (decoded, checked, and reduced
+    here, so that a session keeps no more than the model's size of it)."""
+    return session.prepare_source(_load_portrait_bytes(_portrait_bytes(msg, limits), limits))
 
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:

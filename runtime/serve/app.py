@@ -3,10 +3,11 @@
 Security defaults: with a token, every route but ``/healthz`` and the static page (which holds no data and
 asks the user for the token) needs ``Authorization: Bearer <token>``. A browser cannot set that header on a
 WebSocket, so ``/v1/live`` also takes the token as a ``bearer.<token>`` WebSocket subprotocol (the server
-answers with ``fomm.v1``, never echoing the token). Uploads are read into a private temporary folder (mode
-0700), decoded as images and videos, and removed when the request ends; nothing is ever served back from
-there. Every bad input is a 4xx with a one-line JSON reason; an unexpected error is a 500 without details
-(the traceback goes to the server's log).
+answers with ``fomm.v1``, never echoing the token). Every route and socket refuses a foreign ``Host`` or
+``Origin`` (``guards.HostOriginGuard``). Uploads are read into this process's private folder (mode 0700,
+``guards.UploadSpace``), decoded as images and videos, and removed when the request ends; nothing is ever
+served back from there. Every bad input is a 4xx with a one-line JSON reason; an unexpected error is a 500
+without details (the traceback goes to the server's log).
 """
 
 from __future__ import annotations
@@ -186,7 +187,10 @@ class ServeApp:
 
     async def live(self, ws: WebSocket) -> None:
         """/v1/live: one session of ``max_sessions``, after the token check."""
-        if not await self._admit(ws):
+        try:  # a client may leave at any point, even before it is let in: not worth a line in the log
+            if not await self._admit(ws):
+                return
+        except WebSocketDisconnect:
             return
         self.sessions += 1
         self.metrics.inc("fomm_serve_sessions_total")
@@ -483,9 +487,6 @@ def _save(upload: UploadFile, folder: Path, name: str, suffixes) -> Path:
 
 def _within_limits(options: dict, limits: Limits) -> dict:
     """The animation's options with the driving clip ending by the server's limit of seconds."""
-    for name in ("start", "end"):  # parse_animate_form refuses them; a NaN would pass every comparison below
-        if options[name] is not None and not math.isfinite(options[name]):
-            raise Problem(400, f"form field {name!r} takes a finite number")
     if options["start"] >= limits.max_video_seconds:
         raise Problem(413, f"start {options['start']:g} s is past the server's limit of "
                            f"{limits.max_video_seconds:g} s of driving video")

@@ -79,12 +79,11 @@ def test_a_live_session_holds_one_portrait(guarded, media):
     jpeg = cv2.imencode(".jpg", big.astype(np.uint8))[1].tobytes()  # 4096x4096 px in a small file
     astronaut = cv2.imread(str(DATA / "astronaut.png"))
     with LiveClient(guarded.url) as client:
-        assert client.set_source(jpeg)["ok"]
         before = rss_mb(guarded.proc.pid)
-        for _ in range(4):
+        for _ in range(5):
             assert client.set_source(jpeg)["ok"]
         grown = rss_mb(guarded.proc.pid) - before
-        assert grown < 300, f"the server grew by {grown:.0f} MB for 4 more portraits"
+        assert grown < 150, f"the server grew by {grown:.0f} MB for 5 portraits (one is 192 MB as float32)"
         assert client.set_source(cv2.imencode(".png", astronaut)[1].tobytes())["ok"]
         client.control({"type": "options", "crop": "centre"})
         still = client.animate(bgr_frames(media["driving"])[0])  # not calibrated yet: the portrait itself
@@ -263,19 +262,20 @@ def test_relative_false_as_a_string_leaves_relative_motion_on(guarded, media):
         assert np.abs(client.animate(frames[12]).image.astype(float) - relative).mean() > 1.5
 
 
-def test_crop_toggles_do_not_block_other_clients(guarded):
-    """1000 crop toggles (40 kB of messages) sent at once: another client's request is answered meanwhile (the
-    review: each toggle loaded the face detector on the event loop, and 1000 froze every client for 6.9 s)."""
-    toggles = [json.dumps({"type": "options", "crop": ("face", "centre")[i % 2]}) for i in range(1000)]
+def test_crop_toggles_do_not_block_the_server(guarded):
+    """1000 crop toggles (40 kB of messages) sent at once are all answered within 3 s, and another client's
+    request meanwhile (the review: each toggle loaded the face detector's files on the event loop, and 1000
+    froze every client for 6.9 s; here one load takes about 25 ms, so 500 loads take over 12 s)."""
+    toggles = [json.dumps({"type": "options", "crop": ("centre", "face")[i % 2]}) for i in range(1000)]
     with LiveClient(guarded.url) as client:
+        started = time.monotonic()
         for message in toggles:
             client.ws.send(message)
-        started = time.monotonic()
         assert httpx.get(guarded.url + "/healthz", timeout=60).status_code == 200
-        waited = time.monotonic() - started
         replies = [client.receive(timeout=60) for _ in toggles]
+        waited = time.monotonic() - started
     assert all(r == {"type": "options", "ok": True} for r in replies)
-    assert waited < 3.0, f"/healthz took {waited:.1f} s while the toggles were handled"
+    assert waited < 3.0, f"1000 toggles took {waited:.1f} s to be answered"
 
 
 # ---- quiet and clean ---------------------------------------------------------------------------------------

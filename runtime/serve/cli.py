@@ -179,8 +179,10 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         if connections < max_connections:
             click.echo(f"fomm-serve: at most {connections} connections at once (ulimit -n allows no more)")
         click.echo(f"fomm-serve: listening on http://{shown}:{bound_port}/", nl=True)
-        # A portrait's control message is base64 (4/3 of its bytes); nothing else on a socket is larger.
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=max(16 << 20, limits.max_upload_bytes * 2),
+        # A portrait's control message is base64 (4/3 of its bytes, and a data: URL's prefix); nothing else on a
+        # socket is larger.
+        config = uvicorn.Config(app, log_level="warning",
+                                ws_max_size=max(16 << 20, limits.max_upload_bytes * 4 // 3 + (64 << 10)),
                                 lifespan="on", http=guarded_http_protocol(connections, header_timeout),
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         quiet_loggers()  # after uvicorn.Config, which configures the logging

@@ -309,6 +309,8 @@ def test_token_is_required_everywhere_but_healthz(token_server, media):
     (["--replicas", "2"], "are for --ray"),
     (["--ray", "--replicas", "3-2"], "MIN <= MAX"),
     (["--ray"], "needs a --port"),
+    (["--allow-origin", "evil.example"], "--allow-origin takes an origin"),
+    (["--allow-origin", "https://app.example/path"], "--allow-origin takes an origin"),
 ])
 def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     res = subprocess.run([sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--onnx", str(tmp_path), *args,

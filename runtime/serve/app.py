@@ -77,7 +77,7 @@ class Limits:
     max_video_frames: int = 3600
     max_frame_bytes: int = 2 << 20  # one live camera frame
     max_frame_side: int = 1920
-    portrait_decodes: int = 2  # live portraits decoded at once, server-wide (each up to 4096^2 px)
+    portrait_decodes: int = 1  # live portraits decoded at once, server-wide (a 4096^2 px one peaks near 600 MB)
 
 
 class Problem(HTTPException):

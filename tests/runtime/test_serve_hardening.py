@@ -350,3 +350,58 @@ def test_a_killed_servers_uploads_are_removed_at_the_next_start(bundled_export, 
     uploads = [str(p.relative_to(tmp)) for p in left if p.name.split(".")[0] in ("source", "driving", "result")]
     assert not uploads, uploads
     assert (tmp / "someone-elses.txt").read_text() == "not fomm-serve's"
+
+
+# ---- what a session holds (in process: the session's own objects) ------------------------------------------
+
+
+def _held_by(session) -> tuple[list, int]:
+    """The arrays a session holds besides its animator and framers (which hold the portrait in use), and how
+    many objects it takes to hold them: lists, queues, dicts, and what closures keep."""
+    import collections
+    import types
+
+    stack = [v for k, v in vars(session).items() if k not in ("animator", "framers")]
+    seen, arrays = set(), []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            arrays.append(obj)
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, types.FunctionType):
+            stack.extend(cell.cell_contents for cell in obj.__closure__ or ())
+    return arrays, len(seen)
+
+
+def test_a_session_keeps_one_waiting_portrait_and_no_queue_of_changes(bundled_export):
+    """Three portraits and 4000 option changes without a frame between them: the session holds the newest
+    portrait only, at the model's size, and a few flags, not a queue; the worker then applies the newest."""
+    from fomm_deploy.runtime.media.preprocess import load_image, to_uint8
+    from fomm_deploy.runtime.media.samples import sample_face
+    from fomm_deploy.runtime.serve.engines import Engines
+    from fomm_deploy.runtime.serve.sessions import SocketSession
+
+    engines = Engines(bundled_export)
+    session = SocketSession(engines, sample_face())
+    astronaut = load_image(DATA / "astronaut.png")
+    portraits = [session.prepare_source(img) for img in (sample_face(), astronaut[::-1], astronaut)]
+    for portrait in portraits:
+        session.set_source(portrait)
+    for _ in range(1000):
+        session.recalibrate()
+        session.set_relative(False)
+        session.set_crop("centre")
+        session.set_crop("face")
+    arrays, objects = _held_by(session)
+    assert [a.shape for a in arrays] == [(64, 64, 3)] and arrays[0] is portraits[-1]
+    assert objects < 50, f"the session holds {objects} objects for its waiting changes"
+    session.apply_changes()
+    assert np.array_equal(session.animator.source_uint8(), to_uint8(portraits[-1]))
+    assert not session.animator.relative and not session.animator.has_reference
+    assert _held_by(session)[0] == []

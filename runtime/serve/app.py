@@ -38,7 +38,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from ..animate import animate as animate_file
 from ..animate_cli import animate_main, options_from_cli
@@ -237,7 +237,8 @@ class LiveChannel:
     """One live session's socket: camera frames in (the newest one wins), animated frames and replies out.
 
     Two tasks share it: ``receive`` reads the socket (frames and control messages), ``process`` animates the
-    newest frame and sends the result; one lock keeps their messages whole.
+    newest frame and sends the result; one lock keeps their messages whole. Once a send finds the client gone,
+    neither sends again: both end quietly (a client that leaves mid-frame is no error of the server's).
     """
 
     def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics,
@@ -248,6 +249,7 @@ class LiveChannel:
         self.newest: dict = {}
         self.arrived = asyncio.Event()
         self.gone = asyncio.Event()
+        self.closed = False  # a send found the client gone
 
     async def run(self) -> None:
         receiver = asyncio.create_task(self.receive())
@@ -255,10 +257,22 @@ class LiveChannel:
             await self.process()
         finally:
             receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await receiver  # its own error, if it had one that is not the client leaving, is raised here
+
+    async def _send(self, text: str | None = None, data: bytes | None = None) -> None:
+        """One message to the client; ``WebSocketDisconnect`` once the client is gone (for either task)."""
+        async with self.send_lock:
+            if self.closed:
+                raise WebSocketDisconnect(1006)
+            try:
+                await (self.ws.send_text(text) if text is not None else self.ws.send_bytes(data))
+            except (WebSocketDisconnect, WebSocketDisconnected):
+                self.closed = True
+                raise WebSocketDisconnect(1006) from None
 
     async def send_json(self, obj: dict) -> None:
-        async with self.send_lock:
-            await self.ws.send_text(json.dumps(obj))
+        await self._send(text=json.dumps(obj))
 
     async def receive(self) -> None:
         try:
@@ -343,8 +357,7 @@ class LiveChannel:
                              "server_ms": round((t4 - t_in) * 1000, 2),
                              "inference_ms": round(result.inference_s * 1000, 2),
                              "session": session.id}).encode()
-        async with self.send_lock:
-            await self.ws.send_bytes(struct.pack(">I", len(header)) + header + jpeg)
+        await self._send(data=struct.pack(">I", len(header)) + header + jpeg)
 
 
 async def healthz(request: Request) -> Response:

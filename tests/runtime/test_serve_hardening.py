@@ -417,3 +417,22 @@ def test_a_session_keeps_one_waiting_portrait_and_no_queue_of_changes(bundled_ex
     assert np.array_equal(session.animator.source_uint8(), to_uint8(portraits[-1]))
     assert not session.animator.relative and not session.animator.has_reference
     assert _held_by(session)[0] == []
+
+
+@pytest.mark.parametrize("bind, host, origin, allowed", [
+    ("127.0.0.1", "127.0.0.1:8000", None, True),
+    ("127.0.0.1", "localhost:8000", "http://localhost:8000", True),
+    ("::1", "[::1]:8000", "http://[::1]:8000", True),
+    ("127.0.0.1", "LOCALHOST", None, True),
+    ("127.0.0.1", "192.168.1.5:8000", None, False),  # listening on loopback only
+    ("0.0.0.0", "192.168.1.5:8000", "http://192.168.1.5:8000", True),  # on every interface: any address
+    ("0.0.0.0", "evil.example:8000", None, False),  # but not any name
+    ("0.0.0.0", "192.168.1.5:8000", "http://evil.example", False),
+    ("127.0.0.1", "127.0.0.1:8000", "http://127.0.0.1:9000", False),  # another port is another origin
+    ("127.0.0.1", None, None, True),  # HTTP/1.0 without Host: not a browser
+])
+def test_host_policy(bind, host, origin, allowed):
+    from fomm_deploy.runtime.serve.guards import HostPolicy
+
+    policy = HostPolicy(bind)
+    assert (policy.host_allowed(host) and policy.origin_allowed(origin, host)) is allowed

@@ -7,20 +7,29 @@ The server runs in a subprocess on 127.0.0.1 only (``ServerProcess``).
 
     python -m fomm_deploy.benchmarks.serve_load --onnx exported/demo --sessions 1,2,4,8 --seconds 10 \\
         --out benchmarks/results/serve-demo-cpu
+
+With ``--limits`` it measures instead what the server's default limits cost: the largest requests they let
+through (a live portrait of 4096x4096 px; a POST /v1/animate with such a portrait and a 1920x1080 driving clip
+at 60 frames/s, as long as both the seconds and the frames caps allow), how long each takes and the server's
+peak memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import click
 import cv2
+import httpx
 import numpy as np
 
 from fomm_deploy.benchmarks.bench import machine_info
@@ -28,7 +37,10 @@ from fomm_deploy.runtime.core.errors import FommError
 from fomm_deploy.runtime.core.fileio import atomic_path
 from fomm_deploy.runtime.core.options import onnx_dir_option
 from fomm_deploy.runtime.graphs import load_exported
-from fomm_deploy.runtime.media.samples import head_motion, sample_face
+from fomm_deploy.runtime.media.samples import head_motion, sample_face, write_sample_driving_video
+from fomm_deploy.runtime.media.video import ffmpeg_exe, open_video
+from fomm_deploy.runtime.serve import MAX_IMAGE_SIDE
+from fomm_deploy.runtime.serve.app import Limits
 from fomm_deploy.runtime.serve.client import LiveClient, ServerProcess
 
 
@@ -69,6 +81,88 @@ def run_sessions(url: str, n: int, seconds: float, frames: list[np.ndarray]) -> 
             "mean_batch": float(batches.mean()), "frames": int(sum(r["frames"] for r in results))}
 
 
+def _reset_peak(pid: int) -> None:
+    """Start the process's peak memory (VmHWM) afresh from its current size (Linux 4.0+; kept where refused)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _memory_mb(pid: int) -> dict:
+    """The server's resident memory now and its peak so far (VmRSS, VmHWM), in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: round(int(fields[k].split()[0]) / 1024) for k in ("VmRSS", "VmHWM")}
+
+
+def largest_inputs(folder: Path, limits: Limits) -> tuple[Path, Path]:
+    """A portrait of ``MAX_IMAGE_SIDE`` px square (JPEG), and a driving clip of 1920x1080 px at 60 frames/s with
+    audio, half a second under both the seconds and the frames cap (the sample face under head motion, looped)."""
+    portrait = folder / "portrait.jpg"
+    face = cv2.resize(sample_face(), (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(portrait), cv2.cvtColor(np.rint(face * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    fps = 60
+    seconds = min(limits.max_video_seconds, limits.max_video_frames / fps) - 0.5
+    loop = write_sample_driving_video(folder / "loop.mp4", frames=10 * fps, fps=fps, size=128, seed=5)
+    side = limits.max_video_side
+    height = side * 9 // 16
+    driving = folder / "driving.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-stream_loop", "-1", "-i", str(loop), "-t",
+                    f"{seconds:g}", "-vf", f"scale={height}:{height},pad={side}:{height}:{(side - height) // 2}:0",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    str(driving)], check=True)
+    return portrait, driving
+
+
+def measure_limits(onnx_dir: Path, backend: str, precision: str) -> dict:
+    """The largest live portrait and the largest /v1/animate request the default limits let through, against a
+    server with those defaults: seconds taken, and the server's memory."""
+    limits = Limits()
+    with tempfile.TemporaryDirectory() as tmp:
+        portrait, driving = largest_inputs(Path(tmp), limits)
+        _, info = open_video(driving)
+        upload = portrait.stat().st_size + driving.stat().st_size
+        if upload > limits.max_upload_bytes:
+            raise click.ClickException(f"the inputs are {upload} bytes, over the upload limit")
+        row = {"portrait_px": MAX_IMAGE_SIDE, "portrait_bytes": portrait.stat().st_size,
+               "driving": f"{info.width}x{info.height}, {info.frame_count} frames, {info.duration:.1f} s",
+               "driving_bytes": driving.stat().st_size, "upload_limit_bytes": limits.max_upload_bytes}
+        with ServerProcess(["--onnx", str(onnx_dir), "--backend", backend, "--precision", precision]) as server:
+            row["memory_idle_mb"] = _memory_mb(server.proc.pid)
+            _reset_peak(server.proc.pid)
+            with LiveClient(server.url) as client:
+                t0 = time.perf_counter()
+                assert client.set_source(portrait.read_bytes())["ok"]
+                row["live_portrait_s"] = time.perf_counter() - t0
+            row["memory_after_live_portrait_mb"] = _memory_mb(server.proc.pid)
+            files = {"source": ("portrait.jpg", portrait.read_bytes(), "image/jpeg"),
+                     "driving": ("driving.mp4", driving.read_bytes(), "video/mp4")}
+            _reset_peak(server.proc.pid)
+            t0 = time.perf_counter()
+            res = httpx.post(server.url + "/v1/animate", files=files, timeout=3600)
+            row["animate_s"] = time.perf_counter() - t0
+            row["animate_status"] = res.status_code
+            row["animate_result_bytes"] = len(res.content)
+            row["memory_after_animate_mb"] = _memory_mb(server.proc.pid)
+        if res.status_code != 200:
+            raise click.ClickException(f"the largest request was refused: {res.status_code} {res.text[:300]}")
+    return row
+
+
+def limits_markdown(row: dict, meta: dict) -> str:
+    return "\n".join([
+        f"# fomm-serve's default limits: the largest requests ({meta['model']}, {meta['backend']} {meta['precision']})",
+        "", f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores. "
+        f"Command: `{meta['command']}`", "",
+        "| request | size | seconds | server memory after it / peak during it |", "| --- | --- | ---: | ---: |",
+        f"| live `source` message | {row['portrait_px']}x{row['portrait_px']} JPEG, {row['portrait_bytes']} bytes | "
+        f"{row['live_portrait_s']:.2f} | {row['memory_after_live_portrait_mb']['VmRSS']} / "
+        f"{row['memory_after_live_portrait_mb']['VmHWM']} MB |",
+        f"| POST /v1/animate (default options) | that portrait + {row['driving']}, {row['driving_bytes']} bytes | "
+        f"{row['animate_s']:.1f} | {row['memory_after_animate_mb']['VmRSS']} / "
+        f"{row['memory_after_animate_mb']['VmHWM']} MB |", "",
+        f"Idle server: {row['memory_idle_mb']['VmRSS']} MB. 1-minute load average before / after: "
+        f"{meta['load_average_1min']['before']} / {meta['load_average_1min']['after']}.", ""])
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# fomm-serve load: {meta['model']} ({meta['backend']} {meta['precision']})", "",
              f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores, GPU: "
@@ -97,8 +191,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
 @click.option("--precision", default="fp32", show_default=True, help="The server's --precision.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Results as OUT.json and OUT.md.")
+@click.option("--limits", "limits_run", is_flag=True,
+              help="Measure the largest requests the server's default limits let through instead (a few minutes).")
 def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend: str, precision: str,
-         out: Path) -> None:
+         out: Path, limits_run: bool) -> None:
     """Measure fomm-serve's live throughput and latency against the number of concurrent sessions.
 
     \b
@@ -109,6 +205,19 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
         load_exported(onnx_dir)  # refused here, in its own words, rather than by the server it would start
     except FommError as exc:
         raise click.BadParameter(str(exc), param_hint="--onnx") from None
+    command = "python -m fomm_deploy.benchmarks.serve_load " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if limits_run:
+        load_before = os.getloadavg()
+        row = measure_limits(onnx_dir, backend, precision)
+        meta = {"model": onnx_dir.name, "backend": backend, "precision": precision, "machine": machine_info(),
+                "command": command,
+                "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}}
+        for suffix, text in ((".json", json.dumps({**meta, "limits": row}, indent=2) + "\n"),
+                             (".md", limits_markdown(row, meta))):
+            with atomic_path(out.with_name(out.name + suffix)) as tmp:
+                tmp.write_text(text)
+        click.echo(limits_markdown(row, meta))
+        return
     try:
         counts = [int(s) for s in sessions.split(",") if s.strip()]
     except ValueError:
@@ -132,7 +241,7 @@ def main(onnx_dir: Path, sessions: str, seconds: float, max_batch: int, backend:
     meta = {"model": onnx_dir.name, "backend": backend, "precision": precision, "seconds": seconds,
             "max_batch": max_batch, "machine": machine_info(),
             "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-            "command": "python -m fomm_deploy.benchmarks.serve_load " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+            "command": command}
     for suffix, text in ((".json", json.dumps({**meta, "rows": rows}, indent=2) + "\n"), (".md", markdown(rows, meta))):
         with atomic_path(out.with_name(out.name + suffix)) as tmp:
             tmp.write_text(text)

@@ -3,10 +3,11 @@
 Security defaults: with a token, every route but ``/healthz`` and the static page (which holds no data and
 asks the user for the token) needs ``Authorization: Bearer <token>``. A browser cannot set that header on a
 WebSocket, so ``/v1/live`` also takes the token as a ``bearer.<token>`` WebSocket subprotocol (the server
-answers with ``fomm.v1``, never echoing the token). Uploads are read into a private temporary folder (mode
-0700), decoded as images and videos, and removed when the request ends; nothing is ever served back from
-there. Every bad input is a 4xx with a one-line JSON reason; an unexpected error is a 500 without details
-(the traceback goes to the server's log).
+answers with ``fomm.v1``, never echoing the token). Every route and socket refuses a foreign ``Host`` or
+``Origin`` (``guards.HostOriginGuard``). Uploads are read into this process's private folder (mode 0700,
+``guards.UploadSpace``), decoded as images and videos, and removed when the request ends; nothing is ever
+served back from there. Every bad input is a 4xx with a one-line JSON reason; an unexpected error is a 500
+without details (the traceback goes to the server's log).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import shutil
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,12 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from ..animate import animate as animate_file
 from ..animate_cli import animate_main, options_from_cli
@@ -48,6 +50,7 @@ from ..media.video import VIDEO_SUFFIXES, open_video
 from ..webcam.framer import ready_to_calibrate
 from . import MAX_IMAGE_SIDE
 from .engines import Engines
+from .guards import HostOriginGuard, HostPolicy, UploadSpace
 from .metrics import Metrics, server_metrics
 from .sessions import CROPS, SessionHub, SocketSession, decode_jpeg, encode_jpeg
 
@@ -69,12 +72,14 @@ class Limits:
     max_jobs: int = 1  # concurrent POST /v1/animate; more get 429
     max_sessions: int = 8  # concurrent live sessions; more are refused (close code 1013)
     max_upload_bytes: int = 50 << 20  # a whole /v1/animate request body
+    upload_seconds: float = 60.0  # the most a /v1/animate body may take to arrive; then 408
     max_image_side: int = MAX_IMAGE_SIDE  # source portraits (OpenCV's pixel limit: serve.refuse_image_bombs)
     max_video_side: int = 1920  # driving videos
     max_video_seconds: float = 60.0
     max_video_frames: int = 3600
     max_frame_bytes: int = 2 << 20  # one live camera frame
     max_frame_side: int = 1920
+    portrait_decodes: int = 1  # live portraits decoded at once, server-wide (a 4096^2 px one peaks near 600 MB)
 
 
 class Problem(HTTPException):
@@ -82,12 +87,15 @@ class Problem(HTTPException):
 
 
 def create_app(engines: Engines, *, token: str | None = None, limits: Limits = Limits(),
-               metrics: Metrics | None = None) -> Starlette:
-    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /)."""
-    server = ServeApp(engines, token, limits, metrics or server_metrics())
+               metrics: Metrics | None = None, hosts: HostPolicy | None = None,
+               uploads: UploadSpace | None = None) -> Starlette:
+    """The app over loaded engines. ``token``: required on every request and socket (but /healthz, /).
+    ``hosts``: the Host names and Origins answered (default: the loopback names, and no other site's origin).
+    ``uploads``: where uploads go (default: this process's folder of a new :class:`UploadSpace`)."""
+    server = ServeApp(engines, token, limits, metrics or server_metrics(), uploads or UploadSpace())
     routes = [Route("/", server.page), Route("/healthz", healthz), Route("/metrics", server.metrics_route),
               Route("/v1/animate", server.animate, methods=["POST"]), WebSocketRoute("/v1/live", server.live)]
-    return Starlette(routes=routes,
+    return Starlette(routes=routes, middleware=[Middleware(HostOriginGuard, policy=hosts or HostPolicy())],
                      exception_handlers={HTTPException: server.problem, FommError: user_error, Exception: bug},
                      lifespan=server.lifespan)
 
@@ -95,8 +103,10 @@ def create_app(engines: Engines, *, token: str | None = None, limits: Limits = L
 class ServeApp:
     """The app's state and its routes: the engines, the token and the limits, the jobs and sessions running."""
 
-    def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics):
+    def __init__(self, engines: Engines, token: str | None, limits: Limits, metrics: Metrics, uploads: UploadSpace):
         self.engines, self.token, self.limits, self.metrics = engines, token, limits, metrics
+        self.uploads = uploads
+        self.portrait_decodes: asyncio.Semaphore | None = None  # made on the server's loop
         self.hub = SessionHub(engines, metrics)
         self.jobs = 0
         self.sessions = 0
@@ -146,7 +156,7 @@ class ServeApp:
 
     async def _animate(self, request: Request, folders: list) -> Response:
         _check_upload_headers(request, self.limits)
-        tmp = Path(tempfile.mkdtemp(prefix="fomm-serve-"))  # mode 0700: private to the server's user
+        tmp = self.uploads.request_folder()  # mode 0700: private to the server's user
         folders.append(tmp)
         source, driving, fields = await self._receive_upload(request, tmp)
         out = tmp / "result.mp4"
@@ -169,7 +179,8 @@ class ServeApp:
 
     async def _receive_upload(self, request: Request, tmp: Path) -> tuple[Path, Path, dict[str, str]]:
         """The multipart body, within the byte limit: the source and the driving saved in ``tmp``, the fields."""
-        parser = MultiPartParser(request.headers, _limited(request, self.limits.max_upload_bytes), max_files=3,
+        body = _limited(request, self.limits.max_upload_bytes, self.limits.upload_seconds)
+        parser = MultiPartParser(request.headers, body, max_files=3,
                                  max_fields=len(FORM_OPTIONS), max_part_size=1 << 16)
         try:
             form = await parser.parse()
@@ -184,13 +195,16 @@ class ServeApp:
 
     async def live(self, ws: WebSocket) -> None:
         """/v1/live: one session of ``max_sessions``, after the token check."""
-        if not await self._admit(ws):
+        try:  # a client may leave at any point, even before it is let in: not worth a line in the log
+            if not await self._admit(ws):
+                return
+        except WebSocketDisconnect:
             return
         self.sessions += 1
         self.metrics.inc("fomm_serve_sessions_total")
         try:
             session = await run_in_threadpool(SocketSession, self.engines, self.default_source)
-            await LiveChannel(ws, session, self.hub, self.limits, self.metrics).run()
+            await LiveChannel(ws, session, self.hub, self.limits, self.metrics, self.portrait_decodes).run()
         except WebSocketDisconnect:
             pass
         finally:
@@ -217,25 +231,33 @@ class ServeApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
+        self.portrait_decodes = asyncio.Semaphore(self.limits.portrait_decodes)
         try:
             yield
         finally:
-            await run_in_threadpool(self.hub.close)
+            try:
+                await run_in_threadpool(self.hub.close)
+            finally:
+                self.uploads.close()
 
 
 class LiveChannel:
     """One live session's socket: camera frames in (the newest one wins), animated frames and replies out.
 
     Two tasks share it: ``receive`` reads the socket (frames and control messages), ``process`` animates the
-    newest frame and sends the result; one lock keeps their messages whole.
+    newest frame and sends the result; one lock keeps their messages whole. Once a send finds the client gone,
+    neither sends again: both end quietly (a client that leaves mid-frame is no error of the server's).
     """
 
-    def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics):
+    def __init__(self, ws: WebSocket, session: SocketSession, hub: SessionHub, limits: Limits, metrics: Metrics,
+                 portrait_decodes: asyncio.Semaphore | None = None):
         self.ws, self.session, self.hub, self.limits, self.metrics = ws, session, hub, limits, metrics
+        self.portrait_decodes = portrait_decodes or asyncio.Semaphore(limits.portrait_decodes)
         self.send_lock = asyncio.Lock()
         self.newest: dict = {}
         self.arrived = asyncio.Event()
         self.gone = asyncio.Event()
+        self.closed = False  # a send found the client gone
 
     async def run(self) -> None:
         receiver = asyncio.create_task(self.receive())
@@ -243,10 +265,22 @@ class LiveChannel:
             await self.process()
         finally:
             receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await receiver  # its own error, if it had one that is not the client leaving, is raised here
+
+    async def _send(self, text: str | None = None, data: bytes | None = None) -> None:
+        """One message to the client; ``WebSocketDisconnect`` once the client is gone (for either task)."""
+        async with self.send_lock:
+            if self.closed:
+                raise WebSocketDisconnect(1006)
+            try:
+                await (self.ws.send_text(text) if text is not None else self.ws.send_bytes(data))
+            except (WebSocketDisconnect, WebSocketDisconnected):
+                self.closed = True
+                raise WebSocketDisconnect(1006) from None
 
     async def send_json(self, obj: dict) -> None:
-        async with self.send_lock:
-            await self.ws.send_text(json.dumps(obj))
+        await self._send(text=json.dumps(obj))
 
     async def receive(self) -> None:
         try:
@@ -276,17 +310,13 @@ class LiveChannel:
         self.arrived.set()
 
     async def control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-            if not isinstance(msg, dict):
-                raise ValueError
-        except ValueError:
-            raise InputError("control messages are JSON objects with a 'type'") from None
-        kind = msg.get("type")
+        # A portrait's message is large: parsed off the event loop, which every client shares.
+        msg = parse_control(text) if len(text) < 4096 else await run_in_threadpool(parse_control, text)
+        kind = msg["type"]
         if kind == "source":
-            raw = _portrait_bytes(msg, self.limits)
-            framed = await run_in_threadpool(_frame_portrait_bytes, raw, msg.get("crop", "auto"), self.limits)
-            self.session.set_source(framed.image)
+            async with self.portrait_decodes:  # each decode may take 4096^2 px for a moment; a few at once
+                framed, model = await run_in_threadpool(_portrait_frame, msg, self.limits, self.session)
+            self.session.set_source(model)  # the model-sized frame; it replaces any still waiting
             await self.send_json({"type": "source", "ok": True, "crop": framed.how,
                                   "box": None if framed.box is None else list(framed.box),
                                   "message": framed.message})
@@ -295,14 +325,10 @@ class LiveChannel:
             await self.send_json({"type": "recalibrate", "ok": True})
         elif kind == "options":
             if "relative" in msg:
-                self.session.set_relative(bool(msg["relative"]))
+                self.session.set_relative(msg["relative"])
             if "crop" in msg:
-                if msg["crop"] not in CROPS:
-                    raise InputError(f"crop is one of {', '.join(CROPS)}")
                 self.session.set_crop(msg["crop"])
             await self.send_json({"type": "options", "ok": True})
-        else:
-            raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
 
     async def process(self) -> None:
         while True:
@@ -341,8 +367,7 @@ class LiveChannel:
                              "server_ms": round((t4 - t_in) * 1000, 2),
                              "inference_ms": round(result.inference_s * 1000, 2),
                              "session": session.id}).encode()
-        async with self.send_lock:
-            await self.ws.send_bytes(struct.pack(">I", len(header)) + header + jpeg)
+        await self._send(data=struct.pack(">I", len(header)) + header + jpeg)
 
 
 async def healthz(request: Request) -> Response:
@@ -395,12 +420,22 @@ def parse_animate_form(fields: dict[str, str], source: Path, driving: Path, out:
             elif opt.secondary_opts:
                 args.append(opt.secondary_opts[0])
         else:
+            if not _finite_or_not_a_number(raw):  # click takes "nan" and "inf" as floats, and no range holds them
+                raise Problem(400, f"form field {name!r} takes a finite number, got {raw!r}")
             args += [opt.opts[0], raw]
     try:
         ctx = animate_main.make_context("fomm-animate", args)
     except click.ClickException as exc:
         raise Problem(400, _form_message(exc)) from None
     return {k: ctx.params[k] for k in FORM_OPTIONS}
+
+
+def _finite_or_not_a_number(raw: str) -> bool:
+    """False for the text of NaN or an infinity ("nan", "-inf", "Infinity", "1e999"), True for anything else."""
+    try:
+        return math.isfinite(float(raw))
+    except ValueError:
+        return True
 
 
 def _form_message(exc: click.ClickException) -> str:
@@ -422,9 +457,21 @@ def _check_upload_headers(request: Request, limits: Limits) -> None:
         raise Problem(413, f"the request is larger than the limit of {limits.max_upload_bytes} bytes")
 
 
-async def _limited(request: Request, limit: int):
+async def _limited(request: Request, limit: int, seconds: float):
+    """The request's body, refused (413) past ``limit`` bytes and (408) when it has not all arrived ``seconds``
+    after the request began: a client that stalls, or trickles, its upload cannot hold a job slot for longer."""
     received = 0
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise Problem(408, f"the upload did not arrive within {seconds:g} s (--upload-timeout)",
+                          headers={"Connection": "close"}) from None
         received += len(chunk)
         if received > limit:
             raise Problem(413, f"the request is larger than the limit of {limit} bytes")
@@ -504,12 +551,57 @@ def _portrait_bytes(msg: dict, limits: Limits) -> bytes:
     return raw
 
 
-def _frame_portrait_bytes(data: bytes, crop: object, limits: Limits) -> FramedPortrait:
-    """A portrait sent over a live session, framed as every portrait is (``framing.frame_portrait``: ``crop``
-    is fomm-animate's --crop choice, auto by default)."""
-    if not isinstance(crop, str):
-        raise InputError("'crop' is one of auto, follow, centre, none")
-    return frame_portrait(to_uint8(_load_portrait_bytes(data, limits)), crop)
+# A live control message: its type, and each field it may carry with the JSON type that field takes.
+CONTROL_FIELDS = {"source": {"image": str, "crop": str}, "recalibrate": {}, "options": {"relative": bool, "crop": str}}
+
+
+def _refuse_constant(name: str):
+    raise InputError(f"{name} is not a number a control message may carry; send finite numbers only")
+
+
+def parse_control(text: str) -> dict:
+    """A live control message, parsed and checked: a JSON object with a known ``type`` and only that type's
+    fields, each of its own JSON type (``"relative": "false"`` is refused, not taken as true; so is any array
+    or object in a field, whatever its depth); no NaN or Infinity anywhere.
+
+    Raises:
+        InputError: what is wrong, in one line.
+    """
+    try:
+        msg = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InputError("control messages are flat JSON objects; this one is nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("control messages are JSON objects with a 'type'") from None
+    if not isinstance(msg, dict):
+        raise InputError("control messages are JSON objects with a 'type'")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in CONTROL_FIELDS:
+        raise InputError(f"unknown control message type {kind!r}; use source, recalibrate or options")
+    fields = CONTROL_FIELDS[kind]
+    for name, value in msg.items():
+        if name == "type":
+            continue
+        if name not in fields:
+            raise InputError(f"a {kind} message has no field {name!r}"
+                             + (f"; its fields are {', '.join(fields)}" if fields else ""))
+        if type(value) is not fields[name]:  # bool is not int, and "false" is not False
+            wanted = {str: "a string", bool: "true or false"}[fields[name]]
+            raise InputError(f"{name!r} takes {wanted}, got {json.dumps(value)[:40]}")
+    if kind == "options" and "crop" in msg and msg["crop"] not in CROPS:
+        raise InputError(f"crop is one of {', '.join(CROPS)}")
+    return msg
+
+
+def _portrait_frame(msg: dict, limits: Limits, session: SocketSession) -> tuple[FramedPortrait, np.ndarray]:
+    """A ``source`` message's portrait -> how it was framed, and the session's model-sized frame of it: decoded,
+    checked, framed as every portrait is (``framing.frame_portrait``: ``crop`` is fomm-animate's --crop choice,
+    auto by default) and reduced here, so that a session keeps no more than the model's size of it."""
+    image = _load_portrait_bytes(_portrait_bytes(msg, limits), limits)
+    framed = frame_portrait(to_uint8(image), msg.get("crop", "auto"))
+    return framed, session.prepare_source(framed.image)
 
 
 def _load_portrait_bytes(data: bytes, limits: Limits) -> np.ndarray:

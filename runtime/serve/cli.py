@@ -16,6 +16,9 @@ from . import refuse_image_bombs
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
 TOKEN_ENV = "FOMM_SERVE_TOKEN"
+# After SIGTERM, requests still running get this long to finish; then they are cancelled (no client holds the
+# server up: a stalled upload, a slow reader).
+SHUTDOWN_GRACE_S = 5
 
 
 def is_loopback(host: str) -> bool:
@@ -83,6 +86,23 @@ def bind(host: str, port: int) -> socket.socket:
               help="Largest POST /v1/animate request body.")
 @click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Longest driving video POST /v1/animate accepts.")
+@click.option("--upload-timeout", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              metavar="SECONDS", help="Most seconds a POST /v1/animate body may take to arrive; then 408 and the "
+                                      "job slot is free again.")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              metavar="SECONDS", help="Most seconds a request's headers may take to arrive; then the connection is "
+                                      "closed.")
+@click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1, 65536),
+              help="Open connections at once (HTTP and WebSocket); more are closed at once. Fewer when the "
+                   "descriptor limit (ulimit -n) cannot hold them.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host is NAME (repeatable; * for any). By default only the --host "
+                   "address and localhost, 127.0.0.1, ::1 (with 0.0.0.0 or ::, also any IP address and this "
+                   "machine's name): a page whose own name points at this server (DNS rebinding) is refused.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="Also let browsers on ORIGIN (e.g. https://app.example) call the server (repeatable; * for "
+                   "any). By default only the server's own page can: other web sites' requests and WebSockets "
+                   "are refused.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Serve on Ray Serve (the 'ray' extra): the cluster at RAY_ADDRESS, or a local one; each replica "
                    "holds its own engines and each WebSocket session stays on one replica.")
@@ -94,7 +114,9 @@ def bind(host: str, port: int) -> socket.socket:
 @user_errors
 def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | None, host: str, port: int,
          token: str | None, max_jobs: int, max_sessions: int, max_batch: int, max_upload_mb: float,
-         max_video_seconds: float, use_ray: bool, replicas: str | None, replica_gpus: float) -> None:
+         max_video_seconds: float, upload_timeout: float, header_timeout: float, max_connections: int,
+         allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], use_ray: bool, replicas: str | None,
+         replica_gpus: float) -> None:
     """Serve the exported model: a browser page for live puppeteering with the webcam, file animation over
     HTTP, health and Prometheus metrics.
 
@@ -131,12 +153,16 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
     # Imported only now: OpenCV reads its pixel limit when it loads, and these modules load it.
     from .app import Limits, create_app
     from .engines import Engines
+    from .guards import HostPolicy, check_allow_origin, guarded_http_protocol, quiet_loggers, usable_connections
 
     check_token(host, token)
+    for origin in allow_origins:
+        check_allow_origin(origin)
+    hosts = HostPolicy(host, allow_hosts, allow_origins)
     limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                    max_video_seconds=max_video_seconds)
+                    max_video_seconds=max_video_seconds, upload_seconds=upload_timeout)
     if use_ray:
-        _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port,
+        _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, hosts, host, port,
                       replicas, replica_gpus)
         return
     if replicas is not None or replica_gpus:
@@ -144,14 +170,22 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
     sock = bind(host, port)
     try:
         engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
-        app = create_app(engines, token=token, limits=limits)
+        app = create_app(engines, token=token, limits=limits, hosts=hosts)
+        connections = usable_connections(max_connections)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         click.echo(f"fomm-serve: {backend} {precision}, {'split graphs' if engines.split else 'reference generator'}, "
                    f"batch up to {engines.max_batch}; token {'required' if token else 'off (localhost only)'}")
+        if connections < max_connections:
+            click.echo(f"fomm-serve: at most {connections} connections at once (ulimit -n allows no more)")
         click.echo(f"fomm-serve: listening on http://{shown}:{bound_port}/", nl=True)
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=max(16 << 20, limits.max_upload_bytes * 2),
-                                lifespan="on")
+        # A portrait's control message is base64 (4/3 of its bytes, and a data: URL's prefix); nothing else on a
+        # socket is larger.
+        config = uvicorn.Config(app, log_level="warning",
+                                ws_max_size=max(16 << 20, limits.max_upload_bytes * 4 // 3 + (64 << 10)),
+                                lifespan="on", http=guarded_http_protocol(connections, header_timeout),
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        quiet_loggers()  # after uvicorn.Config, which configures the logging
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
@@ -168,8 +202,8 @@ def parse_replicas(value: str | None) -> tuple[int, int]:
     return low, high
 
 
-def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, host, port, replicas,
-                  replica_gpus) -> None:
+def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, hosts, host, port,
+                  replicas, replica_gpus) -> None:
     low, high = parse_replicas(replicas)
     if port == 0:
         raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")
@@ -179,7 +213,8 @@ def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, to
     try:
         from .ray_app import build_application, run
         application = build_application(onnx_dir, backend, precision, providers=providers, device=device,
-                                        max_batch=max_batch, token=token, limits=limits, min_replicas=low,
+                                        max_batch=max_batch, token=token, limits=limits, hosts=hosts,
+                                        min_replicas=low,
                                         max_replicas=high, num_gpus=replica_gpus)
     except ImportError:
         raise BackendUnavailableError("--ray needs Ray Serve: pip install 'fomm-deploy[ray]'") from None

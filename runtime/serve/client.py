@@ -109,12 +109,14 @@ class ServerProcess:
     Args:
         args: fomm-serve's options (``--onnx DIR`` at least).
         env: extra environment variables.
+        preexec_fn: run in the child before the server starts (e.g. to lower its descriptor limit).
     """
 
-    def __init__(self, args: list[str], env: dict | None = None, startup_timeout: float = 120.0) -> None:
+    def __init__(self, args: list[str], env: dict | None = None, startup_timeout: float = 120.0,
+                 preexec_fn=None) -> None:
         cmd = [sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--host", "127.0.0.1", "--port", "0", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
         self.url: str | None = None
         self.banner: list[str] = []
         self.log: list[str] = []  # its stderr, read all along (a full pipe would block the server)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -63,10 +62,13 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
 
 
 class SocketSession:
-    """One puppeteering session: its animator, framer, options and counters.
+    """One puppeteering session: its animator, framers, options and counters.
 
-    Only the worker thread touches the animator (``commands`` carry changes to it); only the connection's
-    frame loop touches the framer.
+    Only the worker thread touches the animator: the connection sets what it should change (a new portrait,
+    already at the model's size; a new reference; relative or absolute motion), and the worker applies it
+    before this session's next frame. Each is one slot, so a client that sends a thousand portraits or
+    options without a frame holds one of each, never a thousand. Only the connection's frame loop touches the
+    framers; both are made here, once, so that toggling the crop loads nothing.
     """
 
     _ids = itertools.count(1)
@@ -76,37 +78,62 @@ class SocketSession:
         self.animator = engines.animator(relative=True, adapt_scale=True)
         self.animator.set_source(source_rgb)
         self.crop = "face"
-        self.framer = FaceFramer(crop=True)
+        self.framers = {"face": FaceFramer(crop=True), "centre": FaceFramer(crop=False)}
         self._reset_framer = False
-        self.commands: deque = deque()  # callables the worker runs on the animator before this session's next frame
+        self._lock = threading.Lock()
+        self._source: np.ndarray | None = None  # the newest portrait not yet given to the animator
+        self._reset_reference = False
+        self.relative = True
         self.frames = 0
         self.dropped = 0
 
-    def set_source(self, rgb: np.ndarray) -> None:
-        self.commands.append(lambda a: (a.set_source(rgb), a.reset_reference()))
+    def prepare_source(self, rgb: np.ndarray) -> np.ndarray:
+        """A decoded portrait -> the model frame the animator keeps (the size this session holds)."""
+        return self.animator.prepare(rgb)
+
+    def set_source(self, model_frame: np.ndarray) -> None:
+        """The portrait, as :meth:`prepare_source` made it; it replaces any that is still waiting."""
+        with self._lock:
+            self._source = model_frame
+            self._reset_reference = True
 
     def recalibrate(self) -> None:
         self._reset_framer = True  # the frame loop resets its framer; the worker its reference
-        self.commands.append(lambda a: a.reset_reference())
+        with self._lock:
+            self._reset_reference = True
 
     def set_relative(self, relative: bool) -> None:
-        self.commands.append(lambda a: setattr(a, "relative", bool(relative)))
+        self.relative = bool(relative)
 
     def set_crop(self, crop: str) -> None:
         if crop not in CROPS:
             raise InputError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
         if crop != self.crop:
             self.crop = crop
-            self.framer = FaceFramer(crop=crop == "face")
-            self.commands.append(lambda a: a.reset_reference())
+            self._reset_framer = True
+            with self._lock:
+                self._reset_reference = True
+
+    def apply_changes(self) -> None:
+        """The worker thread: what the connection asked for since the last frame, onto the animator."""
+        with self._lock:
+            source, self._source = self._source, None
+            reset, self._reset_reference = self._reset_reference, False
+        a = self.animator
+        if source is not None:
+            a.set_source(source)
+        if reset:
+            a.reset_reference()
+        a.relative = self.relative
 
     def frame(self, bgr: np.ndarray):
         """Framing: (crop box, face found, steady frames, model frame)."""
+        framer = self.framers[self.crop]
         if self._reset_framer:
             self._reset_framer = False
-            self.framer.reset()
-        box, found, model = frame_for_model(self.framer, bgr, self.animator.prepare)
-        return box, found, self.framer.stable_frames, model
+            framer.reset()
+        box, found, model = frame_for_model(framer, bgr, self.animator.prepare)
+        return box, found, framer.stable_frames, model
 
 
 @dataclass
@@ -174,8 +201,7 @@ class SessionHub:
         t0 = time.perf_counter()
         animate, still = [], []
         for session, p in taken:
-            while session.commands:
-                session.commands.popleft()(session.animator)
+            session.apply_changes()
             a = session.animator
             (animate if a.has_reference or p.calibrate_ok else still).append((session, p))
         for session, p in still:  # until a steady face gives the reference pose: the portrait, still

@@ -220,7 +220,7 @@ def raw_request(url: str, head: str, body: bytes = b"", read: bool = True) -> tu
 def test_upload_over_the_size_limit(server):
     limit = int(UPLOAD_MB * (1 << 20))
     # Declared too large: refused before the body is read.
-    _, reply = raw_request(server.url, f"POST /v1/animate HTTP/1.1\r\nHost: x\r\nContent-Length: {limit + 1}\r\n"
+    _, reply = raw_request(server.url, f"POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {limit + 1}\r\n"
                                        "Content-Type: multipart/form-data; boundary=b\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 413") and b'"error"' in reply
     # Chunked (no length): refused once the bytes read pass the limit.
@@ -229,7 +229,7 @@ def test_upload_over_the_size_limit(server):
     body = part + b"\xff" * (limit + 4096)
     chunks = b"".join(f"{len(body[i:i + 65536]):x}\r\n".encode() + body[i:i + 65536] + b"\r\n"
                       for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
-    _, reply = raw_request(server.url, "POST /v1/animate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    _, reply = raw_request(server.url, "POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                                        "Content-Type: multipart/form-data; boundary=b\r\nConnection: close\r\n\r\n",
                            chunks)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
@@ -258,7 +258,7 @@ def test_media_over_the_dimension_and_length_limits(server, media, tmp_path):
 
 def test_concurrent_requests_beyond_the_limit_get_429(server, media):
     # One request holds the only job slot while its upload is still arriving ...
-    head = (f"POST /v1/animate HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+    head = (f"POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
             "Content-Type: multipart/form-data; boundary=b\r\n\r\n")
     held, _ = raw_request(server.url, head, b"--b\r\n", read=False)
     try:
@@ -309,6 +309,8 @@ def test_token_is_required_everywhere_but_healthz(token_server, media):
     (["--replicas", "2"], "are for --ray"),
     (["--ray", "--replicas", "3-2"], "MIN <= MAX"),
     (["--ray"], "needs a --port"),
+    (["--allow-origin", "evil.example"], "--allow-origin takes an origin"),
+    (["--allow-origin", "https://app.example/path"], "--allow-origin takes an origin"),
 ])
 def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     res = subprocess.run([sys.executable, "-m", "fomm_deploy.runtime.serve.cli", "--onnx", str(tmp_path), *args,

@@ -465,4 +465,9 @@ def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
     with pytest.raises(InputError, match="--end 0.2 must be after --start 0.5"):
         animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
                 AnimateOptions(onnx_dir=golden_export, start=0.5, end=0.2))
+    # What fomm-serve passes on from its form: nan and inf are no times (end=nan skipped the clip's end).
+    for start, end in ((float("nan"), None), (0.0, float("nan")), (float("inf"), None), (0.0, float("inf"))):
+        with pytest.raises(InputError, match="is not a time in seconds"):
+            animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
+                    AnimateOptions(onnx_dir=golden_export, start=start, end=end))
     assert list(tmp_path.iterdir()) == []

@@ -22,7 +22,7 @@ from .fileio import atomic_path
 from .precision import PRECISION_SUFFIX, stored_precision
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "CheckpointInfo", "GraphEntry",
-           "Manifest", "engine_file_name", "graph_file_name", "graph_key", "tool_versions"]
+           "Manifest", "engine_file_name", "graph_file_name", "graph_key", "listed_files", "tool_versions"]
 
 # Version 2: typed parity results (``parity.results`` per graph, ``parity.pipelines`` for the deployed pairs).
 MANIFEST_FORMAT = "fomm-deploy-manifest/2"
@@ -173,6 +173,21 @@ class Manifest:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExportFolderError(f"{path} is damaged ({type(exc).__name__}: {exc}); export again") from None
+
+
+def listed_files(folder: str | Path) -> set[str] | None:
+    """The names of the files an export wrote into ``folder``, as its manifest lists them: ``manifest.json``
+    and each graph's file (with its ``.data`` file of external weights, if any). Read leniently, any format
+    version: this answers what an earlier fomm-export may replace, not whether the folder can be loaded.
+    None when the folder has no manifest that can be read as one."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+        graphs = data["graphs"]
+        files = {str(g["file"]) for g in graphs.values()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return {MANIFEST_NAME} | files | {f + ".data" for f in files}
 
 
 def _exports_hint(folder: Path) -> str:

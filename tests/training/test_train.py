@@ -288,6 +288,13 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     log_dir = ckpt.parent
     assert ckpt.name == "00000000-checkpoint.pth.tar" and ckpt.is_file() and (log_dir / "config.yaml").is_file()
     assert log_dir.parent == tmp_path / "log" and re.fullmatch(r"tiny-train-\d{8}-\d{6}", log_dir.name), log_dir
+    # A second run into that folder would overwrite its checkpoints, config.yaml and images: refused, untouched.
+    before = {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()}
+    res = run("--epochs", "1", "--log-dir", str(log_dir))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"Error: --log-dir {log_dir} holds another run (00000000-checkpoint.pth.tar, "
+                                 "config.yaml, log.txt and 1 more), whose files this one would overwrite"), res.stderr
+    assert {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()} == before
     res = run("--mode", "reconstruction", "--checkpoint", str(ckpt))
     assert res.returncode == 0, res.stderr
     assert "reconstruction L1" in res.stdout and "copy-the-source-frame baseline" in res.stdout
@@ -305,6 +312,32 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     assert res.returncode != 0 and "dataset folder not found" in res.stderr and "VGG19" not in res.stderr
     res = run("--device", "mps")
     assert res.returncode != 0 and "use cpu, cuda or cuda:N" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_log_dir_holding_another_run_needs_resume_or_force(tmp_path):
+    from fomm_deploy.runtime.core.errors import InputError
+    from fomm_deploy.training.cli import check_log_dir
+
+    run = tmp_path / "run"
+    check_log_dir(run, None, force=False)  # new
+    run.mkdir()
+    (run / "notes.md").write_text("my notes")
+    check_log_dir(run, None, force=False)  # a folder without a run in it
+    for name in ("00000004-checkpoint.pth.tar", "00000002-interrupted-checkpoint.pth.tar", "config.yaml", "log.txt",
+                 "train-vis"):
+        other = tmp_path / name.split(".")[0]
+        other.mkdir()
+        (other / name).mkdir() if name == "train-vis" else (other / name).write_bytes(b"another run's")
+        with pytest.raises(InputError, match=f"holds another run \\({name}\\)"):
+            check_log_dir(other, None, force=False)
+        check_log_dir(other, None, force=True)
+    ckpt = tmp_path / "00000004-checkpoint" / "00000004-checkpoint.pth.tar"
+    check_log_dir(ckpt.parent, ckpt, force=False)  # resuming it in its own folder
+    with pytest.raises(InputError, match="resume that run with --ckpt"):  # resuming another run into this one
+        check_log_dir(tmp_path / "config", ckpt, force=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        check_log_dir(tmp_path / "file", None, force=False)
 
 
 def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_data):

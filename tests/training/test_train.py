@@ -139,6 +139,28 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     assert item["source"].shape == (3, 128, 128) and item["driving"].dtype == torch.float32
 
 
+def test_a_clip_cut_short_is_skipped_by_name_without_ffmpeg_noise(tmp_path, synthetic_data):
+    """A phone or web clip cut short with its index at the front: fomm-train trained on its first frames and
+    printed hundreds of FFmpeg lines. Now it is skipped with one line that names it and its frame counts."""
+    from tests import media_corpus as mc
+
+    root = tmp_path / "ds"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for p in sorted((synthetic_data / "train").glob("*.mp4"))[:2]:
+        (root / "train" / p.name).write_bytes(p.read_bytes())
+    mc.truncated_front_index(root / "train" / "cut short.mp4")
+    res = subprocess.run([str(Path(sys.executable).parent / "fomm-train"), "--config", str(_cli_config(tmp_path)),
+                          "--data", str(root), "--epochs", "1", "--workers", "0", "--log-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert re.fullmatch(r"skipping cut short.mp4: .*cut short.mp4 is truncated: its index announces 100 frames and "
+                        r"only \d+ are in the file .*", lines[0]), res.stderr
+    assert "1 video(s) skipped, 2 used" in lines[1]
+    assert not [line for line in lines if line.startswith("[")], res.stderr  # no FFmpeg line
+
+
 def test_the_dataset_reads_frames_as_the_media_layer_does(tmp_path, synthetic_data):
     """What the media layer learned reaches training: a truncated MP4 is skipped as truncated (not as some
     unreadable file), and transparent pixels of a frame folder's PNGs come out white, as every other reader

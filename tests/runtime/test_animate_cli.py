@@ -239,6 +239,18 @@ def test_compare_cli_over_budget_exits_non_zero(golden_export, tmp_path):
     for name in ("kp_detector", "generator"):  # fp16 graphs under the fp32 names
         (fp16_dir / f"{name}.onnx").write_bytes((golden_export / f"{name}.fp16.onnx").read_bytes())
     (fp16_dir / "manifest.json").write_bytes((golden_export / "manifest.json").read_bytes())
+    # The manifest's sha256 names the swapped graphs first ...
+    swapped = subprocess.run([_script("fomm-compare"), "--onnx", str(fp16_dir), "--inputs", "random"],
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert swapped.returncode == 1 and "generator.onnx is not the graph this export wrote" in swapped.stderr
+    # ... and with a manifest that records them, the comparison itself shows the difference.
+    import hashlib
+    import json
+
+    manifest = json.loads((fp16_dir / "manifest.json").read_text())
+    for name in ("kp_detector", "generator"):
+        manifest["graphs"][name]["sha256"] = hashlib.sha256((fp16_dir / f"{name}.onnx").read_bytes()).hexdigest()
+    (fp16_dir / "manifest.json").write_text(json.dumps(manifest))
     bad = subprocess.run([_script("fomm-compare"), "--onnx", str(fp16_dir), "--inputs", "random"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0

@@ -35,7 +35,7 @@ import numpy as np
 from fomm_deploy.benchmarks.bench import machine_info
 from fomm_deploy.runtime.core.errors import FommError
 from fomm_deploy.runtime.core.fileio import atomic_path
-from fomm_deploy.runtime.core.options import onnx_dir_option
+from fomm_deploy.runtime.core.options import FiniteFloat, onnx_dir_option
 from fomm_deploy.runtime.graphs import load_exported
 from fomm_deploy.runtime.media.samples import head_motion, sample_face, write_sample_driving_video
 from fomm_deploy.runtime.media.video import ffmpeg_exe, open_video
@@ -183,7 +183,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @onnx_dir_option(None, required=True)
 @click.option("--sessions", default="1,2,4,8", show_default=True, help="Numbers of concurrent sessions, one row each.")
-@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.5, 600),
+@click.option("--seconds", default=10.0, show_default=True, type=FiniteFloat(0.5, 600),
               help="How long each row runs.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64),
               help="The server's --max-batch.")

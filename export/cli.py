@@ -72,8 +72,9 @@ def psnr_budgets(values: tuple[str, ...], writes: tuple[str, ...]) -> dict[str, 
               help="Override the config's grid_sample convention. --align-corners reproduces how the published "
                    "checkpoints were trained (torch 1.0); the default (false) matches upstream code today.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines (needs tensorrt and a CUDA GPU).")
-@click.option("--force", is_flag=True, help="Replace an output folder that an earlier fomm-export wrote (never one "
-              "holding other files).")
+@click.option("--force", is_flag=True, help="Replace an output folder that an earlier fomm-export wrote: only when "
+              "everything in it is listed in its manifest.json (or is the engines/ cache); a folder holding any "
+              "other file, whatever its name, is refused and left as it is.")
 @version_option()
 @user_errors
 def main(ckpt: Path, config: str, out_dir: Path, precision: str, calibration: Path | None,

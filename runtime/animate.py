@@ -7,6 +7,7 @@ Messages meant for the user (the crop boxes, warnings, the chosen reference fram
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -127,6 +128,9 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
     if o.best_frame and o.reference_frame is not None:
         raise InputError("--best-frame and --reference-frame both choose the reference frame: give one")
     check_max_frames(o.max_frames)
+    for name, value in (("--start", o.start), ("--end", o.end)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} {value:g} is not a time in seconds; give a number of 0 or more, such as 1.5")
     if o.end is not None and o.end <= o.start:
         raise InputError(f"--end {o.end:g} must be after --start {o.start:g}")
     if o.paste_back and (crop == "none" or o.side_by_side or o.size is not None):

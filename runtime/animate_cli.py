@@ -8,7 +8,7 @@ import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
 from .core.cli_common import CONTEXT, user_errors, version_option
-from .core.options import (adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
+from .core.options import (FiniteFloat, adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
                            max_frames_option, onnx_dir_option, precision_option, providers_option, relative_option)
 from .media.framing import PORTRAIT_CROPS
 
@@ -52,9 +52,9 @@ from .media.framing import PORTRAIT_CROPS
 @click.option("--reference-frame", type=click.IntRange(0), default=None, metavar="N",
               help="Use driving frame N (0 = the first frame at or after --start) as the reference pose "
                    "(upstream's --best_frame N; relative motion only).")
-@click.option("--start", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+@click.option("--start", type=FiniteFloat(0), default=0.0, show_default=True, metavar="SECONDS",
               help="Use the driving video from this time on (seconds from its first frame).")
-@click.option("--end", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--end", type=FiniteFloat(0, min_open=True), default=None, metavar="SECONDS",
               help="Use the driving video up to this time (seconds from its first frame; default: its end).")
 @max_frames_option(help="Use at most this many driving frames (from --start on; at least 1): a quick preview.")
 @click.option("--no-audio", is_flag=True, help="Write no audio (default: the driving video's, when it has any).")

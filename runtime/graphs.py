@@ -89,11 +89,12 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
                             "pass --ckpt PATH")
         cfg = resolve_config(config) if config else exported.config
         return TorchBackend(spec, path, cfg, device=device, precision=precision)
+    path = exported.dir / graph_file_name(graph, precision)
+    if not path.is_file():
+        hint = f"; export with --precision {precision}" if precision != "fp32" else ""
+        raise ExportFolderError(f"{path} not found{hint}")
+    exported.manifest.verified_graph(exported.dir, graph, precision)  # its bytes are the export's (sha256)
     if kind == "onnxruntime":
-        path = exported.dir / graph_file_name(graph, precision)
-        if not path.is_file():
-            hint = f"; export with --precision {precision}" if precision != "fp32" else ""
-            raise ExportFolderError(f"{path} not found{hint}")
         return OrtBackend(spec, path, providers=tuple(providers or ("cpu",)))
     return TrtBackend.from_onnx(spec, exported.dir, precision)
 

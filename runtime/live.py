@@ -62,7 +62,7 @@ from .core.errors import ImageError, InputError  # noqa: E402
 from .core.fileio import check_output_file  # noqa: E402
 from .backends.cuda import tensorrt_missing  # noqa: E402
 from .core.names import check_max_frames  # noqa: E402
-from .core.options import (backend_option, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
+from .core.options import (FiniteFloat, backend_option, device_option, max_frames_option, onnx_dir_option,  # noqa: E402
                            precision_option, providers_option, relative_option)
 from .media.framing import PORTRAIT_CROPS  # noqa: E402
 from .media.preprocess import list_portraits  # noqa: E402
@@ -128,8 +128,9 @@ def check_output(output: Path, camera: str, force: bool) -> None:
               "whole portrait, padded to a square. The camera's framing is --no-crop and --crop-scale.")
 @click.option("--no-crop", is_flag=True, help="Use the centre square of the camera instead of following the face "
               "(the camera only; the portrait's framing is --crop).")
-@click.option("--crop-scale", default=2.0, show_default=True, help="Crop side relative to the detected face (> 0).")
-@click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0, 0.99),
+@click.option("--crop-scale", default=2.0, show_default=True, type=FiniteFloat(),
+              help="Crop side relative to the detected face (> 0).")
+@click.option("--smoothing", default=0.6, show_default=True, type=FiniteFloat(0, 0.99),
               help="Crop box smoothing over time (0: none).")
 @relative_option()
 @click.option("--adapt-scale/--no-adapt-scale", default=True, show_default=True,
@@ -156,7 +157,7 @@ def check_output(output: Path, camera: str, force: bool) -> None:
               "in the window still work.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file (never the --camera video).")
 @max_frames_option(help="Stop after this many output frames (at least 1).")
-@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (> 0).")
+@click.option("--max-seconds", type=FiniteFloat(), default=None, help="Stop after this many seconds (> 0).")
 @version_option()
 @user_errors
 def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, precision: str | None,

@@ -118,6 +118,59 @@ def truncated(path: Path, source: Path) -> Path:
     return path
 
 
+ASTRONAUT = Path(__file__).resolve().parent / "data" / "astronaut.png"
+
+
+def astronaut_clip(path: Path, frames: int = 100, fps: int = 25, size: int = 128, *extra: str) -> Path:
+    """``frames`` frames of astronaut.png's face swaying (a ``size`` square window moving over it), H.264;
+    ``extra``: more ffmpeg output options (e.g. ``-movflags +faststart``, ``-f h264``)."""
+    ffmpeg("-loop", "1", "-i", str(ASTRONAUT), "-vf",
+           f"scale={2 * size}:{2 * size},crop={size}:{size}:'{size // 2}+{size // 3}*sin(2*t)':{size // 4}",
+           "-r", str(fps), "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", *extra, str(path))
+    return path
+
+
+def truncated_front_index(path: Path, keep: float = 0.7, frames: int = 100) -> Path:
+    """A phone or web clip cut short: an MP4 with its index at the front (``+faststart``, as uploads are
+    written) whose media data ends at ``keep`` of its length; OpenCV opens it and decodes the frames that are
+    there."""
+    full = path.with_name(path.stem + "-full.mp4")
+    astronaut_clip(full, frames, 25, 128, "-movflags", "+faststart")
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    full.unlink()
+    return path
+
+
+def damaged_mid_clip(path: Path, at: float = 0.8, frames: int = 100) -> Path:
+    """A whole MP4 (index and all its bytes) whose media data is overwritten at ``at`` of its length: the
+    decoder stops there, well before the count the index announces."""
+    astronaut_clip(path, frames, 25, 128, "-movflags", "+faststart")
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    data[start:start + 200] = b"\xff" * 200
+    path.write_bytes(bytes(data))
+    return path
+
+
+def raw_h264(path: Path, rate: int = 25, seconds: float = 4.0, size: int = 64) -> Path:
+    """A bare H.264 stream (no container: no timestamps, no frame count, no duration) of :func:`frame_marker`."""
+    ffmpeg("-f", "lavfi", "-i", frame_marker(rate, seconds, size), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-f", "h264", str(path))
+    return path
+
+
+def durationless_mkv(path: Path, rate: int = 25, seconds: float = 4.0, size: int = 64) -> Path:
+    """A Matroska file written to a pipe, as a live recorder writes it: no duration and no frame count in its
+    header."""
+    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                          frame_marker(rate, seconds, size), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f",
+                          "matroska", "pipe:1"], capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    path.write_bytes(res.stdout)
+    return path
+
+
 def exif_rotated_jpeg(path: Path, image: np.ndarray, orientation: int = 6) -> Path:
     """``image`` (BGR) stored as a JPEG with an EXIF orientation tag, as phone cameras write it."""
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])

@@ -150,3 +150,33 @@ def test_a_shared_option_is_declared_the_same_way_in_every_command():
     assert set(seen["--config"]) == {"fomm-export", "fomm-compare", "fomm-train", "fomm-bench",
                                      "python -m fomm_deploy.training.inspect_checkpoint",
                                      "python -m fomm_deploy.training.random_checkpoint"}
+
+
+# fomm-serve's options are hardened with the server (runtime/serve, issue #26's serve half).
+@pytest.mark.parametrize("name", [n for n in COMMANDS if n != "fomm-serve"])
+def test_no_float_option_takes_nan_or_infinity(name):
+    """Python's float() reads 'nan' and 'inf', and a range check lets nan through (it compares false with every
+    bound): fomm-animate --start nan ended in a traceback and --end nan skipped the clip's end. Every float
+    option refuses both in a usage message (options.FiniteFloat)."""
+    import importlib
+
+    import click
+
+    module, attr = COMMANDS[name].split(":")
+    command = getattr(importlib.import_module(module), attr)
+    floats = [p for p in command.params if isinstance(p, click.Option) and isinstance(p.type, click.types.FloatParamType)]
+    assert floats or name not in ("fomm-animate", "fomm-live"), "the float options were not found"
+    for param in floats:
+        for bad in ("nan", "inf", "-inf", "NaN"):
+            with pytest.raises(click.BadParameter):
+                param.type.convert(bad, param, None)
+
+
+def test_animate_refuses_nan_start_and_end_in_one_usage_line(tmp_path):
+    for option in ("--start", "--end"):
+        for bad in ("nan", "inf"):
+            res = subprocess.run([_script("fomm-animate"), "--source", "face.png", "--driving", "talk.mp4", "--out",
+                                  "out.mp4", option, bad], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+            assert f"Invalid value for '{option}': '{bad}' is not a finite number" in res.stderr
+    assert list(tmp_path.iterdir()) == []

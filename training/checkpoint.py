@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,6 +75,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a directory; pass the .pth.tar file inside it")
     _sniff(path)
+    _check_zip_crcs(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -107,7 +109,50 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in MODEL_KEYS + ("discriminator",):
         if key in data and not isinstance(data[key], Mapping):
             raise CheckpointError(f"{path}: entry '{key}' is a {type(data[key]).__name__}, not a state dict")
+    _check_finite(path, data)
     return dict(data)
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """A zip-format checkpoint (torch >= 1.6) stores a CRC of every tensor's bytes, which ``torch.load`` does not
+    check: a bad download, copy or disk that changes bytes inside a tensor loads without a word. Check them
+    all (the whole file is read once).
+
+    Raises:
+        CheckpointError: a member whose bytes do not match its CRC (the message names it).
+    """
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format (torch < 1.6, upstream's checkpoints) has no checksums
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}); download it again") from None
+    if bad is not None:
+        member = bad.split("/", 1)[1] if "/" in bad else bad
+        raise CheckpointError(f"{path} is damaged: the bytes of its part {member} do not match their checksum "
+                              "(the file changed after it was written: a bad download, copy or disk); download or "
+                              "copy it again")
+
+
+def _check_finite(path: Path, data: Mapping[str, Any]) -> None:
+    """The networks' weights must be numbers: NaN or infinity in one (a training run that diverged, or damaged
+    bytes in a file without checksums) gives a model whose every output is NaN.
+
+    Raises:
+        CheckpointError: naming the first tensor with non-finite values and how many it has.
+    """
+    for part in MODEL_KEYS + ("discriminator",):
+        for name, value in (data.get(part) or {}).items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                # numpy: torch's first elementwise call on CPU starts its thread pool, a second on a busy machine
+                array = (value if value.dtype in (torch.float16, torch.float32, torch.float64) else value.float())
+                array = array.detach().cpu().numpy()
+                bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                if bad:
+                    raise CheckpointError(
+                        f"{path} has {bad} weights that are not finite (NaN or infinity) in {part} {name}: the "
+                        "training that wrote it diverged, or the file is damaged; use an earlier checkpoint")
 
 
 def _first_line(text: str) -> str:

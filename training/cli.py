@@ -38,6 +38,33 @@ def _remove_if_unused(log_dir: Path) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
+# What a training run writes into its log folder (train.py): a folder holding any of these holds a run.
+RUN_FILES = ("config.yaml", "log.txt", "train-vis", "*checkpoint.pth.tar")
+
+
+def check_log_dir(log_dir: Path, ckpt: Path | None, force: bool) -> None:
+    """Refuse a ``--log-dir`` that holds another run (its checkpoints, ``config.yaml``, ``log.txt`` or
+    ``train-vis/``, which this run would overwrite), unless the run resumes from a checkpoint in it or the
+    user says ``--force``; before anything is written.
+
+    Raises:
+        InputError: a file, or a folder holding another run.
+    """
+    if not log_dir.exists():
+        return
+    if not log_dir.is_dir():
+        raise InputError(f"--log-dir {log_dir} is a file; give a folder (a new one, or the one of the run you resume)")
+    found = sorted(p.name for p in log_dir.iterdir() if any(p.match(pattern) for pattern in RUN_FILES))
+    if not found or force:
+        return
+    if ckpt is not None and ckpt.resolve().parent == log_dir.resolve():
+        return  # resuming that run, in its own folder
+    what = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise InputError(f"--log-dir {log_dir} holds another run ({what}), whose files this one would overwrite: "
+                     f"choose a new --log-dir, resume that run with --ckpt {shlex.quote(str(log_dir))}/<checkpoint>, "
+                     "or pass --force to write into it anyway")
+
+
 def check_device(device: str) -> str:
     """``--device`` as :func:`parse_device` reads it, and only when this torch can use it; otherwise a one-line
     error."""
@@ -77,10 +104,14 @@ def check_device(device: str) -> str:
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the initial weights, the sample order and the augmentations (resume uses the same).")
 @device_option("cpu", help_suffix="to train on (under torchrun each process takes cuda:LOCAL_RANK).")
+@click.option("--force", is_flag=True,
+              help="Train into a --log-dir that holds another run (its checkpoints, config.yaml, log.txt and "
+                   "train-vis/ images of the same names are overwritten). Not needed to resume a run in its own "
+                   "folder (--ckpt in it).")
 @version_option()
 @user_errors
 def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: Path | None, vgg19: Path | None,
-         epochs: int | None, workers: int | None, seed: int, device: str) -> None:
+         epochs: int | None, workers: int | None, seed: int, device: str, force: bool) -> None:
     """Train FOMM on a video dataset and write upstream-format checkpoints, or evaluate a checkpoint.
 
     \b
@@ -107,6 +138,7 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: 
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
             import yaml
 
+            check_log_dir(log_dir, ckpt, force)
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         try:

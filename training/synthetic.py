@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.options import FiniteFloat
 from fomm_deploy.runtime.media.preprocess import to_uint8
 from fomm_deploy.runtime.media.video import VideoWriter
 
@@ -166,7 +167,7 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int =
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16), help="Frame size in pixels.")
 @click.option("--frames", default=64, show_default=True, type=click.IntRange(2), help="Frames per video.")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same videos.")
-@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
+@click.option("--test-fraction", default=0.2, show_default=True, type=FiniteFloat(0, 0.9),
               help="Share of the videos that go to OUT/test.")
 @version_option()
 @user_errors

@@ -320,6 +320,42 @@ def _check_semantics(cfg: FommConfig) -> None:
             raise ConfigError(f"'{where}' must be in (0, 1], got {scale}")
     if mp.common_params.estimate_jacobian is False and mp.kp_detector_params.single_jacobian_map:
         raise ConfigError("'single_jacobian_map' needs 'estimate_jacobian: true'")
+    _check_frame_shape(cfg)
+
+
+MAX_FRAME_SIDE = 4096  # far above any FOMM model trained (upstream's are 256 px); a larger side is a typo
+
+
+def _check_frame_shape(cfg: FommConfig) -> None:
+    """The frame size must pass through the networks: each hourglass halves its input (the frame scaled by its
+    ``scale_factor``) once per block and joins the halves back, so that size must divide by 2 that many
+    times; the generator's encoder halves the frame ``num_down_blocks`` times."""
+    mp = cfg.model_params
+    dm = mp.generator_params.dense_motion_params
+    stages = [("model_params.kp_detector_params", mp.kp_detector_params.scale_factor, mp.kp_detector_params.num_blocks),
+              ("model_params.generator_params", 1.0, mp.generator_params.num_down_blocks)]
+    if dm is not None:
+        stages.append(("model_params.generator_params.dense_motion_params", dm.scale_factor, dm.num_blocks))
+
+    def fits(side: int) -> bool:
+        return all(int(side * scale) >= 1 and int(side * scale) % (2 ** blocks) == 0 for _, scale, blocks in stages)
+
+    shape = list(cfg.frame_shape)
+    for axis, side in (("height", shape[0]), ("width", shape[1])):
+        if side > MAX_FRAME_SIDE:
+            raise ConfigError(f"'dataset_params.frame_shape' {shape}: a {axis} of {side} px is beyond any FOMM model "
+                              f"(at most {MAX_FRAME_SIDE}; upstream's models are 256x256); check the config")
+        if fits(side):
+            continue
+        where, scale, blocks = next((w, sc, b) for w, sc, b in stages
+                                    if not (int(side * sc) >= 1 and int(side * sc) % (2 ** b) == 0))
+        at = f"{int(side * scale)} px ({scale:g} of {side})" if scale != 1 else f"{side} px"
+        near = [n for n in (next((n for n in range(side, 0, -1) if fits(n)), None),
+                            next((n for n in range(side, MAX_FRAME_SIDE + 1) if fits(n)), None)) if n]
+        hint = f"; the nearest that fit: {' or '.join(str(n) for n in dict.fromkeys(near))}" if near else ""
+        raise ConfigError(f"'dataset_params.frame_shape' {shape}: a {axis} of {side} px does not fit the networks: "
+                          f"{where} halves {at} {blocks} times (its num_blocks), so that must divide by "
+                          f"{2 ** blocks}{hint}")
 
 
 # --------------------------------------------------------------------------------------------

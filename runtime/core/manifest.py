@@ -18,11 +18,11 @@ from typing import Any
 
 from .contract import GraphSpec
 from .errors import ExportFolderError
-from .fileio import atomic_path
+from .fileio import atomic_path, sha256_file
 from .precision import PRECISION_SUFFIX, stored_precision
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "CheckpointInfo", "GraphEntry",
-           "Manifest", "engine_file_name", "graph_file_name", "graph_key", "tool_versions"]
+           "Manifest", "engine_file_name", "graph_file_name", "graph_key", "listed_files", "tool_versions"]
 
 # Version 2: typed parity results (``parity.results`` per graph, ``parity.pipelines`` for the deployed pairs).
 MANIFEST_FORMAT = "fomm-deploy-manifest/2"
@@ -129,6 +129,30 @@ class Manifest:
             created=str(data.get("created", "")), format=str(data["format"]),
         )
 
+    def verified_graph(self, folder: str | Path, graph: str, precision: str) -> Path:
+        """The path of ``graph`` at ``precision`` in ``folder``, once its bytes are the ones this manifest
+        recorded (their sha256). Hashed once per process for each file's path, size and mtime.
+
+        Raises:
+            ExportFolderError: the manifest records no such graph, the file is missing, or its sha256 differs
+                (a graph copied in from another export, or damaged): the message names the file.
+        """
+        key = graph_key(graph, precision)
+        entry = self.graphs.get(key)
+        if entry is None:
+            raise ExportFolderError(f"{Path(folder) / MANIFEST_NAME} records no {key} graph; export it with "
+                                    f"fomm-export --precision {precision}")
+        path = Path(folder) / entry.file
+        try:
+            found = _graph_sha256(path)
+        except OSError as exc:
+            raise ExportFolderError(f"cannot read {path} ({exc.strerror or exc}); export again") from None
+        if found != entry.sha256:
+            raise ExportFolderError(f"{path} is not the graph this export wrote: its sha256 is {found[:12]}..., "
+                                    f"{MANIFEST_NAME} records {entry.sha256[:12]}... (a file copied in from another "
+                                    "export, or damaged); export again, or copy the whole export folder")
+        return path
+
     def has_file(self, folder: Path, graph: str, precision: str) -> bool:
         """Whether the folder has ``graph`` at ``precision``, recorded here and present on disk."""
         key = graph_key(graph, precision)
@@ -173,6 +197,35 @@ class Manifest:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExportFolderError(f"{path} is damaged ({type(exc).__name__}: {exc}); export again") from None
+
+
+# (path, size, mtime in ns) -> sha256 of the graph files verified in this process: a server opening the same
+# graphs for each replica or session hashes each file once; a file rewritten since (size or mtime) is hashed again.
+_GRAPH_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def _graph_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _GRAPH_SHA256.get(key)
+    if digest is None:
+        digest = _GRAPH_SHA256[key] = sha256_file(path)
+    return digest
+
+
+def listed_files(folder: str | Path) -> set[str] | None:
+    """The names of the files an export wrote into ``folder``, as its manifest lists them: ``manifest.json``
+    and each graph's file (with its ``.data`` file of external weights, if any). Read leniently, any format
+    version: this answers what an earlier fomm-export may replace, not whether the folder can be loaded.
+    None when the folder has no manifest that can be read as one."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+        graphs = data["graphs"]
+        files = {str(g["file"]) for g in graphs.values()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return {MANIFEST_NAME} | files | {f + ".data" for f in files}
 
 
 def _exports_hint(folder: Path) -> str:

@@ -5,6 +5,7 @@ tables of :mod:`.names`."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,20 @@ def local_file(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
         raise click.BadParameter(f"{value}: URLs are not supported; download the file and pass its path")
     return Path(value)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option's type that refuses ``nan`` and ``inf`` (which Python's ``float()`` accepts and every range
+    check lets through: ``nan`` compares false with any bound), with optional bounds as :class:`click.FloatRange`.
+    Every float option of the fomm-* commands has this type."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; give a number such as 1.5", param, ctx)
+        return number
 
 
 def max_frames_option(help: str) -> Decorator:

@@ -28,6 +28,11 @@ from .preprocess import IMAGE_SUFFIXES, load_image, to_uint8
 # File suffixes treated as videos (OpenCV reads all of them, GIF included).
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
 
+# ffmpeg's demuxers of bare elementary streams (``Input #0, h264, from ...``): no container, so no timestamps
+# and no frame count; their frames are timed by their rate (the stream's own, or ffmpeg's 25 fps default).
+RAW_STREAM_FORMATS = {"h264", "hevc", "m4v", "mpegvideo", "mjpeg", "rawvideo", "vc1", "obu", "ivf", "avs2", "avs3",
+                      "vvc", "dirac", "cavsvideo"}
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -48,6 +53,11 @@ class VideoInfo:
     video_start: float = 0.0
     audio_start: float | None = None  # None: no audio stream
     duration: float = 0.0
+    # True: ``frame_count`` is the container's index (MP4/MOV), which every decode must reach; False: the
+    # frames were counted in the file itself (every other container, and raw streams, whose headers may say
+    # nothing or anything: a duration-less MKV, a raw H.264 stream).
+    indexed: bool = False
+    timestamps: bool = True  # False: a raw stream; its frames are timed ``index / fps``
 
     @property
     def has_audio(self) -> bool:
@@ -73,6 +83,8 @@ class _Probe:
     container_start: float
     duration: float
     error: str  # ffmpeg's complaint when it cannot read the file at all
+    container: str = ""  # ffmpeg's demuxer: "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "h264", ...
+    stream_fps: float = 0.0  # the video stream's "fps" (its average rate), 0 if not given
 
 
 def _probe(path: str | Path) -> _Probe:
@@ -84,7 +96,7 @@ def _probe(path: str | Path) -> _Probe:
     except (OSError, subprocess.TimeoutExpired, VideoError):
         text = ""
     video = audio = cover = False
-    tbr = 0.0
+    tbr = stream_fps = 0.0
     vstart = astart = None
     for line in text.splitlines():
         m = re.match(r"\s*Stream #\d+:\d+.*?: (\w+):(.*)", line)
@@ -101,6 +113,9 @@ def _probe(path: str | Path) -> _Probe:
                 rate = re.search(r"(\d+(?:\.\d+)?)(k?) tbr", rest)
                 if rate:
                     tbr = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+                rate = re.search(r"(\d+(?:\.\d+)?)(k?) fps", rest)
+                if rate:
+                    stream_fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
                 vstart = float(start.group(1)) if start else None
         elif kind == "Audio" and not audio:
             audio = True
@@ -110,7 +125,23 @@ def _probe(path: str | Path) -> _Probe:
     container_start = float(cstart.group(1)) if cstart else 0.0
     duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else 0.0
     errors = [ln.strip() for ln in text.splitlines() if str(path) in ln and ":" in ln and "Input #" not in ln]
-    return _Probe(video, cover, audio, tbr, vstart, astart, container_start, duration, errors[-1] if errors else "")
+    demuxer = re.search(r"Input #0, (.+?), from ", text)
+    return _Probe(video, cover, audio, tbr, vstart, astart, container_start, duration, errors[-1] if errors else "",
+                  demuxer.group(1) if demuxer else "", stream_fps)
+
+
+def _count_frames(path: Path) -> int | None:
+    """The frames of the first video stream, counted by demuxing the whole file (its packets are read, not
+    decoded: a second or so for a long video), or None if ffmpeg cannot read it. What a header claims (a
+    duration, a frame count) can be missing or wrong; this is what the decoder will be given."""
+    try:
+        res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-stats", "-i", str(path),
+                              "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.TimeoutExpired, VideoError):
+        return None
+    counts = re.findall(r"frame=\s*(\d+)", res.stderr)
+    return int(counts[-1]) if counts else None
 
 
 def open_video(path: str | Path) -> tuple["object", VideoInfo]:
@@ -132,7 +163,11 @@ def open_video(path: str | Path) -> tuple["object", VideoInfo]:
         raise VideoError(f"{path} has no video stream (audio only{what}); pass a video with frames")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        if "moov atom not found" in probe.error or _iso_media_truncated(path):
+        cut = "index" if "moov atom not found" in probe.error else _iso_media_truncated(path)
+        if cut == "data":  # its index is at the front, whole, and the file ends before its first frame
+            raise VideoError(f"{path} is truncated: the file ends before its first frame (the recording or the "
+                             "copy did not finish); copy it again")
+        if cut:
             raise VideoError(f"{path} is truncated (its index is missing: the recording or the copy did not "
                              "finish); copy or export it again")
         if probe.video:
@@ -140,54 +175,98 @@ def open_video(path: str | Path) -> tuple["object", VideoInfo]:
                              "(ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)")
         raise VideoError(f"{path} is not a video OpenCV can read (ffmpeg finds no video stream in it)")
     avg = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = probe.tbr if 0 < probe.tbr <= 240 else (avg if avg > 0 else 25.0)
+    raw = probe.container in RAW_STREAM_FORMATS
+    if raw:  # ffmpeg's tbr of a raw H.264 stream is its field rate (50 for 25 fps): its own fps is the rate
+        fps = probe.stream_fps if 0 < probe.stream_fps <= 240 else (avg if 0 < avg <= 240 else 25.0)
+    else:
+        fps = probe.tbr if 0 < probe.tbr <= 240 else (avg if avg > 0 else 25.0)
+    indexed = _is_iso_media(path)
+    announced = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+    announced = int(announced) if 0 < announced < 2**31 else 0
+    if indexed and _iso_media_truncated(path) == "data":  # a whole index (at the front), the data after it cut
+        cap.release()
+        found = _count_frames(path)
+        keep = ""
+        if found:
+            has = f"only {found} are in the file"
+            keep = ", or keep the frames it has with ffmpeg -i IN -c copy OUT.mp4"
+        else:
+            has = "the file ends before the first of them"
+        raise VideoError(f"{path} is truncated: its index announces {announced} frames and {has} (the recording "
+                         f"or the copy did not finish); copy it again{keep}")
+    if indexed and announced > 0:
+        frame_count = announced
+    else:
+        counted = _count_frames(path)
+        indexed = False
+        frame_count = counted if counted is not None else announced
+    duration = probe.duration
+    if (raw or duration <= 0) and frame_count > 0:
+        duration = frame_count / fps
     origin = probe.container_start
     vstart = (probe.video_start if probe.video_start is not None else origin) - origin
     astart = None if not probe.audio else (probe.audio_start if probe.audio_start is not None else origin) - origin
-    info = VideoInfo(path, float(fps), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+    info = VideoInfo(path, float(fps), frame_count,
                      int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                     average_fps=float(avg), video_start=max(0.0, vstart),
-                     audio_start=None if astart is None else max(0.0, astart), duration=probe.duration)
+                     average_fps=float(fps if raw else avg), video_start=max(0.0, vstart),
+                     audio_start=None if astart is None else max(0.0, astart), duration=duration, indexed=indexed,
+                     timestamps=not raw)
     return cap, info
 
 
-def _iso_media_truncated(path: Path) -> bool:
-    """Whether an MP4/MOV file (ISO base media) ends inside a box or has no ``moov`` index: a copy or a
-    recording that did not finish."""
+def _is_iso_media(path: Path) -> bool:
+    """Whether a file is ISO base media (MP4, MOV, 3GP, M4V: it starts with an ``ftyp`` box), whose frame
+    count is its index's."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] == b"ftyp"
+
+
+def _iso_media_truncated(path: Path) -> str | None:
+    """Whether an MP4/MOV file (ISO base media) is a copy or a recording that did not finish: ``"index"`` if
+    it has no ``moov`` index (written last, so the file ends before it), ``"data"`` if it has one and ends
+    inside a later box (its media data), None if neither (or it is no ISO media)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8 or head[4:8] != b"ftyp":
-                return False
+                return None
             pos, seen_moov = 0, False
             while pos < size:
                 f.seek(pos)
                 header = f.read(16)
                 if len(header) < 8:
-                    return True
+                    break
                 box, kind = struct.unpack(">I", header[:4])[0], header[4:8]
                 if box == 1 and len(header) == 16:
                     box = struct.unpack(">Q", header[8:16])[0]
                 elif box == 0:
                     box = size - pos
                 if box < 8 or pos + box > size:
-                    return True
+                    break
                 seen_moov |= kind == b"moov"
                 pos += box
-            return not seen_moov
+            else:
+                return None if seen_moov else "index"
+            return "data" if seen_moov else "index"
     except OSError:
-        return False
+        return None
 
 
 def iter_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
     """Frames of a video as (RGB uint8 (H, W, 3), presentation time in seconds on the container's clock).
 
     Times follow the file's timestamps, so a variable-frame-rate clip keeps its timing and a video stream
-    that starts after its audio starts at ``info.video_start``. They never decrease.
+    that starts after its audio starts at ``info.video_start``; a raw stream (no timestamps) is timed by its
+    rate. They never decrease.
 
     Raises:
-        VideoError: as :func:`open_video`, or when no frame can be decoded.
+        VideoError: as :func:`open_video`; when no frame can be decoded; when the decoder runs out of frames
+            well before the count the file's index announces (a damaged or cut file), once they are read.
     """
     cap, info = open_video(path)
     count, last = 0, -1.0
@@ -196,7 +275,7 @@ def iter_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
             ok, frame = cap.read()
             if not ok:
                 break
-            pos = cap.get(cv2.CAP_PROP_POS_MSEC)
+            pos = cap.get(cv2.CAP_PROP_POS_MSEC) if info.timestamps else -1.0
             t = info.video_start + (pos / 1000.0 if pos >= 0 else count / info.fps)
             t = max(t, last + 1e-6) if count else t
             last = t
@@ -206,6 +285,11 @@ def iter_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
         cap.release()
     if count == 0:
         raise VideoError(f"{path} has no frames that can be decoded (0 frames)")
+    # An index may announce a frame or two that a decoder drops (an edit list): more than that is damage.
+    if info.indexed and info.frame_count - count > max(2, info.frame_count // 50):
+        raise VideoError(f"{path} is damaged: its index announces {info.frame_count} frames and only {count} "
+                         f"could be decoded; copy it again, or re-encode the frames that decode with "
+                         f"ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4")
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:

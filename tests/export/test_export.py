@@ -428,11 +428,12 @@ def test_existing_output_needs_force(tmp_path, golden_ckpt):
     with pytest.raises(ExportError, match="already exists and is not empty; pass --force"):
         run_export(golden_ckpt, resolve_config("tiny-test"), out)
     assert (out / "old.txt").exists()
-    with pytest.raises(ExportError, match="holds other files"):  # --force never removes the user's files
+    # --force never removes the user's files
+    with pytest.raises(ExportError, match=r"no manifest.json that lists its files \(it holds old.txt\)"):
         run_export(golden_ckpt, resolve_config("tiny-test"), out, force=True)
     assert (out / "old.txt").read_text() == "keep me"
     (out / "old.txt").unlink()
-    (out / "manifest.json").write_text("{}")  # what an earlier export left
+    (out / "manifest.json").write_text('{"graphs": {"generator": {"file": "generator.onnx"}}}')  # an earlier export
     (out / "generator.onnx").write_bytes(b"old graph")
     run_export(golden_ckpt, resolve_config("tiny-test"), out, force=True)
     assert (out / "generator.onnx").read_bytes() != b"old graph" and (out / "manifest.json").stat().st_size > 2

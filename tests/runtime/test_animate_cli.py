@@ -239,6 +239,18 @@ def test_compare_cli_over_budget_exits_non_zero(golden_export, tmp_path):
     for name in ("kp_detector", "generator"):  # fp16 graphs under the fp32 names
         (fp16_dir / f"{name}.onnx").write_bytes((golden_export / f"{name}.fp16.onnx").read_bytes())
     (fp16_dir / "manifest.json").write_bytes((golden_export / "manifest.json").read_bytes())
+    # The manifest's sha256 names the swapped graphs first ...
+    swapped = subprocess.run([_script("fomm-compare"), "--onnx", str(fp16_dir), "--inputs", "random"],
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert swapped.returncode == 1 and "generator.onnx is not the graph this export wrote" in swapped.stderr
+    # ... and with a manifest that records them, the comparison itself shows the difference.
+    import hashlib
+    import json
+
+    manifest = json.loads((fp16_dir / "manifest.json").read_text())
+    for name in ("kp_detector", "generator"):
+        manifest["graphs"][name]["sha256"] = hashlib.sha256((fp16_dir / f"{name}.onnx").read_bytes()).hexdigest()
+    (fp16_dir / "manifest.json").write_text(json.dumps(manifest))
     bad = subprocess.run([_script("fomm-compare"), "--onnx", str(fp16_dir), "--inputs", "random"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0
@@ -465,6 +477,11 @@ def test_animate_function_raises_input_errors(tmp_path, media, golden_export):
     with pytest.raises(InputError, match="--end 0.2 must be after --start 0.5"):
         animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
                 AnimateOptions(onnx_dir=golden_export, start=0.5, end=0.2))
+    # What fomm-serve passes on from its form: nan and inf are no times (end=nan skipped the clip's end).
+    for start, end in ((float("nan"), None), (0.0, float("nan")), (float("inf"), None), (0.0, float("inf"))):
+        with pytest.raises(InputError, match="is not a time in seconds"):
+            animate(media / "source.png", media / "driving.mp4", tmp_path / "f.mp4",
+                    AnimateOptions(onnx_dir=golden_export, start=start, end=end))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -105,6 +105,42 @@ def test_one_frame_driving_video(phone, golden_export, tmp_path, audio_seconds):
     assert [p.name for p in out.parent.iterdir()] == ["result.mp4"]
 
 
+def test_a_raw_h264_driving_stream_keeps_its_timing_and_its_end(phone, golden_export, tmp_path):
+    """A bare H.264 stream has no timestamps: its 100 frames all read 0 s, so the result was one frame long and
+    --end (fomm-serve's cap on the driving clip) never came."""
+    clip = mc.raw_h264(tmp_path / "upload.h264", size=128)
+    res = _animate("--source", phone["portrait"], "--driving", clip, "--out", tmp_path / "all.mp4",
+                   "--onnx", golden_export, "--crop", "centre", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "100 frames (4.00 s at 25.00 fps) from 100 driving frames" in res.stdout
+    res = _animate("--source", phone["portrait"], "--driving", clip, "--out", tmp_path / "end.mp4",
+                   "--onnx", golden_export, "--crop", "centre", "--end", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "25 frames (1.00 s at 25.00 fps) from 25 driving frames" in res.stdout
+    assert mc.count_frames(tmp_path / "end.mp4") == 25
+
+
+@pytest.mark.parametrize("maker, message", [
+    (mc.truncated_front_index, r"is truncated: its index announces 100 frames and only \d+ are in the file"),
+    (mc.damaged_mid_clip, r"is damaged: its index announces 100 frames and only \d+ could be decoded"),
+])
+def test_a_cut_or_damaged_driving_clip_is_one_named_error(phone, golden_export, tmp_path, maker, message):
+    """fomm-animate exited 0 with 41 of 100 frames and only FFmpeg's own lines on stderr: now one Error: line
+    names the file and the counts, no FFmpeg line comes before it, and nothing is written."""
+    clip = maker(tmp_path / "phone clip.mp4")
+    out = tmp_path / "out" / "result.mp4"
+    res = _animate("--source", phone["portrait"], "--driving", clip, "--out", out, "--onnx", golden_export,
+                   "--crop", "centre", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(clip) in errors[0], res.stderr
+    import re
+
+    assert re.search(message, errors[0]), errors[0]
+    assert not [line for line in res.stderr.splitlines() if line.startswith("[")], res.stderr  # no FFmpeg noise
+    assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
+
+
 def test_max_frames_uses_that_many_driving_frames(phone, golden_export, tmp_path):
     out = tmp_path / "preview.mp4"
     res = _animate("--source", phone["portrait"], "--driving", phone["short_audio"], "--out", out, "--onnx",

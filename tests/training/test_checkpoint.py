@@ -333,3 +333,50 @@ def test_an_epoch_that_is_not_an_int_is_dropped(tmp_path):
     torch.save({"kp_detector": models.kp_detector.state_dict(), "generator": models.generator.state_dict(),
                 "epoch": torch.tensor(3)}, tmp_path / "cpk.pth.tar")
     assert load_checkpoint(tmp_path / "cpk.pth.tar", cfg).epoch is None
+
+
+def _flip_bytes_in_largest_tensor(path: Path) -> str:
+    """Change 4 bytes in the middle of the largest tensor of a zip-format checkpoint (what a bad download or disk
+    does); the name of the member they are in."""
+    import struct
+
+    with zipfile.ZipFile(path) as archive:
+        member = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    start = member.header_offset + 30 + name_len + extra_len + member.file_size // 2
+    data[start:start + 4] = bytes(b ^ 0x5A for b in data[start:start + 4])
+    path.write_bytes(bytes(data))
+    return member.filename.split("/", 1)[1]
+
+
+def test_a_checkpoint_with_changed_bytes_is_named_damaged(tmp_path):
+    """torch.load does not check the CRCs of a zip checkpoint: changed tensor bytes loaded, and exported, without
+    a word."""
+    ckpt = tmp_path / "synthetic-faces.pth.tar"
+    ckpt.write_bytes((REPO / "checkpoints" / "synthetic-faces.pth.tar").read_bytes())
+    read_checkpoint(ckpt)
+    member = _flip_bytes_in_largest_tensor(ckpt)
+    torch.load(ckpt, map_location="cpu", weights_only=True)  # torch itself loads it
+    with pytest.raises(CheckpointError, match=f"synthetic-faces.pth.tar is damaged: the bytes of its part {member} "
+                                              "do not match their checksum"):
+        read_checkpoint(ckpt)
+    res = subprocess.run([str(Path(sys.executable).parent / "fomm-export"), "--ckpt", str(ckpt), "--config",
+                          "synthetic-faces", "--out", "out"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.startswith(f"Error: {ckpt} is damaged"), res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path, legacy):
+    """A run that diverged writes NaN weights, and a legacy-format file (no checksums) with damaged bytes can
+    hold them: the model's every output would be NaN."""
+    raw = read_checkpoint(REPO / "checkpoints" / "synthetic-faces.pth.tar")
+    name = next(k for k, v in raw["kp_detector"].items() if v.is_floating_point() and v.numel() > 4)
+    raw["kp_detector"][name].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), 1.0])
+    ckpt = tmp_path / "diverged.pth.tar"
+    torch.save(raw, ckpt, **({"_use_new_zipfile_serialization": False} if legacy else {}))
+    with pytest.raises(CheckpointError, match=f"diverged.pth.tar has 2 weights that are not finite \\(NaN or "
+                                              f"infinity\\) in kp_detector {name}: the training that wrote it "
+                                              "diverged, or the file is damaged"):
+        load_checkpoint(ckpt, resolve_config("synthetic-faces"))

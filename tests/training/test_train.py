@@ -139,6 +139,28 @@ def test_broken_videos_are_skipped_once_and_counted(tmp_path, synthetic_data):
     assert item["source"].shape == (3, 128, 128) and item["driving"].dtype == torch.float32
 
 
+def test_a_clip_cut_short_is_skipped_by_name_without_ffmpeg_noise(tmp_path, synthetic_data):
+    """A phone or web clip cut short with its index at the front: fomm-train trained on its first frames and
+    printed hundreds of FFmpeg lines. Now it is skipped with one line that names it and its frame counts."""
+    from tests import media_corpus as mc
+
+    root = tmp_path / "ds"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for p in sorted((synthetic_data / "train").glob("*.mp4"))[:2]:
+        (root / "train" / p.name).write_bytes(p.read_bytes())
+    mc.truncated_front_index(root / "train" / "cut short.mp4")
+    res = subprocess.run([str(Path(sys.executable).parent / "fomm-train"), "--config", str(_cli_config(tmp_path)),
+                          "--data", str(root), "--epochs", "1", "--workers", "0", "--log-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert re.fullmatch(r"skipping cut short.mp4: .*cut short.mp4 is truncated: its index announces 100 frames and "
+                        r"only \d+ are in the file .*", lines[0]), res.stderr
+    assert "1 video(s) skipped, 2 used" in lines[1]
+    assert not [line for line in lines if line.startswith("[")], res.stderr  # no FFmpeg line
+
+
 def test_the_dataset_reads_frames_as_the_media_layer_does(tmp_path, synthetic_data):
     """What the media layer learned reaches training: a truncated MP4 is skipped as truncated (not as some
     unreadable file), and transparent pixels of a frame folder's PNGs come out white, as every other reader
@@ -288,6 +310,13 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     log_dir = ckpt.parent
     assert ckpt.name == "00000000-checkpoint.pth.tar" and ckpt.is_file() and (log_dir / "config.yaml").is_file()
     assert log_dir.parent == tmp_path / "log" and re.fullmatch(r"tiny-train-\d{8}-\d{6}", log_dir.name), log_dir
+    # A second run into that folder would overwrite its checkpoints, config.yaml and images: refused, untouched.
+    before = {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()}
+    res = run("--epochs", "1", "--log-dir", str(log_dir))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"Error: --log-dir {log_dir} holds another run (00000000-checkpoint.pth.tar, "
+                                 "config.yaml, log.txt and 1 more), whose files this one would overwrite"), res.stderr
+    assert {p: p.read_bytes() for p in log_dir.rglob("*") if p.is_file()} == before
     res = run("--mode", "reconstruction", "--checkpoint", str(ckpt))
     assert res.returncode == 0, res.stderr
     assert "reconstruction L1" in res.stdout and "copy-the-source-frame baseline" in res.stdout
@@ -305,6 +334,32 @@ def test_fomm_train_cli_modes(tmp_path, synthetic_data):
     assert res.returncode != 0 and "dataset folder not found" in res.stderr and "VGG19" not in res.stderr
     res = run("--device", "mps")
     assert res.returncode != 0 and "use cpu, cuda or cuda:N" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_log_dir_holding_another_run_needs_resume_or_force(tmp_path):
+    from fomm_deploy.runtime.core.errors import InputError
+    from fomm_deploy.training.cli import check_log_dir
+
+    run = tmp_path / "run"
+    check_log_dir(run, None, force=False)  # new
+    run.mkdir()
+    (run / "notes.md").write_text("my notes")
+    check_log_dir(run, None, force=False)  # a folder without a run in it
+    for name in ("00000004-checkpoint.pth.tar", "00000002-interrupted-checkpoint.pth.tar", "config.yaml", "log.txt",
+                 "train-vis"):
+        other = tmp_path / name.split(".")[0]
+        other.mkdir()
+        (other / name).mkdir() if name == "train-vis" else (other / name).write_bytes(b"another run's")
+        with pytest.raises(InputError, match=f"holds another run \\({name}\\)"):
+            check_log_dir(other, None, force=False)
+        check_log_dir(other, None, force=True)
+    ckpt = tmp_path / "00000004-checkpoint" / "00000004-checkpoint.pth.tar"
+    check_log_dir(ckpt.parent, ckpt, force=False)  # resuming it in its own folder
+    with pytest.raises(InputError, match="resume that run with --ckpt"):  # resuming another run into this one
+        check_log_dir(tmp_path / "config", ckpt, force=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        check_log_dir(tmp_path / "file", None, force=False)
 
 
 def test_two_process_distributed_run_writes_one_checkpoint(tmp_path, synthetic_data):

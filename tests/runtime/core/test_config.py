@@ -71,6 +71,41 @@ def test_image_shape_is_an_alias_of_frame_shape():
         config_from_dict(data)
 
 
+@pytest.mark.parametrize("shape, message", [
+    ([100000, 100000, 3], r"a height of 100000 px is beyond any FOMM model \(at most 4096"),
+    ([100, 100, 3], r"a height of 100 px does not fit the networks: model_params.kp_detector_params halves 25 px "
+                    r"\(0.25 of 100\) 5 times \(its num_blocks\), so that must divide by 32; the nearest that fit: 128"),
+    ([256, 3000, 3], r"a width of 3000 px does not fit .* the nearest that fit: 2944 or 3072"),
+    ([8, 8, 3], r"a height of 8 px does not fit .* the nearest that fit: 128"),
+])
+def test_a_frame_shape_the_networks_cannot_take_is_named(shape, message, tmp_path):
+    """An absurd frame_shape ended in a traceback (numpy's allocation error, torch's 'Output size is too
+    small', 'Sizes of tensors must match') in fomm-export and fomm-train."""
+    data = _vox_dict()
+    data["dataset_params"]["frame_shape"] = shape
+    with pytest.raises(ConfigError, match=r"'dataset_params.frame_shape' \[.*\]: " + message):
+        config_from_dict(data)
+    path = tmp_path / "absurd.yaml"
+    path.write_text(yaml.safe_dump(data))
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    res = subprocess.run([str(Path(sys.executable).parent / "fomm-export"), "--ckpt", "missing.pth.tar", "--config",
+                          str(path), "--out", "out"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.startswith(f"Error: {path}: 'dataset_params.frame_shape'"), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_every_bundled_frame_shape_fits_and_other_sizes_too():
+    for name in bundled_config_names():
+        resolve_config(name)
+    data = _vox_dict()
+    for shape in ([128, 128, 3], [512, 256, 3], [384, 384, 3]):
+        data["dataset_params"]["frame_shape"] = shape
+        assert config_from_dict(data).frame_size == tuple(shape[:2])
+
+
 def test_align_corners_option(tmp_path):
     data = _vox_dict()
     data["model_params"]["common_params"]["align_corners"] = True

@@ -106,6 +106,55 @@ def test_broken_and_wrong_files_say_what_is_wrong(corpus, tmp_path):
         open_video(text)
 
 
+def test_a_truncated_mp4_with_its_index_at_the_front_is_named(tmp_path):
+    """A clip cut short whose index is at the front opens, and decoded 41 of its 100 frames without a word."""
+    cut = mc.truncated_front_index(tmp_path / "cut short.mp4")
+    assert 0 < mc.count_frames(cut) < 100  # OpenCV decodes what is there
+    with pytest.raises(VideoError, match=r"cut short.mp4 is truncated: its index announces 100 frames and only "
+                                         r"\d+ are in the file .* ffmpeg -i IN -c copy OUT.mp4"):
+        open_video(cut)
+    with pytest.raises(VideoError, match="is truncated"):
+        read_frames(cut)
+    # Cut before its first frame: nothing to keep.
+    early = mc.truncated_front_index(tmp_path / "cut early.mp4", keep=0.3)
+    with pytest.raises(VideoError, match="cut early.mp4 is truncated: .*the file ends before (its first frame|the "
+                                         "first of them)") as caught:
+        open_video(early)
+    assert "-c copy" not in str(caught.value)
+
+
+def test_a_clip_that_stops_decoding_before_its_index_says_is_damaged(tmp_path):
+    bad = mc.damaged_mid_clip(tmp_path / "damaged.mp4")
+    cap, info = open_video(bad)  # whole, as far as its boxes go
+    cap.release()
+    assert info.indexed and info.frame_count == 100
+    with pytest.raises(VideoError, match=r"damaged.mp4 is damaged: its index announces 100 frames and only \d+ "
+                                         "could be decoded"):
+        read_frames(bad)
+    assert len(read_frames(bad, limit=10)) == 10  # a reader that stops early has nothing to complain about
+
+
+@pytest.mark.parametrize("maker", [mc.raw_h264, mc.durationless_mkv])
+def test_frames_are_counted_in_a_file_whose_header_does_not_say(maker, tmp_path):
+    """A raw H.264 stream and a duration-less MKV announce no frame count (OpenCV gave a huge negative
+    number: every cap on frames let them through) and no duration: the frames are counted in the file."""
+    clip = maker(tmp_path / ("clip.h264" if maker is mc.raw_h264 else "clip.mkv"))
+    cap, info = open_video(clip)
+    cap.release()
+    assert (info.frame_count, info.fps, info.duration, info.indexed) == (100, 25.0, pytest.approx(4.0), False)
+    assert len(read_frames(clip)) == 100
+
+
+def test_a_raw_h264_stream_keeps_its_timing(tmp_path):
+    """No timestamps in the stream: its frames are timed by its rate (they all read 0 s, so the copy was one
+    frame long), at its 25 fps (ffmpeg's tbr says 50)."""
+    clip = mc.raw_h264(tmp_path / "clip.h264")
+    timed = list(iter_timed_frames(clip))
+    assert [t for _, t in timed] == pytest.approx([i / 25 for i in range(100)])
+    info, w = _timed_copy(clip, tmp_path / "copy.mp4")
+    assert (info.fps, w.frames, w.duration) == (25.0, 100, pytest.approx(4.0))
+
+
 def test_exif_orientation_is_applied(tmp_path):
     img = np.zeros((60, 100, 3), np.uint8)
     img[:20, :20] = (0, 0, 255)  # a red mark at the stored top-left (BGR)

@@ -147,7 +147,7 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         app = create_app(engines, token=token, limits=limits)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        click.echo(f"fomm-serve: {backend} {precision}, {'split graphs' if engines.split else 'reference generator'}, "
+        click.echo(f"fomm-serve: {backend} {precision}, graphs {engines.graphs}, "
                    f"batch up to {engines.max_batch}; token {'required' if token else 'off (localhost only)'}")
         click.echo(f"fomm-serve: listening on http://{shown}:{bound_port}/", nl=True)
         config = uvicorn.Config(app, log_level="warning", ws_max_size=max(16 << 20, limits.max_upload_bytes * 2),

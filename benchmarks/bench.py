@@ -33,7 +33,7 @@ from fomm_deploy.runtime.core.keypoints import normalize_kp
 from fomm_deploy.runtime.core.manifest import graph_file_name, tool_versions
 from fomm_deploy.runtime.core.precision import Budget
 from fomm_deploy.runtime.graphs import load_exported, open_animator
-from fomm_deploy.runtime.media.preprocess import prepare_frame
+from fomm_deploy.runtime.media.preprocess import prepare_frame, to_uint8
 from fomm_deploy.runtime.media.samples import head_motion, sample_face
 
 from .roofline import Peaks, Work, graph_work, measure_peaks
@@ -208,40 +208,56 @@ def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, fra
 # -- our backends ------------------------------------------------------------------------------------------
 
 
-def bench_backend(exported, backend: str, precision: str, split: bool, source: np.ndarray, frames: np.ndarray, *,
+def bench_backend(exported, backend: str, precision: str, variant: str, source: np.ndarray, frames: np.ndarray, *,
                   warmup: int, iters: int, threads: int, device: str | None = None) -> Entry:
+    """One path, batch 1. ``variant``: ``reference`` (kp_detector + generator), ``split`` (kp_detector +
+    generator_frame, the motion on the host, float frames in and out) or ``frame_step`` (the one graph, from the
+    uint8 model frame to the uint8 result)."""
     providers = ("cpu",) if backend == "onnxruntime" else None
     if backend == "torch":
         import torch
 
         torch.set_num_threads(threads)
     _reset_peak_rss()
-    animator = open_animator(exported, backend, precision, split=split, providers=providers, relative=True,
-                             adapt_scale=True, device=device if backend == "torch" else None)
+    split, step = variant in ("split", "frame_step"), variant == "frame_step"
+    animator = open_animator(exported, backend, precision, split=split, frame_step=step, providers=providers,
+                             relative=True, adapt_scale=True, device=device if backend == "torch" else None)
     t0 = time.perf_counter()
     animator.set_source(source)
     once = {"set_source (keypoints" + (" + encoder)" if split else ")"): (time.perf_counter() - t0) * 1000}
     animator.set_reference(frames[0], prepared=True)
-    generator = animator.generator_frame if split else animator.generator
-    stages: dict[str, list[float]] = {"kp_detector": [], "generator_frame" if split else "generator": []}
-    driving = itertools.cycle(frames)
+    if step:
+        graphs = [animator.frame_step]
+        uint8_frames = itertools.cycle(to_uint8(frames))
 
-    def step() -> None:
-        animator.animate_prepared(next(driving)[None], return_float=True)
-        stages["kp_detector"].append(animator.kp_detector.last_inference_time)
-        stages[generator.spec.name].append(generator.last_inference_time)
+        def run() -> None:
+            animator.animate_uint8(next(uint8_frames)[None])
+    else:
+        graphs = [animator.kp_detector, animator.generator_frame if split else animator.generator]
+        driving = itertools.cycle(frames)
 
-    times = timed_calls(step, warmup, iters)
+        def run() -> None:
+            animator.animate_prepared(next(driving)[None], return_float=True)
+
+    stages: dict[str, list[float]] = {g.spec.name: [] for g in graphs}
+
+    def timed() -> None:
+        run()
+        for g in graphs:
+            stages[g.spec.name].append(g.last_inference_time)
+
+    times = timed_calls(timed, warmup, iters)
     peak = _peak_rss_mb()
     med, p90, p99, stage_ms = _summary(times, stages, warmup)
-    stage_ms["glue (normalize_kp, copies)"] = max(0.0, med - sum(stage_ms.values()))
-    for b in (animator.kp_detector, animator.generator, animator.source_encoder, animator.generator_frame):
+    stage_ms["glue (normalize_kp, copies)" if not step else "glue (feed, copies)"] = \
+        max(0.0, med - sum(stage_ms.values()))
+    for b in (animator.kp_detector, animator.generator, animator.source_encoder, animator.generator_frame,
+              animator.frame_step):
         if b is not None:
             b.deactivate()
     del animator
     gc.collect()
-    return Entry(backend, precision, "split" if split else "reference", med, p90, p99, 1000 / med, peak, stage_ms,
-                 once)
+    return Entry(backend, precision, variant, med, p90, p99, 1000 / med, peak, stage_ms, once)
 
 
 def available_backends() -> list[tuple[str, str]]:
@@ -334,11 +350,12 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
         results = []
         for backend, precision in pairs:
             for variant in variants:
-                split = variant == "split"
-                if not exported.has_precision(precision) or (split and not exported.has_split(precision)):
+                files = "fp32" if backend == "torch" else precision
+                if not exported.has_precision(precision) or (variant == "split" and not exported.has_split(files)) \
+                        or (variant == "frame_step" and not exported.has_frame_step(files)):
                     continue
                 log(f"{backend} {precision} {variant} ...")
-                entry = bench_backend(exported, backend, precision, split, source, frames, warmup=warmup,
+                entry = bench_backend(exported, backend, precision, variant, source, frames, warmup=warmup,
                                       iters=iters, threads=threads, device=device)
                 entry.vs_baseline = entry.median_ms / baseline.median_ms
                 results.append(entry)
@@ -363,8 +380,9 @@ def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
 
     for i, e in enumerate(entries):
         precision = e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32"
-        total = work("kp_detector", precision) + work("generator_frame" if e.variant == "split" else "generator",
-                                                      precision)
+        graphs = {"split": ("kp_detector", "generator_frame"), "frame_step": ("frame_step",)}.get(
+            e.variant, ("kp_detector", "generator"))
+        total = sum((work(g, precision) for g in graphs[1:]), work(graphs[0], precision))
         e.int8_gop, e.float_gflop = total.int8_gop, total.float_gflop
         if peaks is not None:
             e.floor_ms = peaks[i].floor_ms(total)

@@ -17,7 +17,7 @@ from fomm_deploy.runtime.core.options import backends_option, ckpt_option, confi
 
 from .bench import available_backends, draw_chart, markdown_table, run_bench, write_json
 
-VARIANTS = ("reference", "split")
+VARIANTS = ("reference", "split", "frame_step")
 
 
 def parse_variants(text: str) -> tuple[str, ...]:
@@ -38,8 +38,9 @@ def parse_variants(text: str) -> tuple[str, ...]:
 @onnx_dir_option(None, help_suffix=" Benchmark it instead of exporting into a temporary folder.")
 @backends_option("; an item without a precision runs fp32. E.g. onnxruntime:int8,onnxruntime:fp32,torch "
                  "(default: everything this machine can run).")
-@click.option("--variants", default="reference,split", show_default=True,
-              help="reference: kp_detector + generator per step; split: kp_detector + generator_frame.")
+@click.option("--variants", default="reference,split,frame_step", show_default=True,
+              help="reference: kp_detector + generator per step; split: kp_detector + generator_frame with the "
+                   "motion on the host; frame_step: the one frame_step graph, uint8 frame in and out.")
 @device_option()
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first.")
 @click.option("--iters", default=10, show_default=True, type=click.IntRange(3), help="Timed steps.")

@@ -82,7 +82,9 @@ def _conv_output_shapes(model) -> dict[str, tuple[int, ...]]:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every Conv output
     so.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32) for i in sess.get_inputs()}
+    dtypes = {"tensor(uint8)": np.uint8}  # frame_step's frames; every other input is float32
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes.get(i.type, np.float32))
+             for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
     return {n: tuple(v.shape) for n, v in zip(names, sess.run(None, feeds))}
 

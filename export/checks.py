@@ -13,16 +13,20 @@ from fomm_deploy.runtime.core.contract import OPSET, GraphSpec
 from fomm_deploy.runtime.core.errors import ContractError
 
 # Operators of the standard domain that TensorRT's ONNX parser (onnx-tensorrt, TensorRT 10/11) supports
-# and that an FOMM export may reasonably produce. Anything else fails the export loudly.
+# and that an FOMM export may reasonably produce. Anything else fails the export loudly. Source: onnx-tensorrt's
+# docs/operators.md (TensorRT 10): e.g. Round (FP32, FP16), and UINT8 only as a network input or output type,
+# which is how frame_step uses it (Cast at its two ends).
 TRT_SUPPORTED_OPS = frozenset({
     "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
     "ConstantOfShape", "Conv", "DequantizeLinear", "Div", "Equal", "Exp", "Expand", "Flatten",
     "Floor", "Gather", "Gemm", "Greater", "GridSample", "Identity", "InstanceNormalization", "LeakyRelu", "Less",
     "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "QuantizeLinear", "Range", "Reciprocal",
-    "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax",
+    "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Round", "Shape", "Sigmoid", "Slice",
+    "Softmax",
     "Split", "Sqrt", "Squeeze", "Sub", "Tile", "Transpose", "Unsqueeze", "Where",
 })
-_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64"}
+_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64",
+           TensorProto.UINT8: "uint8"}
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):

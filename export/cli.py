@@ -105,7 +105,7 @@ def main(ckpt: Path, config: str, out_dir: Path, precision: str, calibration: Pa
     cfg = resolve_config(config)
     if align_corners is not None:
         cfg = cfg.replace_model(align_corners=align_corners)
-    n_steps = 2 * len(graph_specs(cfg)) * len(EXPORT_PRECISIONS[precision]) + 2 * len(EXPORT_PRECISIONS[precision]) + 1
+    n_steps = (2 * len(graph_specs(cfg)) + 3) * len(EXPORT_PRECISIONS[precision]) + 1
     with tqdm(total=n_steps, desc="fomm-export", unit="step", leave=False, disable=None,
               bar_format="{desc}: {n}/{total} {bar} {elapsed}") as bar:
         def progress(message: str) -> None:

@@ -33,7 +33,9 @@ from fomm_deploy.runtime.core.compare import Comparison, compare
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.contract import OPSET, GraphSpec, graph_specs
 from fomm_deploy.runtime.core.errors import ExportError
+from fomm_deploy.runtime.core.feeds import kp_from_outputs, split_step_feed, step_image
 from fomm_deploy.runtime.core.fileio import sha256_file
+from fomm_deploy.runtime.core.pixels import to_uint8_hwc
 from fomm_deploy.runtime.core.manifest import (CheckpointInfo, GraphEntry, Manifest, graph_file_name, graph_key,
                                                stored_precision)
 from fomm_deploy.runtime.core.precision import BUDGETS, EXPORT_PRECISIONS, Budget, tolerance
@@ -80,6 +82,7 @@ class ExportResult:
     graphs: list[GraphReport] = field(default_factory=list)
     pipelines: dict[str, Comparison] = field(default_factory=dict)
     emulated_pipelines: dict[str, dict[str, Comparison]] = field(default_factory=dict)
+    frame_steps: dict[str, Comparison] = field(default_factory=dict)  # per precision: frame_step vs the split
     seconds: float = 0.0
 
 
@@ -137,7 +140,7 @@ def _build_fp16(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, o
 def _build_int8(job: _Job, name: str, model: onnx.ModelProto, fp32_path: Path, out: Path) -> onnx.ModelProto:
     from .quantize import quantize_int8
 
-    return onnx.load(str(quantize_int8(fp32_path, out, job.real["calibration"][name])))
+    return onnx.load(str(quantize_int8(fp32_path, out, job.real["calibration"][name], graph=name)))
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,22 @@ def measure_split_emulated(job: _Job, budget: Budget) -> dict[str, Comparison]:
     return out
 
 
+def measure_frame_step(job: _Job, precision: str, feeds: list[dict[str, np.ndarray]]) -> Comparison:
+    """``frame_step`` at ``precision`` against the graphs it joins, run apart at the same precision:
+    ``kp_detector`` on the driving frames, the host's normalisation (``feeds.split_step_feed``) and
+    ``generator_frame``, converted to uint8 as the host does. Judged by the contract's tolerance for ``frame``."""
+    step = job.staging / graph_file_name("frame_step", precision)
+    kp_path = job.staging / graph_file_name("kp_detector", precision)
+    frame_path = job.staging / graph_file_name("generator_frame", precision)
+    frames = []
+    for f in feeds:
+        kp = kp_from_outputs(job.run(kp_path, [{"image": step_image(f)}]))
+        frames.append(to_uint8_hwc(job.run(frame_path, [split_step_feed(f, kp)])["prediction"]))
+    return compare(f"{step.name} vs {kp_path.name} -> host normalisation -> {frame_path.name}",
+                   job.run(step, feeds), {"frame": np.concatenate(frames)}, precision=precision,
+                   frame_size=job.cfg.frame_size)
+
+
 # --------------------------------------------------------------------------------------------
 # TensorRT engines
 # --------------------------------------------------------------------------------------------
@@ -290,7 +309,8 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
                 if stored_precision(name, variant.precision) == variant.precision:  # else it stays fp32 there
                     _export_variant(job, name, variant, model, path, emulate_fp16)
         pipelines, emulated_pipelines = _measure_splits(job, chosen, emulate_fp16)
-        manifest = _manifest(job, ckpt, loaded.epoch, pipelines, emulated_pipelines, calibration)
+        frame_steps = _measure_frame_steps(job, chosen)
+        manifest = _manifest(job, ckpt, loaded.epoch, pipelines, emulated_pipelines, frame_steps, calibration)
         step("publishing")
         manifest.write(staging)
         publish(staging, out_dir)
@@ -301,7 +321,8 @@ def run_export(ckpt: Path, cfg: FommConfig, out_dir: Path, *, precision: str = "
         step("building TensorRT engines")
         trt_precisions = tuple(p for p in EXPORT_PRECISIONS[precision] if p in ("fp32", "fp16"))
         build_engines(out_dir, cfg, trt_precisions, log=lambda m: step(m))
-    return ExportResult(out_dir, manifest, job.reports, pipelines, emulated_pipelines, time.perf_counter() - t0)
+    return ExportResult(out_dir, manifest, job.reports, pipelines, emulated_pipelines, frame_steps,
+                        time.perf_counter() - t0)
 
 
 def _start_job(models, cfg: FommConfig, staging: Path, budget: dict[str, Budget], step: Callable[[str], None],
@@ -375,18 +396,36 @@ def _measure_splits(job: _Job, chosen: list[Variant],
     return pipelines, emulated_pipelines
 
 
+def _measure_frame_steps(job: _Job, chosen: list[Variant]) -> dict[str, Comparison]:
+    """``frame_step`` against the split graphs at fp32 and each chosen precision (:func:`measure_frame_step`),
+    on the feeds that judge that precision, within the contract's tolerance. Nothing without the split."""
+    if "frame_step" not in job.specs:
+        return {}
+    out = {}
+    for precision, feeds in [("fp32", [job.check_feeds["frame_step"]])] + [
+            (v.precision, v.judged_on(job, "frame_step")) for v in chosen]:
+        job.step(f"measuring frame_step against the split graphs at {precision}")
+        result = measure_frame_step(job, precision, feeds)
+        result.raise_for(result.tolerance_failures(tolerance),
+                         "frame_step and the split graphs it joins disagree: report it, and deploy the split "
+                         "(fomm-animate --no-frame-step)")
+        out[precision] = result
+    return out
+
+
 def _manifest(job: _Job, ckpt: Path, epoch: int | None, pipelines: dict[str, Comparison],
-              emulated_pipelines: dict[str, dict[str, Comparison]], calibration: Path | None) -> Manifest:
+              emulated_pipelines: dict[str, dict[str, Comparison]], frame_steps: dict[str, Comparison],
+              calibration: Path | None) -> Manifest:
     cfg = job.cfg
     return Manifest(
         checkpoint=CheckpointInfo(str(ckpt.resolve()), sha256_file(ckpt), epoch),
         config_name=cfg.name, config=cfg.to_dict(), opset=OPSET, align_corners=cfg.align_corners,
         frame_size=tuple(cfg.frame_size), num_kp=cfg.num_kp, estimate_jacobian=cfg.estimate_jacobian,
-        graphs=job.entries, parity=_parity_record(job, pipelines, emulated_pipelines, calibration))
+        graphs=job.entries, parity=_parity_record(job, pipelines, emulated_pipelines, frame_steps, calibration))
 
 
-def _parity_record(job: _Job, pipelines: dict[str, Comparison],
-                   emulated_pipelines: dict[str, dict[str, Comparison]], calibration: Path | None) -> dict[str, Any]:
+def _parity_record(job: _Job, pipelines: dict[str, Comparison], emulated_pipelines: dict[str, dict[str, Comparison]],
+                   frame_steps: dict[str, Comparison], calibration: Path | None) -> dict[str, Any]:
     """The manifest's ``parity`` section: what was compared with what, on which inputs, and the numbers."""
     real = job.real.get("evaluation")
     reports = job.reports
@@ -405,6 +444,9 @@ def _parity_record(job: _Job, pipelines: dict[str, Comparison],
                               **({"emulated": {m: e.to_dict() for m, e in emulated_pipelines[k].items()}}
                                  if emulated_pipelines and k in emulated_pipelines else {}))
                       for k, c in pipelines.items()},
+        "frame_step": {p: dict(c.to_dict(), against=f"kp_detector -> host normalisation -> generator_frame, "
+                                                    f"{p} graphs")
+                       for p, c in frame_steps.items()},
         "fp16_emulation": ("ONNX Runtime CPU runs fp16 regions in fp32; 'emulated' holds the fp16 graphs run node by "
                            "node with fp16 rounding (export/fp16_emulation.py): best = fp32 accumulation inside "
                            "each op, worst = sequential fp16 multiply-add in Conv/MatMul/AveragePool; the worst "

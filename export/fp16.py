@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fomm_deploy.runtime.core.precision import FP16_OPS, in_fp16_scope, runs_fp16
+from fomm_deploy.runtime.core.precision import FP16_OPS, in_fp16_scope, runs_fp16, runs_in_fp16
 
 # Inputs that must keep their float32 type whatever the node's precision (Resize's roi and scales).
 _KEEP_FP32_INPUTS = {("Resize", 1), ("Resize", 2)}
@@ -31,11 +31,12 @@ def default_fp16_predicate(node: onnx.NodeProto) -> bool:
 
 
 def mixed_fp16_for_graph(graph: str, model: onnx.ModelProto) -> onnx.ModelProto:
-    """The fp16 deployment's graph ``graph``: :func:`convert_to_mixed_fp16`, or an fp32 copy for
-    the graphs the precision policy keeps in fp32 (``precision.FP32_AT_FP16``)."""
+    """The fp16 deployment's graph ``graph``: :func:`convert_to_mixed_fp16` of the nodes the precision policy
+    runs in half (``precision.runs_in_fp16``: in a composite graph only those of its fp16 parts), or an fp32
+    copy for the graphs the policy keeps in fp32 (``precision.FP32_AT_FP16``)."""
     if not runs_fp16(graph):
         return onnx.ModelProto.FromString(model.SerializeToString())
-    return convert_to_mixed_fp16(model)
+    return convert_to_mixed_fp16(model, lambda node: node.op_type in FP16_OPS and runs_in_fp16(graph, node.name))
 
 
 def _resolve_identities(graph: onnx.GraphProto) -> None:

@@ -5,7 +5,7 @@ quantised, minus the source encoder (once per source, see ``_encodes_the_source`
 convolutions that feed a softmax, sigmoid or exp (directly, or through the row sums of
 ``narrow_heads.py``); the keypoint heads, heatmaps, softmax, the 2x2 inverse, grid coordinates and
 GridSample stay float32. Activations are calibrated on real frames (the caller passes them), weights
-are per-channel int8, activations uint8. Inputs and outputs stay float32, so the graph contract is unchanged.
+are per-channel int8, activations uint8. Inputs and outputs keep their types, so the graph contract is unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from fomm_deploy.runtime.core.precision import in_fp16_scope
+from fomm_deploy.runtime.core.precision import in_fp16_scope, quantised_at_int8
 
 from .narrow_heads import ROW_CONV_SCOPE
 
@@ -46,7 +46,7 @@ def _encodes_the_source(name: str) -> bool:
     return "/first/" in name or ("/down_blocks." in name and "/hourglass/" not in name)
 
 
-def int8_node_names(model: onnx.ModelProto) -> list[str]:
+def int8_node_names(model: onnx.ModelProto, graph: str = "") -> list[str]:
     """The nodes to quantise: the Conv nodes of the convolutional feature extraction (not the heads), and
     each ReLU that is the only reader of such a Conv's output.
 
@@ -54,10 +54,13 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
     Conv's output is quantised once with the ReLU's range, whose zero point is 0, so ``QuantizeLinear``'s
     saturation is the ReLU, and ONNX Runtime runs Conv -> Conv as QLinearConv -> QLinearConv. Left in
     float, the ReLU cost a dequantise, a float ReLU and a quantise of the full tensor, and a second rounding.
+    In a composite graph (``graph``, e.g. ``frame_step``) only the parts that int8 does not keep in fp32 count
+    (``precision.quantised_at_int8``).
     """
     consumers = _readers(model.graph)
     convs = [n for n in model.graph.node
              if n.op_type == "Conv" and in_fp16_scope(n.name) and not _encodes_the_source(n.name)
+             and (not graph or quantised_at_int8(graph, n.name))
              and ROW_CONV_SCOPE not in n.name
              and not any(c.op_type in _FLOAT_CONSUMERS for c in consumers.get(n.output[0], []))]
     relus = [readers[0] for readers in (consumers.get(c.output[0], []) for c in convs)
@@ -65,11 +68,13 @@ def int8_node_names(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in convs + relus]
 
 
-def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[str, np.ndarray]]) -> Path:
+def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[str, np.ndarray]],
+                  graph: str = "") -> Path:
     """Write an int8 (QDQ) version of ``model_path`` to ``out_path``.
 
     Args:
-        calibration: feeds (graph input name -> float32 array) of real data, one per calibration step.
+        calibration: feeds (graph input name -> array) of real data, one per calibration step.
+        graph: the contract's name of the graph (decides which parts of a composite graph are quantised).
     Raises:
         ValueError: nothing to quantise (the scopes do not match this graph).
     """
@@ -78,7 +83,7 @@ def quantize_int8(model_path: Path, out_path: Path, calibration: Iterable[dict[s
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = onnx.load(str(model_path))
-    nodes = int8_node_names(model)
+    nodes = int8_node_names(model, graph)
     if not nodes:
         raise ValueError(f"{model_path.name}: no Conv node in the quantisable scopes")
     feeds = list(calibration)

@@ -62,6 +62,8 @@ class AnimateOptions:
     side_by_side: bool = False
     ckpt: Path | None = None
     split: bool | None = None
+    frame_step: bool | None = None
+    compile: bool | None = None  # torch backend: torch.compile (None: on CUDA)
     out_format: str | None = None
     force: bool = False
     still: Path | None = None  # also one PNG frame of the output, from the middle of the clip
@@ -81,7 +83,7 @@ class Output:
     frames_per_second: float  # driving frames animated per second of wall time
     backend: str
     precision: str
-    graphs: str  # "split graphs" or "reference generator"
+    graphs: str  # the graphs that animated each frame (Animator.graphs)
     still: str | None = None  # the PNG of one frame (--still)
     still_frame: int | None = None  # which: the index of its driving frame, from --start on
 
@@ -157,8 +159,9 @@ def animate(source: str | Path, driving: str | Path, out: str | Path, options: A
     if animator_factory is not None:
         animator = animator_factory(**motion)
     else:
-        animator = open_animator(exported, o.backend, o.precision, split=o.split, ckpt=o.ckpt,
-                                 providers=o.providers, device=o.device, **motion)
+        animator = open_animator(exported, o.backend, o.precision, split=o.split, frame_step=o.frame_step,
+                                 ckpt=o.ckpt, providers=o.providers, device=o.device, compile=o.compile,
+                                 on_compile=log, **motion)
     clip = _DrivingClip(driving, info, o.start, o.end, o.max_frames, crop, fit, (h, w), detector, o.batch, log)
     reference_kp = None
     written = []
@@ -438,7 +441,7 @@ def _write_one(animator, clip: _DrivingClip, portrait: np.ndarray, box, target: 
     seconds = time.perf_counter() - start
     sound = ("with audio" if writer.with_audio else "no audio" if not audio or kind in ("gif", "frames")
              else "no audio in the driving video")
-    graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
+    graphs = animator.graphs
     return Output(path=target, frames=writer.frames, duration=writer.duration, fps=clip.info.fps,
                   driving_frames=writer.received, size=size, sound=sound, frames_per_second=writer.received / seconds,
                   backend=backend, precision=precision, graphs=graphs,

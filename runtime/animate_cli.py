@@ -8,7 +8,8 @@ import click
 
 from .animate import OUT_FORMATS, AnimateOptions, animate
 from .core.cli_common import CONTEXT, user_errors, version_option
-from .core.options import (FiniteFloat, adapt_scale_option, backend_option, ckpt_option, device_option, local_file,
+from .core.options import (FiniteFloat, adapt_scale_option, backend_option, ckpt_option, compile_option,
+                           device_option, frame_step_option, local_file,
                            max_frames_option, onnx_dir_option, precision_option, providers_option, relative_option)
 from .media.framing import PORTRAIT_CROPS
 
@@ -70,6 +71,8 @@ from .media.framing import PORTRAIT_CROPS
 @click.option("--split/--no-split", default=None,
               help="Use the per-source split graphs (source encoded once; default when exported), or the "
                    "reference generator graph for every frame.")
+@frame_step_option()
+@compile_option()
 @version_option()
 @user_errors
 def animate_main(source: Path, driving: Path, out: str, out_format: str | None, force: bool, onnx_dir: Path,
@@ -79,7 +82,7 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
                  reference_frame: int | None, start: float, end: float | None, max_frames: int | None, no_audio: bool,
                  batch: int,
                  side_by_side: bool, still: Path | None, fit: str | None, ckpt: Path | None,
-                 split: bool | None) -> None:
+                 split: bool | None, frame_step: bool | None, compile: bool | None) -> None:
     """Animate the SOURCE image with the motion of the DRIVING video and write a video (or frames).
 
     The source is cropped around its face and the driving video around its face's path (--crop); the
@@ -102,7 +105,8 @@ def animate_main(source: Path, driving: Path, out: str, out_format: str | None, 
                                     adapt_scale=adapt_scale, crop=crop, paste_back=paste_back, size=size,
                                     best_frame=best_frame, reference_frame=reference_frame, start=start, end=end,
                                     max_frames=max_frames, no_audio=no_audio, batch=batch,
-                                    side_by_side=side_by_side, still=still, fit=fit, ckpt=ckpt, split=split))
+                                    side_by_side=side_by_side, still=still, fit=fit, ckpt=ckpt, split=split,
+                                    frame_step=frame_step, compile=compile))
     animate(source, driving, out, options, log=lambda message: click.echo(message, err=True),
             on_output=lambda written: click.echo(written.summary()))
 

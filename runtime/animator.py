@@ -11,9 +11,9 @@ import numpy as np
 
 from .backends.base import Backend
 from .core.errors import InputError
-from .core.feeds import driving_inputs, kp_from_outputs, source_inputs
-from .core.keypoints import KP, convex_hull_area, normalize_kp
-from .media.preprocess import prepare_frame, to_nchw, to_uint8_hwc
+from .core.feeds import driving_inputs, kp_from_outputs, source_inputs, step_inputs
+from .core.keypoints import KP, convex_hull_area, movement_scale, normalize_kp
+from .media.preprocess import prepare_frame, to_nchw, to_uint8, to_uint8_hwc
 
 
 class Animator:
@@ -22,6 +22,9 @@ class Animator:
     Args:
         kp_detector, generator: activated backends for the two graphs (``generator`` None with the split).
         source_encoder, generator_frame: activated backends for the per-source split, instead of ``generator``.
+        frame_step: with the split, a backend of the ``frame_step`` graph: each frame then runs as one graph
+            call, uint8 in and out (the split's ``generator_frame`` is only activated when a float result is
+            asked for). The keypoint detector still serves the source and the reference frame.
         frame_size: the model's (H, W).
         relative: transfer relative motion (default) instead of absolute keypoints.
         adapt_scale: scale the motion by the ratio of keypoint-hull sizes (source / reference).
@@ -30,9 +33,13 @@ class Animator:
 
     def __init__(self, kp_detector: Backend, generator: Backend | None, frame_size: tuple[int, int], *,
                  relative: bool = True, adapt_scale: bool = False, fit: str = "crop",
-                 source_encoder: Backend | None = None, generator_frame: Backend | None = None) -> None:
+                 source_encoder: Backend | None = None, generator_frame: Backend | None = None,
+                 frame_step: Backend | None = None) -> None:
         if (source_encoder is None) != (generator_frame is None) or (generator is None) == (source_encoder is None):
             raise InputError("give the Animator either a generator, or a source_encoder and a generator_frame")
+        if frame_step is not None and source_encoder is None:
+            raise InputError("the Animator's frame_step needs the split graphs (source_encoder, generator_frame)")
+        self.frame_step = frame_step
         self.kp_detector = kp_detector
         self.generator = generator
         # Per-source split: the encoder runs once in set_source, generator_frame once per frame.
@@ -46,8 +53,26 @@ class Animator:
         self.has_jacobian = "kp_jacobian" in kp_detector.spec.output_names
         self._source: np.ndarray | None = None  # (1, 3, H, W)
         self._kp_source: KP | None = None
-        self._kp_reference: KP | None = None
+        self._reference: KP | None = None
         self._source_batches: dict[int, dict[str, np.ndarray]] = {}
+        self._step_batches: dict[tuple, dict[str, np.ndarray]] = {}  # frame_step's session inputs
+
+    @property
+    def _kp_reference(self) -> KP | None:
+        return self._reference
+
+    @_kp_reference.setter
+    def _kp_reference(self, kp: KP | None) -> None:
+        self._reference = kp
+        self._step_batches.clear()  # they hold the reference keypoints and the movement scale
+
+    @property
+    def graphs(self) -> str:
+        """The graphs that animate each frame, for summary lines: ``frame_step``, ``kp_detector +
+        generator_frame`` (the split) or ``kp_detector + generator`` (the reference pair)."""
+        if self.frame_step is not None:
+            return "frame_step"
+        return "kp_detector + " + ("generator_frame" if self.generator_frame is not None else "generator")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -71,6 +96,7 @@ class Animator:
         if self.source_encoder is not None:
             self._encoded = {k: v.copy() for k, v in self.source_encoder.infer({"source": self._source}).items()}
         self._source_batches.clear()
+        self._step_batches.clear()
 
     def set_reference(self, frame: np.ndarray, *, bgr: bool = False, prepared: bool = False) -> None:
         """The driving frame whose pose corresponds to the source's (relative motion starts here)."""
@@ -119,12 +145,42 @@ class Animator:
         if frames.ndim != 4 or frames.shape[1:3] != tuple(self.frame_size):
             raise InputError(f"expected model frames (N, {self.frame_size[0]}, {self.frame_size[1]}, 3), "
                             f"got {frames.shape}")
+        if self.frame_step is not None and not return_float:
+            return self.animate_uint8(to_uint8(frames))
         prediction = self._generator.infer(self._motion_feed(self.keypoints(frames)))["prediction"]
         return prediction.copy() if return_float else to_uint8_hwc(prediction)
 
+    def animate_uint8(self, frames: np.ndarray) -> np.ndarray:
+        """Animate model frames (N, H, W, 3) uint8 RGB with the ``frame_step`` graph -> (N, H, W, 3) uint8 RGB.
+
+        One graph call for the batch; without a reference yet, the first frame becomes it (one keypoint call).
+        """
+        if self.frame_step is None:
+            raise InputError("animate_uint8 needs the frame_step graph; use animate_prepared")
+        if self._kp_reference is None:
+            self._kp_reference = self.keypoints(frames[:1].astype(np.float32) / np.float32(255.0))
+        out = self.frame_step.infer({"driving": np.ascontiguousarray(frames), **self._step_feed(len(frames))})
+        return out["frame"].copy()
+
+    def _step_feed(self, batch: int) -> dict[str, np.ndarray]:
+        """frame_step's session inputs for ``batch`` frames: built once per batch size, source and reference."""
+        key = (batch, self.relative, self.adapt_scale)
+        if key not in self._step_batches:
+            if self._encoded is None:
+                raise InputError("call set_source() before animating")
+            relative = self.relative and self._kp_reference is not None
+            scale = (movement_scale(self.source_keypoints, self._kp_reference)
+                     if relative and self.adapt_scale else 1.0)
+            self._step_batches[key] = step_inputs(self._encoded, self.source_keypoints,
+                                                  self._kp_reference if relative else None, batch,
+                                                  scale=scale, relative=relative)
+        return self._step_batches[key]
+
     @property
     def _generator(self) -> Backend:
-        return self.generator_frame if self.generator_frame is not None else self.generator
+        if self.generator_frame is not None:
+            return self.generator_frame.activate()  # with frame_step it is only opened when needed
+        return self.generator
 
     def _motion_feed(self, kp_driving: KP) -> dict[str, np.ndarray]:
         """The generator feed that animates this source with driving keypoints (one row per frame)."""
@@ -158,8 +214,17 @@ def animate_together(animators: Sequence[Animator], frames: np.ndarray) -> np.nd
     if len(frames) != len(animators):
         raise InputError(f"animate_together: {len(animators)} animators but {len(frames)} frames")
     for a in animators[1:]:
-        if a.kp_detector is not first.kp_detector or a._generator is not first._generator:
+        if (a.kp_detector is not first.kp_detector or a.generator is not first.generator
+                or a.generator_frame is not first.generator_frame or a.frame_step is not first.frame_step):
             raise InputError("animate_together needs animators over the same backends")
+    if first.frame_step is not None:
+        driving = to_uint8(frames)
+        for i, a in enumerate(animators):
+            if a._kp_reference is None:
+                a._kp_reference = a.keypoints(frames[i:i + 1])
+        feeds = [a._step_feed(1) for a in animators]
+        feed = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+        return first.frame_step.infer({"driving": driving, **feed})["frame"].copy()
     kp = first.keypoints(frames)
     feeds = [a._motion_feed(KP(kp.value[i:i + 1], None if kp.jacobian is None else kp.jacobian[i:i + 1]))
              for i, a in enumerate(animators)]

@@ -25,6 +25,7 @@ if set(BACKEND_CLASSES) != set(BACKENDS):  # the name table and the classes must
     raise ImportError(f"backend classes {sorted(BACKEND_CLASSES)} do not match names.BACKENDS {sorted(BACKENDS)}")
 GRAPHS = ("kp_detector", "generator")
 SPLIT_GRAPHS = ("source_encoder", "generator_frame")
+STEP_GRAPH = "frame_step"
 
 
 @dataclass
@@ -44,6 +45,10 @@ class ExportedModel:
     def has_split(self, precision: str = "fp32") -> bool:
         """Whether the per-source split graphs were exported (at this precision)."""
         return all(self.manifest.has_file(self.dir, g, precision) for g in SPLIT_GRAPHS)
+
+    def has_frame_step(self, precision: str = "fp32") -> bool:
+        """Whether the ``frame_step`` graph was exported (at this precision), with the split it builds on."""
+        return self.has_split(precision) and self.manifest.has_file(self.dir, STEP_GRAPH, precision)
 
 
 def load_exported(onnx_dir: str | Path) -> ExportedModel:
@@ -75,10 +80,12 @@ def load_exported(onnx_dir: str | Path) -> ExportedModel:
 
 def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str = "fp32", *,
                  ckpt: str | Path | None = None, config: str | Path | None = None,
-                 providers: Sequence[str] | None = None, device: str | None = None) -> Backend:
+                 providers: Sequence[str] | None = None, device: str | None = None,
+                 compile: bool | None = None, on_compile=None) -> Backend:
     """A backend of ``kind`` for one graph of an export folder (not yet activated).
 
     ``device``: the torch backend's (``cpu`` by default; its fp16 needs ``cuda``); see ``names.check_backend_device``.
+    ``compile``, ``on_compile``: the torch backend's ``torch.compile`` (default: on CUDA) and its progress lines.
     """
     device = check_backend_device(kind, precision, device)
     spec = exported.specs[graph]
@@ -88,7 +95,8 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
             raise CheckpointError(f"the torch backend needs the checkpoint, and {path} (from the manifest) is not there; "
                             "pass --ckpt PATH")
         cfg = resolve_config(config) if config else exported.config
-        return TorchBackend(spec, path, cfg, device=device, precision=precision)
+        return TorchBackend(spec, path, cfg, device=device, precision=precision, compile=compile,
+                            on_compile=on_compile)
     path = exported.dir / graph_file_name(graph, precision)
     if not path.is_file():
         hint = f"; export with --precision {precision}" if precision != "fp32" else ""
@@ -100,14 +108,18 @@ def make_backend(kind: str, exported: ExportedModel, graph: str, precision: str 
 
 
 def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision: str = "fp32", *,
-                  split: bool | None = None, ckpt: str | Path | None = None, config: str | Path | None = None,
-                  providers: Sequence[str] | None = None, device: str | None = None, **animator_options):
+                  split: bool | None = None, frame_step: bool | None = None, ckpt: str | Path | None = None,
+                  config: str | Path | None = None, providers: Sequence[str] | None = None,
+                  device: str | None = None, compile: bool | None = None, on_compile=None, **animator_options):
     """An ``Animator`` over activated backends of ``kind``.
 
     Args:
         split: use the per-source split graphs (the source encoding runs once per source). ``None``: when
             the export has them (for torch, the fp32 files decide: it builds the split from the checkpoint).
+        frame_step: run each frame as the one ``frame_step`` graph (with the split). ``None``: when the export
+            has it at this precision.
         device: the torch backend's device (``cuda`` for its fp16).
+        compile, on_compile: the torch backend's ``torch.compile`` (default on CUDA) and its progress lines.
         animator_options: ``relative``, ``adapt_scale``, ``fit``.
     """
     files = "fp32" if kind == "torch" else precision  # torch runs the checkpoint; the files only name the graphs
@@ -116,13 +128,22 @@ def open_animator(exported: ExportedModel, kind: str = "onnxruntime", precision:
     elif split and not exported.has_split(files):
         raise ExportFolderError(f"{exported.dir} has no per-source split graphs at {precision}; export again with this "
                         "version of fomm-export")
+    if frame_step is None:
+        frame_step = bool(split) and exported.has_frame_step(files)
+    elif frame_step and not (split and exported.has_frame_step(files)):
+        raise ExportFolderError(f"{exported.dir} has no frame_step graph at {precision}" +
+                                ("" if split else " (it needs the split graphs: drop --no-split)") +
+                                "; export again with this version of fomm-export, or pass --no-frame-step")
 
-    def backend(graph: str) -> Backend:
-        return make_backend(kind, exported, graph, precision, ckpt=ckpt, config=config,
-                            providers=providers, device=device).activate()
+    def backend(graph: str, activate: bool = True) -> Backend:
+        made = make_backend(kind, exported, graph, precision, ckpt=ckpt, config=config, providers=providers,
+                            device=device, compile=compile, on_compile=on_compile)
+        return made.activate() if activate else made
 
     kp = backend("kp_detector")
     if split:
+        # With frame_step, generator_frame runs only when a float result is asked for: opened on first use.
         return Animator(kp, None, exported.frame_size, source_encoder=backend("source_encoder"),
-                        generator_frame=backend("generator_frame"), **animator_options)
+                        generator_frame=backend("generator_frame", activate=not frame_step),
+                        frame_step=backend(STEP_GRAPH) if frame_step else None, **animator_options)
     return Animator(kp, backend("generator"), exported.frame_size, **animator_options)

@@ -219,10 +219,10 @@ def main(source: Path, onnx_dir: Path, camera: str, loop: bool, backend: str, pr
     if precision is not None and precision != prec:
         prec, why = precision, f"{why}; --precision {precision} as asked"
     animator = open_animator(exported, kind, prec, providers=providers, device=device, relative=relative,
-                             adapt_scale=adapt_scale)
-    graphs = "split graphs" if animator.generator_frame is not None else "reference generator"
-    click.echo(f"backend: {kind} {prec}, {graphs} ({why})", err=True)
-    options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, source_crop=source_crop, crop_scale=crop_scale, smoothing=smoothing,
+                             adapt_scale=adapt_scale, on_compile=lambda m: click.echo(m, err=True))
+    click.echo(f"backend: {kind} {prec}, graphs {animator.graphs} ({why})", err=True)
+    options = LiveOptions(camera=camera, loop=loop, crop=not no_crop, source_crop=source_crop, crop_scale=crop_scale,
+                          smoothing=smoothing,
                           mirror=mirror, window=not no_window, overlay=not no_overlay, ghost=ghost,
                           virtual_cam=virtual_cam, output=output, output_size=size, keys=keys,
                           max_frames=max_frames, max_seconds=max_seconds)

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.contract import GraphSpec
 from ..core.errors import BackendError, BackendUnavailableError, ContractError, ExportFolderError, InputError
-from ..core.fileio import atomic_path, sha256_file
+from ..core.fileio import atomic_path, sha256_file, user_cache_dir
 from ..core.manifest import engine_file_name, graph_file_name
 from . import cuda as cuda_layer
 from .base import Backend
@@ -115,8 +115,7 @@ def timing_cache_path(cache_dir: str | Path, key: EngineKey) -> Path:
 
 def user_engine_cache() -> Path:
     """Where engines go when the export folder is read-only: ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fomm-deploy" / "engines"
+    return user_cache_dir("engines")
 
 
 def _can_write(folder: Path) -> bool:
@@ -344,8 +343,11 @@ class TrtBackend(Backend):
                 raise ContractError(f"engine {self.engine_path.name}: '{t.name}' is an "
                                     f"{'output' if is_input else 'input'}, the contract says otherwise")
             # ICudaEngine.get_tensor_dtype + tensorrt.nptype (TensorRT Python API): the engine's own I/O type.
+            # A float tensor of the contract may be fp16 or fp32 in the engine; any other type (frame_step's
+            # uint8 frames; TensorRT 10 takes UINT8 as network I/O, onnx-tensorrt docs/operators.md) must match.
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(t.name)))
-            if dtype.kind != "f":
+            wanted = np.dtype(t.dtype)
+            if (dtype.kind == "f") != (wanted.kind == "f") or (wanted.kind != "f" and dtype != wanted):
                 raise ContractError(f"engine {self.engine_path.name}: '{t.name}' is {dtype}, the contract says "
                                     f"{t.dtype}")
             self._dtypes[t.name] = dtype
@@ -438,8 +440,8 @@ class TrtBackend(Backend):
         for t in self.spec.outputs:
             self._cuda.dtoh_async(self._host[t.name], self._buffers[t.name], self._stream)
         self._cuda.synchronize(self._stream)
-        return {t.name: self._host[t.name] if self._host[t.name].dtype == np.float32
-                else self._host[t.name].astype(np.float32) for t in self.spec.outputs}
+        return {t.name: self._host[t.name] if self._host[t.name].dtype == np.dtype(t.dtype)
+                else self._host[t.name].astype(t.dtype) for t in self.spec.outputs}
 
     # ---- deactivate --------------------------------------------------------------------------------------
     def _release(self) -> None:

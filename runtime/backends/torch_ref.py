@@ -12,6 +12,8 @@ The only runtime module that touches torch, and only inside ``activate()``.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,13 @@ import numpy as np
 from ..core.config import FommConfig
 from ..core.contract import GraphSpec
 from ..core.errors import BackendUnavailableError, CheckpointError, InputError
-from ..core.precision import in_fp16_scope, runs_fp16
+from ..core.fileio import user_cache_dir
+from ..core.precision import runs_fp16, runs_in_fp16
 from .base import Backend
+
+
+# torch.compile's modes (torch.compile documentation): Inductor alone, with CUDA graphs, or autotuned too.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def module_scope_path(name: str) -> str:
@@ -38,15 +45,15 @@ def module_scope_path(name: str) -> str:
 
 def fp16_blocks(module: Any, graph: str) -> list[str]:
     """Names of the outermost submodules of ``module`` (a ``flat_module`` of ``graph``) that the fp16 policy
-    runs in half precision: those whose scope path is in the precision policy's ``FP16_SCOPES``; none for the
-    graphs in ``FP32_AT_FP16``."""
+    runs in half precision: those whose scope path is in the precision policy's ``FP16_SCOPES`` (in a composite
+    graph, of its parts that run fp16: ``precision.runs_in_fp16``); none for the graphs in ``FP32_AT_FP16``."""
     if not runs_fp16(graph):
         return []
     chosen: list[str] = []
     for name, _ in module.named_modules():
         if not name or any(name.startswith(c + ".") for c in chosen):
             continue
-        if in_fp16_scope(module_scope_path(name)):
+        if runs_in_fp16(graph, module_scope_path(name)):
             chosen.append(name)
     return chosen
 
@@ -120,13 +127,21 @@ class TorchBackend(Backend):
         precision: ``fp32``, or ``fp16`` (CUDA only).
         channels_last / cuda_graph: default on for CUDA devices, off on the CPU (CUDA graphs need CUDA).
         tf32: allow TF32 convolutions and matrix products in fp32 on CUDA (default off: fp32 means fp32).
+        compile: ``torch.compile`` the graph's module (default on for CUDA devices, off on the CPU), in
+            ``compile_mode``; Inductor's caches go to the user's cache folder (``fomm-deploy/torch-compile``), so a
+            second start reuses the first one's kernels. ``reduce-overhead`` replays CUDA graphs itself, so the
+            backend's own CUDA-graph step is then off.
+        compile_mode: ``torch.compile``'s mode (default: ``reduce-overhead`` on CUDA, ``default`` on the CPU).
+        on_compile: called with a one-line message before and after compiling (the first call of each batch
+            size compiles), for a progress line.
     """
 
     kind = "torch"
 
     def __init__(self, spec: GraphSpec, checkpoint: str | Path, config: FommConfig, *, device: str = "cpu",
                  precision: str = "fp32", channels_last: bool | None = None, cuda_graph: bool | None = None,
-                 tf32: bool = False, name: str | None = None) -> None:
+                 tf32: bool = False, compile: bool | None = None, compile_mode: str | None = None,
+                 on_compile=None, name: str | None = None) -> None:
         super().__init__(spec, name=name)
         if precision not in ("fp32", "fp16"):
             raise InputError(f"the torch backend runs fp32 or fp16, not {precision}")
@@ -140,8 +155,15 @@ class TorchBackend(Backend):
         self.device = device
         self.precision = precision
         self.channels_last = on_cuda if channels_last is None else channels_last
-        self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
+        self.compile = on_cuda if compile is None else compile
+        self.compile_mode = compile_mode or ("reduce-overhead" if on_cuda else "default")
+        if self.compile and self.compile_mode not in COMPILE_MODES:
+            raise InputError(f"unknown torch.compile mode '{self.compile_mode}'; choose from {', '.join(COMPILE_MODES)}")
+        own_graphs = not (self.compile and self.compile_mode == "reduce-overhead")
+        self.cuda_graph = (on_cuda and own_graphs) if cuda_graph is None else cuda_graph
         self.tf32 = tf32
+        self.on_compile = on_compile or (lambda _message: None)
+        self.compile_seconds: dict[tuple, float] = {}  # per input shapes: the first call's time (compile + run)
         self.module = None
         self.half_blocks: list[str] = []
         self._step = None
@@ -173,6 +195,9 @@ class TorchBackend(Backend):
             self.half_blocks = apply_fp16_policy(module, self.spec.name)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        if self.compile:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir("torch-compile")))
+            module = torch.compile(module, mode=self.compile_mode, fullgraph=True, dynamic=False)
         self.module = module
         self._step = _CudaGraphStep(module, torch.device(self.device), torch.channels_last) if self.cuda_graph else None
 
@@ -204,16 +229,27 @@ class TorchBackend(Backend):
 
         if self.module is None:
             raise RuntimeError(f"{self.name}: call activate() (or use 'with') before run_device()")
+        key = tuple(tuple(a.shape) for a in args)
+        first = self.compile and key not in self.compile_seconds
+        if first:
+            self.on_compile(f"{self.name}: compiling for batch {key[0][0]} (torch.compile, {self.compile_mode})")
+            start = time.perf_counter()
         if self._step is not None:
             out = self._step(args)
         else:
             with torch.no_grad():
                 out = self.module(*args)
+        if first:
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize(self.device)
+            self.compile_seconds[key] = time.perf_counter() - start
+            self.on_compile(f"{self.name}: compiled in {self.compile_seconds[key]:.1f} s")
         return out if isinstance(out, tuple) else (out,)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.run_device(self.device_inputs(feed))
-        return {n: o.float().contiguous().cpu().numpy() for n, o in zip(self.spec.output_names, out)}
+        return {t.name: (o.float() if t.dtype == "float32" else o).contiguous().cpu().numpy()
+                for t, o in zip(self.spec.outputs, out)}
 
     def _deactivate(self) -> None:
         self.module = None

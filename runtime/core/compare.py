@@ -23,7 +23,10 @@ import numpy as np
 from .precision import Budget, tolerance
 from .errors import ParityError
 
-__all__ = ["Comparison", "OutputError", "compare", "kp_pixel_error", "psnr"]
+__all__ = ["Comparison", "IMAGE_PEAKS", "OutputError", "compare", "kp_pixel_error", "psnr"]
+
+# The outputs that are animated images, and their peak value: PSNR is measured on them and judged by the budgets.
+IMAGE_PEAKS: dict[str, float] = {"prediction": 1.0, "frame": 255.0}
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
@@ -51,7 +54,7 @@ class OutputError:
     max_abs: float
     mean_abs: float
     finite: bool
-    psnr_db: float | None = None  # prediction only
+    psnr_db: float | None = None  # images only (IMAGE_PEAKS)
     kp_max_px: float | None = None  # kp_value only, when the frame size is known
     kp_mean_px: float | None = None
 
@@ -82,7 +85,8 @@ class Comparison:
 
     @property
     def psnr_db(self) -> float | None:
-        return self.outputs["prediction"].psnr_db if "prediction" in self.outputs else None
+        """PSNR of the animated image: ``prediction`` (float) or ``frame`` (``frame_step``'s uint8)."""
+        return next((self.outputs[n].psnr_db for n in IMAGE_PEAKS if n in self.outputs), None)
 
     @property
     def kp_max_px(self) -> float | None:
@@ -164,8 +168,8 @@ def compare(label: str, ours: Mapping[str, np.ndarray], ref: Mapping[str, np.nda
         finite = bool(np.isfinite(a).all())
         err = np.abs(a.astype(np.float64) - b.astype(np.float64))
         extra: dict[str, float] = {}
-        if name == "prediction":
-            extra["psnr_db"] = psnr(a, b)
+        if name in IMAGE_PEAKS:
+            extra["psnr_db"] = psnr(a, b, IMAGE_PEAKS[name])
         elif name == "kp_value" and frame_size is not None:
             extra["kp_max_px"], extra["kp_mean_px"] = kp_pixel_error(a, b, frame_size)
         errors[name] = OutputError(name, float(err.max()) if err.size else 0.0,

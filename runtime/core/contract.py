@@ -30,7 +30,8 @@ class TensorSpec:
     Attributes:
         name: the ONNX tensor name (also the feed / result dict key).
         shape: dims; ``"B"`` is the dynamic batch axis, every other dim is a fixed int from the config.
-        dtype: numpy dtype name; every graph's I/O is ``float32`` (fp16 and int8 graphs included).
+        dtype: numpy dtype name: ``float32`` for every graph's I/O (fp16 and int8 graphs included), except
+            the frames that ``frame_step`` takes and gives, which are ``uint8``.
         range: the documented value range, e.g. ``"[0, 1]"`` for images, ``"[-1, 1]"`` for keypoints;
             empty when unbounded (features, jacobians). Informative: not checked at run time.
         doc: one line saying what the tensor is.
@@ -86,7 +87,8 @@ def graph_specs(cfg: FommConfig) -> dict[str, GraphSpec]:
     """The contract of every graph for a config.
 
     ``kp_detector`` and ``generator`` are the reference pair. ``source_encoder`` + ``generator_frame`` split
-    the generator so that the work that depends only on the source runs once per source.
+    the generator so that the work that depends only on the source runs once per source. ``frame_step`` is a
+    whole frame in one graph (keypoints, normalisation, ``generator_frame``): uint8 in, uint8 out.
     """
     h, w = cfg.frame_size
     c, k = cfg.num_channels, cfg.num_kp
@@ -119,7 +121,35 @@ def graph_specs(cfg: FommConfig) -> dict[str, GraphSpec]:
         specs["source_encoder"] = GraphSpec("source_encoder", (gen_inputs[0],), (features, source_down))
         specs["generator_frame"] = GraphSpec("generator_frame", (features, source_down, *gen_inputs[1:]),
                                              (prediction,))
+        specs["frame_step"] = _frame_step_spec(cfg, features, source_down, gen_inputs)
     return specs
+
+
+def _frame_step_spec(cfg: FommConfig, features: TensorSpec, source_down: TensorSpec,
+                     gen_inputs: list[TensorSpec]) -> GraphSpec:
+    """One whole frame of an animation session: the driving frame's keypoints, their relative normalisation
+    (``keypoints.relative_motion``) and the per-frame generator, from a uint8 frame to a uint8 frame.
+
+    The session's constants are inputs: the source encoding, the source keypoints, the reference ("initial")
+    driving keypoints, the movement scale and whether motion is relative (per row, so sessions with different
+    options share a batch). Absolute motion passes the driving keypoints through unchanged (the initial
+    keypoints are then placeholders: zeros and identity jacobians, see ``feeds.step_inputs``).
+    """
+    h, w = cfg.frame_size
+    c, k = cfg.num_channels, cfg.num_kp
+    frame = dict(shape=("B", h, w, c), dtype="uint8", range="[0, 255]")
+    kp = [t for t in gen_inputs[1:] if t.name.startswith("kp_source")]
+    initial = [TensorSpec("kp_initial_value", ("B", k, 2), range="[-1, 1]",
+                          doc="keypoints of the reference driving frame (absolute motion: zeros)")]
+    if cfg.estimate_jacobian:
+        initial.append(TensorSpec("kp_initial_jacobian", ("B", k, 2, 2),
+                                  doc="jacobians of the reference driving frame (absolute motion: identity)"))
+    scale = TensorSpec("movement_scale", ("B", 1), doc="motion scale: 1, or the adapt-scale ratio of hull sizes")
+    relative = TensorSpec("relative", ("B", 1), range="{0, 1}",
+                          doc="1: relative motion; 0: absolute (the driving keypoints as detected)")
+    inputs = (TensorSpec("driving", doc="driving RGB frame, HWC", **frame), features, source_down, *kp, *initial,
+              scale, relative)
+    return GraphSpec("frame_step", inputs, (TensorSpec("frame", doc="animated RGB frame, HWC", **frame),))
 
 
 def check_feed(spec: GraphSpec, feed: dict[str, np.ndarray]) -> int:

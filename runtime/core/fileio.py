@@ -61,6 +61,13 @@ def make_staging_dir(final: Path) -> Path:
     return staging
 
 
+def user_cache_dir(kind: str) -> Path:
+    """This user's cache folder for ``kind`` (``engines``, ``torch-compile``): ``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``fomm-deploy/<kind>``. Not created here."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fomm-deploy" / kind
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in ``chunk``-sized blocks (checkpoints, graphs, engine keys)."""
     h = hashlib.sha256()

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import KeypointError
 
-__all__ = ["KP", "convex_hull_area", "movement_scale", "inverse_2x2", "normalize_kp"]
+__all__ = ["KP", "convex_hull_area", "movement_scale", "inverse_2x2", "normalize_kp", "relative_motion"]
 
 
 class KP(NamedTuple):
@@ -25,12 +25,33 @@ class KP(NamedTuple):
     jacobian: np.ndarray | None = None
 
 
-def inverse_2x2(m: np.ndarray) -> np.ndarray:
-    """Closed-form inverse of (..., 2, 2) matrices, in their own dtype."""
+def inverse_2x2(m, stack=np.stack):
+    """Closed-form inverse of (..., 2, 2) matrices, in their own dtype.
+
+    Written with indexing, arithmetic and ``stack`` only, so that the same lines serve numpy arrays and, with
+    ``stack=torch.stack``, torch tensors (the ``frame_step`` graph computes it on the device).
+    """
     a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
     det = a * d - b * c
-    inv = np.stack([np.stack([d, -b], -1), np.stack([-c, a], -1)], -2)
+    inv = stack([stack([d, -b], -1), stack([-c, a], -1)], -2)
     return inv / det[..., None, None]
+
+
+def relative_motion(value, jacobian, initial_value, initial_jacobian, source_value, source_jacobian, scale,
+                    stack=np.stack):
+    """Driving keypoints re-anchored on the source: the arithmetic of :func:`normalize_kp`'s relative mode.
+
+    ``value = (value - initial_value) * scale + source_value`` and
+    ``jacobian = jacobian @ inv(initial_jacobian) @ source_jacobian`` (None when ``jacobian`` is None), with
+    ``scale`` broadcast against (B, K, 2) values. Operators and ``stack`` only, in this order, so numpy on the
+    host and torch (``stack=torch.stack``) inside the ``frame_step`` graph compute the same thing.
+    Absolute motion is the special case initial 0, identity initial and source jacobians, scale 1: the
+    driving keypoints come out unchanged, bit for bit.
+    """
+    value = (value - initial_value) * scale + source_value
+    if jacobian is not None:
+        jacobian = (jacobian @ inverse_2x2(initial_jacobian, stack)) @ source_jacobian
+    return value, jacobian
 
 
 def convex_hull_area(points: np.ndarray) -> float:
@@ -97,10 +118,11 @@ def normalize_kp(kp_source: KP, kp_driving: KP, kp_driving_initial: KP, *, adapt
     if not use_relative_movement:
         return kp_driving
     scale = movement_scale(kp_source, kp_driving_initial) if adapt_movement_scale else 1.0
-    diff = kp_driving.value - kp_driving_initial.value
-    value = (diff * np.float32(scale) + kp_source.value).astype(np.float32, copy=False)
-    jacobian = kp_driving.jacobian
-    if use_relative_jacobian and jacobian is not None:
-        jacobian_diff = np.matmul(jacobian, inverse_2x2(kp_driving_initial.jacobian))
-        jacobian = np.matmul(jacobian_diff, kp_source.jacobian).astype(np.float32, copy=False)
-    return KP(value, jacobian)
+    relative_jacobian = use_relative_jacobian and kp_driving.jacobian is not None
+    value, jacobian = relative_motion(
+        kp_driving.value, kp_driving.jacobian if relative_jacobian else None, kp_driving_initial.value,
+        kp_driving_initial.jacobian, kp_source.value, kp_source.jacobian, np.float32(scale))
+    if not relative_jacobian:
+        jacobian = kp_driving.jacobian
+    return KP(np.asarray(value, np.float32),
+              None if jacobian is None else np.asarray(jacobian, np.float32))

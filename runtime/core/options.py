@@ -140,3 +140,19 @@ def onnx_dir_option(default: str | None = "exported", *, help_suffix: str = "", 
     what is wrong with a folder that is not an export."""
     return click.option("--onnx", "onnx_dir", required=required, default=default, show_default=default is not None,
                         type=click.Path(file_okay=False, path_type=Path), help=ONNX_HELP + help_suffix)
+
+
+def frame_step_option() -> Decorator:
+    """``--frame-step/--no-frame-step``: run each frame as the one ``frame_step`` graph (default when exported)."""
+    return click.option("--frame-step/--no-frame-step", "frame_step", default=None,
+                        help="Run each frame as one frame_step graph: keypoints, motion and generator in one call, "
+                             "uint8 in and out (default when the export has it), or as the split graphs with the "
+                             "motion computed on the host.")
+
+
+def compile_option() -> Decorator:
+    """``--compile/--no-compile``: torch.compile for the torch backend (default on CUDA)."""
+    return click.option("--compile/--no-compile", "compile", default=None,
+                        help="With --backend torch: torch.compile the graphs (default on a CUDA device, off on the "
+                             "CPU). The first frame of each batch size compiles; the kernels are cached under "
+                             "~/.cache/fomm-deploy/torch-compile (or $XDG_CACHE_HOME) for the next start.")

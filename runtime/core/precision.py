@@ -75,6 +75,40 @@ def in_fp16_scope(name: str) -> bool:
     return any(scope in name for scope in FP16_SCOPES)
 
 
+# Graphs made of other graphs: per part, the scope its node names (and module paths) start with, and the graph
+# whose policy that part follows; the first scope that matches decides. ``frame_step`` is the keypoint
+# detector, the relative normalisation and the per-frame generator in one graph; its parts keep the precisions
+# they have as graphs of their own. Its generator part has no scope of its own (the TorchScript exporter names
+# scopes by module calls, and generator_frame calls the generator's sub-modules directly, as in the
+# generator_frame graph), so it is the rest; the glue (normalisation, uint8 conversions) lies in no fp16 block.
+COMPOSITE_PARTS: dict[str, dict[str, str]] = {
+    "frame_step": {"/kp_detector/": "kp_detector", "/": "generator_frame"},
+}
+
+
+def part_of(graph: str, name: str) -> str:
+    """The graph whose precision policy a node (or module path) of ``graph`` follows: ``graph`` itself, or for
+    a composite graph (:data:`COMPOSITE_PARTS`) the part its name lies in (``""``: none)."""
+    parts = COMPOSITE_PARTS.get(graph)
+    if parts is None:
+        return graph
+    return next((part for scope, part in parts.items() if name.startswith(scope)), "")
+
+
+def runs_in_fp16(graph: str, name: str) -> bool:
+    """Whether the node (or module path) ``name`` of ``graph`` computes in half precision in an fp16
+    deployment: it lies in an fp16 block of a part that runs fp16."""
+    part = part_of(graph, name)
+    return bool(part) and runs_fp16(part) and in_fp16_scope(name)
+
+
+def quantised_at_int8(graph: str, name: str) -> bool:
+    """Whether the node ``name`` of ``graph`` may be quantised in an int8 deployment: its part is not one that
+    int8 keeps in fp32 (:data:`FP32_AT_INT8`). Which of those nodes are quantised is ``export/quantize.py``'s."""
+    part = part_of(graph, name)
+    return bool(part) and part not in FP32_AT_INT8
+
+
 # ---- how far from fp32 -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -119,16 +153,19 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("fp32", "prediction"): 2e-4,
     ("fp32", "source_features"): 2e-4,
     ("fp32", "source_down"): 2e-5,
+    ("fp32", "frame"): 1.0,  # frame_step's uint8 frame, in 8-bit levels: a value on a rounding boundary may flip
     ("fp16", "kp_value"): 2e-2,
     ("fp16", "kp_jacobian"): 5e-2,
     ("fp16", "prediction"): 1e-1,
     ("fp16", "source_features"): 1e-1,
     ("fp16", "source_down"): 1e-3,
+    ("fp16", "frame"): 26.0,  # prediction's 1e-1, in 8-bit levels
     ("int8", "kp_value"): 5e-2,
     ("int8", "kp_jacobian"): 1e-1,
     ("int8", "prediction"): 3e-1,
     ("int8", "source_features"): 5e-1,
     ("int8", "source_down"): 5e-3,
+    ("int8", "frame"): 77.0,  # prediction's 3e-1, in 8-bit levels
 }
 
 

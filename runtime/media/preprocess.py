@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..core.errors import ImageError, InputError
+from ..core.pixels import to_uint8, to_uint8_hwc  # noqa: F401 - the media layer's names for them
 
 FIT_MODES = ("crop", "pad", "stretch")
 # File suffixes read as still images (lower case): the one list for portrait folders and image inputs.
@@ -159,13 +160,3 @@ def to_nchw(frames: np.ndarray) -> np.ndarray:
     if frames.ndim == 3:
         frames = frames[None]
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Float in [0, 1], any layout -> uint8 (rounded, clipped)."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def to_uint8_hwc(batch: np.ndarray) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8 (rounded)."""
-    return to_uint8(batch.transpose(0, 2, 3, 1))

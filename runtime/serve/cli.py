@@ -174,7 +174,7 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
         connections = usable_connections(max_connections)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        click.echo(f"fomm-serve: {backend} {precision}, {'split graphs' if engines.split else 'reference generator'}, "
+        click.echo(f"fomm-serve: {backend} {precision}, graphs {engines.graphs}, "
                    f"batch up to {engines.max_batch}; token {'required' if token else 'off (localhost only)'}")
         if connections < max_connections:
             click.echo(f"fomm-serve: at most {connections} connections at once (ulimit -n allows no more)")

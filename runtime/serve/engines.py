@@ -27,6 +27,12 @@ class SharedBackend:
         with self._lock:
             return {k: np.array(v, copy=True) for k, v in self.backend.infer(feed).items()}
 
+    def activate(self) -> "SharedBackend":
+        """Activate the backend (a no-op when it is; with frame_step, generator_frame opens on first use)."""
+        with self._lock:
+            self.backend.activate()
+        return self
+
 
 def dynamic_batch(spec) -> bool:
     """Whether every input of a graph takes the contract's dynamic batch axis ``B``."""
@@ -48,13 +54,16 @@ class Engines:
         self.lock = threading.Lock()
         self.kp_detector = SharedBackend(opened.kp_detector, self.lock)
         self.split = opened.generator_frame is not None
+        self.frame_step = None if opened.frame_step is None else SharedBackend(opened.frame_step, self.lock)
         if self.split:
             self.source_encoder = SharedBackend(opened.source_encoder, self.lock)
             self.generator = SharedBackend(opened.generator_frame, self.lock)
         else:
             self.source_encoder = None
             self.generator = SharedBackend(opened.generator, self.lock)
-        batchable = dynamic_batch(self.kp_detector.spec) and dynamic_batch(self.generator.spec)
+        self.graphs = opened.graphs  # what animates each frame, for the start-up line and /metrics
+        per_frame = [self.kp_detector, self.generator] + ([self.frame_step] if self.frame_step else [])
+        batchable = all(dynamic_batch(b.spec) for b in per_frame)
         self.max_batch = max(1, max_batch) if batchable else 1
 
     @property
@@ -65,6 +74,7 @@ class Engines:
         """A new ``Animator`` (its own source, reference and options) over the shared engines."""
         if self.split:
             return Animator(self.kp_detector, None, self.frame_size, source_encoder=self.source_encoder,
-                            generator_frame=self.generator, relative=relative, adapt_scale=adapt_scale, fit=fit)
+                            generator_frame=self.generator, frame_step=self.frame_step, relative=relative,
+                            adapt_scale=adapt_scale, fit=fit)
         return Animator(self.kp_detector, self.generator, self.frame_size, relative=relative,
                         adapt_scale=adapt_scale, fit=fit)

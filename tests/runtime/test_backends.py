@@ -317,7 +317,8 @@ def test_int8_animator_uses_fp32_keypoints_and_int8_generator(golden_export, gol
     # encoded source (both fp32 at int8) make the feed, which generator_frame.int8.onnx, run directly, turns into
     # exactly the int8 animator's frames. (How far int8 is from fp32 on these random weights depends on the
     # CPU's int8 kernels, so only the floor of conftest.py is asked; int8 quality is tested on a trained model.)
-    fp32 = open_animator(exported, "onnxruntime", "fp32", split=True, relative=True, adapt_scale=True)
+    fp32 = open_animator(exported, "onnxruntime", "fp32", split=True, frame_step=False, relative=True,
+                         adapt_scale=True)
     fp32.set_source(source)
     feed = fp32._motion_feed(fp32.keypoints(driving))
     int8 = session_from_onnx(golden_export / "generator_frame.int8.onnx").run(["prediction"], feed)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fomm_deploy.runtime.core.keypoints import KP
+from fomm_deploy.runtime.core.keypoints import KP, relative_motion
 
 from .generator import OcclusionAwareGenerator
 from .keypoint_detector import KPDetector
@@ -93,6 +93,42 @@ class GeneratorFrameForExport(nn.Module):
         return self.generator.animate_encoded(source_features, source_down, kp_driving, kp_source)["prediction"]
 
 
+class FrameStepForExport(nn.Module):
+    """driving (B, H, W, C) uint8 + the session's constants -> frame (B, H, W, C) uint8: one whole frame.
+
+    The keypoints of the driving frame, their relative normalisation (``runtime.core.keypoints.relative_motion``,
+    the same lines the host runs, here on tensors) and the per-frame generator, then the conversion to 8-bit
+    pixels (``runtime.core.pixels.to_uint8``'s rounding). Inputs follow ``contract.graph_specs()["frame_step"]``.
+    The sub-modules keep the names ``kp_detector`` and ``generator``, so the precision policy finds its parts by
+    node name (``precision.COMPOSITE_PARTS``).
+    """
+
+    def __init__(self, kp_detector: KPDetector, generator: OcclusionAwareGenerator, with_jacobian: bool) -> None:
+        super().__init__()
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.with_jacobian = with_jacobian
+
+    def forward(self, driving: torch.Tensor, source_features: torch.Tensor, source_down: torch.Tensor,
+                *session: torch.Tensor) -> torch.Tensor:
+        if self.with_jacobian:
+            source_value, source_jacobian, initial_value, initial_jacobian, scale, relative = session
+        else:
+            (source_value, initial_value, scale, relative), source_jacobian, initial_jacobian = session, None, None
+        image = driving.permute(0, 3, 1, 2).float() / 255.0
+        kp = self.kp_detector(image)
+        value, jacobian = relative_motion(kp["value"], kp.get("jacobian"), initial_value, initial_jacobian,
+                                          source_value, source_jacobian, scale[:, :, None], stack=torch.stack)
+        use = relative[:, :, None] > 0.5  # absolute rows keep the detected keypoints, bit for bit
+        kp_driving = {"value": torch.where(use, value, kp["value"])}
+        kp_source = {"value": source_value}
+        if self.with_jacobian:
+            kp_driving["jacobian"] = torch.where(use[..., None], jacobian, kp["jacobian"])
+            kp_source["jacobian"] = source_jacobian
+        prediction = self.generator.animate_encoded(source_features, source_down, kp_driving, kp_source)["prediction"]
+        return (prediction * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def flat_module(graph: str, models, with_jacobian: bool) -> nn.Module:
     """The flat wrapper of one graph of the contract, in eval mode."""
     if graph == "kp_detector":
@@ -103,4 +139,6 @@ def flat_module(graph: str, models, with_jacobian: bool) -> nn.Module:
         return SourceEncoderForExport(models.generator).eval()
     if graph == "generator_frame":
         return GeneratorFrameForExport(models.generator, with_jacobian).eval()
+    if graph == "frame_step":
+        return FrameStepForExport(models.kp_detector, models.generator, with_jacobian).eval()
     raise ValueError(f"no graph named '{graph}'")

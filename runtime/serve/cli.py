@@ -11,7 +11,7 @@ import click
 
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from ..core.errors import BackendUnavailableError, InputError
-from ..core.options import backend_option, device_option, onnx_dir_option, precision_option, providers_option
+from ..core.options import FiniteFloat, backend_option, device_option, onnx_dir_option, precision_option, providers_option
 from . import refuse_image_bombs
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
@@ -82,14 +82,14 @@ def bind(host: str, port: int) -> socket.socket:
               help="Live WebSocket sessions at once; more are refused.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Most live sessions' frames per generator call (1 when the graphs have no dynamic batch).")
-@click.option("--max-upload-mb", default=50.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--max-upload-mb", default=50.0, show_default=True, type=FiniteFloat(0, min_open=True),
               help="Largest POST /v1/animate request body.")
-@click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--max-video-seconds", default=60.0, show_default=True, type=FiniteFloat(0, min_open=True),
               help="Longest driving video POST /v1/animate accepts.")
-@click.option("--upload-timeout", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--upload-timeout", default=60.0, show_default=True, type=FiniteFloat(0, min_open=True),
               metavar="SECONDS", help="Most seconds a POST /v1/animate body may take to arrive; then 408 and the "
                                       "job slot is free again.")
-@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--header-timeout", default=10.0, show_default=True, type=FiniteFloat(0, min_open=True),
               metavar="SECONDS", help="Most seconds a request's headers may take to arrive; then the connection is "
                                       "closed.")
 @click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1, 65536),
@@ -108,7 +108,7 @@ def bind(host: str, port: int) -> socket.socket:
                    "holds its own engines and each WebSocket session stays on one replica.")
 @click.option("--replicas", default=None, metavar="N|MIN-MAX",
               help="With --ray: N replicas, or autoscaling between MIN and MAX (e.g. 1-4). Default 1.")
-@click.option("--replica-gpus", default=0.0, show_default=True, type=click.FloatRange(0, 8),
+@click.option("--replica-gpus", default=0.0, show_default=True, type=FiniteFloat(0, 8),
               help="With --ray: GPUs per replica (num_gpus; 1 on a GPU cluster).")
 @version_option()
 @user_errors

@@ -637,6 +637,55 @@ def check_latency(smoke: bool, tmp: Path) -> dict[str, Any]:
         if cuda:
             torch.cuda.empty_cache()
         out["variants"][label] = row
+    out["frame_step"] = _frame_step_latency(ckpt, cfg, feeds["frame_step"], smoke, cuda, device, warm, iters)
+    return out
+
+
+# The frame_step paths of the torch backend: the whole frame in one graph, uint8 in and out.
+FRAME_STEP_PATHS = [
+    ("frame_step, fp32 eager", dict(precision="fp32", channels_last=False, cuda_graph=False, compile=False)),
+    ("frame_step, fp16 policy + channels-last + CUDA graph", dict(precision="fp16", channels_last=True,
+                                                                 cuda_graph=True, compile=False)),
+    ("frame_step, fp16 policy + torch.compile (reduce-overhead)", dict(precision="fp16", channels_last=True,
+                                                                      compile=True, compile_mode="reduce-overhead")),
+    ("frame_step, fp16 policy + torch.compile (max-autotune-no-cudagraphs) + CUDA graph",
+     dict(precision="fp16", channels_last=True, cuda_graph=True, compile=True,
+          compile_mode="max-autotune-no-cudagraphs")),
+]
+
+
+def _frame_step_latency(ckpt, cfg, feed: dict[str, np.ndarray], smoke: bool, cuda: bool, device: str, warm: int,
+                        iters: int) -> dict[str, Any]:
+    """Each :data:`FRAME_STEP_PATHS` path over a batch sweep: wall time of ``infer`` (host copies of the uint8
+    frames included), GPU time of the step alone (CUDA events), frames/s, and the compile time apart."""
+    import torch
+
+    spec = graph_specs(cfg)["frame_step"]
+    batches = (1, 2) if smoke else (1, 2, 4, 8, 16, 32)
+    out: dict[str, Any] = {"batches": list(batches), "paths": {}}
+    for label, opts in FRAME_STEP_PATHS:
+        if not cuda and (opts["precision"] == "fp16" or opts.get("cuda_graph")):
+            out["paths"][label] = {"skipped": "needs CUDA"}
+            continue
+        if not cuda and opts["compile"]:
+            out["paths"][label] = {"skipped": "Inductor on the CPU takes minutes; tests/runtime/test_torch_compile.py "
+                                              "(--run-slow) checks the compiled path there"}
+            continue
+        backend = TorchBackend(spec, ckpt, cfg, device=device, **opts).activate()
+        rows = {}
+        for batch in batches:
+            fed = {k: np.ascontiguousarray(np.repeat(v, batch, 0)) for k, v in feed.items()}
+            args = backend.device_inputs(fed)
+            with torch.no_grad():
+                for _ in range(max(warm, 2)):  # the first call of a batch size compiles / captures
+                    backend.run_device(args)
+                gpu = _time_gpu(partial(backend.run_device, args), iters, cuda)
+            wall = statistics.median(t * 1e3 for t in timed_calls(lambda: backend.infer(fed), warm, iters))
+            rows[str(batch)] = {"wall_ms": wall, "gpu_ms" if cuda else "step_ms": gpu, "frames_per_s": batch * 1000 / wall}
+        out["paths"][label] = {"batches": rows, "compile_s": {str(k[0][0]): v for k, v in backend.compile_seconds.items()}}
+        backend.deactivate()
+        if cuda:
+            torch.cuda.empty_cache()
     return out
 
 
@@ -682,6 +731,21 @@ def _markdown(report: dict[str, Any]) -> str:
                          (f"{v[k]:.2f}" if isinstance(v.get(k), float) else "") for k in keys]
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
+            steps = r.get("frame_step")
+            if steps:
+                lines += ["frame_step (one graph, uint8 frames in and out): wall ms incl. host copies / frames/s; "
+                          "compile time apart", "",
+                          "| path | " + " | ".join(f"batch {b}" for b in steps["batches"]) + " | compile s |",
+                          "|---|" + "---|" * (len(steps["batches"]) + 1)]
+                for label, v in steps["paths"].items():
+                    if "skipped" in v:
+                        lines.append(f"| {label} | {v['skipped']} |")
+                        continue
+                    cells = [f"{v['batches'][str(b)]['wall_ms']:.2f} / {v['batches'][str(b)]['frames_per_s']:.0f}"
+                             for b in steps["batches"]]
+                    compile_s = ", ".join(f"{s:.0f}" for s in v["compile_s"].values())
+                    lines.append(f"| {label} | " + " | ".join(cells) + f" | {compile_s} |")
+                lines.append("")
         elif name == "fp16_numerics" and "result" in sec:
             r = sec["result"]
             lines.append(f"on {r['device']}; budget {r['budget']}; {r['policy']}")

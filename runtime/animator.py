@@ -202,13 +202,22 @@ class Animator:
         return self.animate_batch([frame], bgr=bgr)[0]
 
 
-def animate_together(animators: Sequence[Animator], frames: np.ndarray) -> np.ndarray:
+def bucket_size(n: int, buckets: Sequence[int]) -> int:
+    """The smallest of ``buckets`` that holds ``n`` rows (``n`` itself when none does)."""
+    return min((b for b in buckets if b >= n), default=n)
+
+
+def animate_together(animators: Sequence[Animator], frames: np.ndarray, *,
+                     buckets: Sequence[int] | None = None) -> np.ndarray:
     """Animate one model frame per animator, (N, H, W, 3) float32, with one keypoint-detector call and one
     generator call for all of them -> (N, H, W, 3) uint8 RGB.
 
     The animators must share their backends (the same engine objects); each keeps its own source, reference
     pose and motion options, so this is N independent animations computed as one batch (fomm-serve's
     sessions). An animator without a reference takes its frame as the reference, as ``animate_prepared`` does.
+
+    ``buckets``: with ``frame_step``, the batch is padded (repeating its last row) up to the smallest bucket
+    that holds it, so a backend that captures a CUDA graph or compiles per batch size sees only those sizes.
     """
     first = animators[0]
     if len(frames) != len(animators):
@@ -222,9 +231,10 @@ def animate_together(animators: Sequence[Animator], frames: np.ndarray) -> np.nd
         for i, a in enumerate(animators):
             if a._kp_reference is None:
                 a._kp_reference = a.keypoints(frames[i:i + 1])
-        feeds = [a._step_feed(1) for a in animators]
+        feeds = [dict(a._step_feed(1), driving=driving[i:i + 1]) for i, a in enumerate(animators)]
+        feeds += [feeds[-1]] * (bucket_size(len(feeds), buckets or ()) - len(feeds))
         feed = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-        return first.frame_step.infer({"driving": driving, **feed})["frame"].copy()
+        return first.frame_step.infer(feed)["frame"][:len(animators)].copy()
     kp = first.keypoints(frames)
     feeds = [a._motion_feed(KP(kp.value[i:i + 1], None if kp.jacobian is None else kp.jacobian[i:i + 1]))
              for i, a in enumerate(animators)]

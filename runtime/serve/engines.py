@@ -65,6 +65,11 @@ class Engines:
         per_frame = [self.kp_detector, self.generator] + ([self.frame_step] if self.frame_step else [])
         batchable = all(dynamic_batch(b.spec) for b in per_frame)
         self.max_batch = max(1, max_batch) if batchable else 1
+        # Backends that capture a CUDA graph or compile per batch size get fixed sizes (padded): 1, 2, 4, ...
+        per_shape = backend == "tensorrt" or (backend == "torch" and str(device or "").startswith("cuda"))
+        self.buckets: tuple[int, ...] | None = (
+            tuple(sorted({min(2 ** i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)}))
+            if per_shape and self.frame_step is not None else None)
 
     @property
     def frame_size(self) -> tuple[int, int]:

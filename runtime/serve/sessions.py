@@ -209,7 +209,7 @@ class SessionHub:
         if not animate:
             return
         frames = np.stack([p.model for _, p in animate])
-        portraits = animate_together([s.animator for s, _ in animate], frames)
+        portraits = animate_together([s.animator for s, _ in animate], frames, buckets=self.engines.buckets)
         t1 = time.perf_counter()
         self.metrics.observe("fomm_serve_batch_size", len(animate))
         self.metrics.observe("fomm_serve_stage_seconds", t1 - t0, stage="inference")

@@ -24,19 +24,20 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, golden_dir):
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["baseline_median_ms"] > 0 and data["baseline"]["backend"] == "upstream-eager"
     combos = {(r["backend"], r["precision"], r["variant"]) for r in data["results"]}
-    assert combos == {("onnxruntime", "fp32", "reference"), ("onnxruntime", "fp32", "split"),
-                      ("torch", "fp32", "reference"), ("torch", "fp32", "split")}
+    assert combos == {(backend, "fp32", variant) for backend in ("onnxruntime", "torch")
+                      for variant in ("reference", "split", "frame_step")}
     for r in data["results"]:
         assert {"backend", "precision", "variant", "median_ms", "p90_ms", "p99_ms", "fps", "peak_mb"} <= set(r)
         assert r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0 and r["peak_mb"] > 0
         assert r["vs_baseline"] == r["median_ms"] / data["baseline_median_ms"]
-        assert "kp_detector" in r["stages_ms"]
+        assert ("frame_step" if r["variant"] == "frame_step" else "kp_detector") in r["stages_ms"]
         # work counted from the graphs it ran (int8 none here), floor from the measured peaks
         assert r["int8_gop"] == 0 and r["float_gflop"] > 0
         assert r["floor_ms"] == pytest.approx(1000 * r["float_gflop"] / r["peaks"]["fp32_gflops"])
         assert r["x_floor"] == pytest.approx(r["median_ms"] / r["floor_ms"])
     by_variant = {r["variant"]: r["float_gflop"] for r in data["results"] if r["backend"] == "onnxruntime"}
     assert by_variant["split"] < by_variant["reference"]  # the source encoder runs once per source, not per step
+    assert by_variant["frame_step"] == pytest.approx(by_variant["split"], rel=0.01)  # the same convolutions
     assert data["peaks"]["fp32_gflops"] > 0 and data["peaks"]["int8_gops"] > 0
     # sampled before the first path (the baseline) and after each; each path's floor uses the two around it
     fp32 = data["peaks"]["fp32_samples"]

@@ -75,7 +75,8 @@ def _kp_feed(golden_expected, i=None, adapt=True):
 
 def test_writes_the_expected_files(exported):
     files = sorted(p.name for p in exported.out_dir.iterdir())
-    assert files == ["generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "generator_frame.fp16.onnx",
+    assert files == ["frame_step.fp16.onnx", "frame_step.int8.onnx", "frame_step.onnx",
+                     "generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "generator_frame.fp16.onnx",
                      "generator_frame.int8.onnx", "generator_frame.onnx", "kp_detector.fp16.onnx", "kp_detector.onnx",
                      "manifest.json", "source_encoder.fp16.onnx", "source_encoder.onnx"]
     leftovers = [p.name for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]

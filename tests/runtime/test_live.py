@@ -546,7 +546,7 @@ def test_cli_headless_run_imports_no_torch(golden_export, clip, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert "no torch" in res.stdout and "10 frames shown" in res.stdout
-    assert "backend: onnxruntime int8, split graphs (chosen automatically: no TensorRT here;" in res.stderr
+    assert "backend: onnxruntime int8, graphs frame_step (chosen automatically: no TensorRT here;" in res.stderr
     assert (tmp_path / "r.mp4").is_file()
 
 

@@ -555,6 +555,37 @@ def test_one_batch_of_sessions_equals_each_session_alone(bundled_export):
     assert min(np.abs(together[i].astype(int) - together[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))) > 5
 
 
+def test_frame_step_batches_are_padded_to_their_bucket(bundled_export):
+    """With buckets (what fomm-serve gives a backend that captures per batch size), 3 sessions run as one
+    frame_step call of 4 rows, the last repeated, and each session gets its own frame: as alone."""
+    from fomm_deploy.runtime.animator import animate_together, bucket_size
+    from fomm_deploy.runtime.media.preprocess import load_image, prepare_frame
+    from fomm_deploy.runtime.media.samples import head_motion, sample_face
+    from fomm_deploy.runtime.serve.engines import Engines
+
+    engines = Engines(bundled_export, max_batch=8)
+    assert engines.graphs == "frame_step" and engines.buckets is None  # ONNX Runtime takes any batch as it is
+    assert [bucket_size(n, (1, 2, 4, 8)) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 9]
+    seen = []
+    real_infer = engines.frame_step.infer
+
+    def spy(feed):  # records the batch the graph is given; ONNX Runtime computes it
+        seen.append(len(feed["driving"]))
+        return real_infer(feed)
+
+    engines.frame_step.infer = spy
+    frames = head_motion(prepare_frame(sample_face(), engines.frame_size), 5, seed=1)
+    sessions = [engines.animator(), engines.animator(relative=False), engines.animator(adapt_scale=False)]
+    for animator, source in zip(sessions, (sample_face(), load_image(DATA / "astronaut.png"), frames[4])):
+        animator.set_source(source)
+        animator.set_reference(frames[0], prepared=True)
+    together = animate_together(sessions, frames[1:4], buckets=(1, 2, 4, 8))
+    assert seen == [4] and together.shape[0] == 3
+    alone = np.stack([a.animate_prepared(f[None])[0] for a, f in zip(sessions, frames[1:4])])
+    assert seen == [4, 1, 1, 1]
+    assert np.abs(together.astype(int) - alone).max() <= 1
+
+
 def test_frames_that_wait_together_go_in_one_generator_call(bundled_export):
     """While the engine is busy, the newest frames of three sessions wait; they then run as one batch."""
     from fomm_deploy.runtime.media.preprocess import prepare_frame

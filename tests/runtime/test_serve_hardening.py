@@ -84,7 +84,7 @@ def test_a_live_session_holds_one_portrait(guarded, media):
             assert client.set_source(jpeg)["ok"]
         grown = rss_mb(guarded.proc.pid) - before
         assert grown < 150, f"the server grew by {grown:.0f} MB for 5 portraits (one is 192 MB as float32)"
-        assert client.set_source(cv2.imencode(".png", astronaut)[1].tobytes())["ok"]
+        assert client.set_source(cv2.imencode(".png", astronaut)[1].tobytes(), crop="centre")["ok"]  # the whole photo
         client.control({"type": "options", "crop": "centre"})
         still = client.animate(bgr_frames(media["driving"])[0])  # not calibrated yet: the portrait itself
     expected = cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA).astype(float)

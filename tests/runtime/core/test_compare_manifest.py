@@ -199,12 +199,12 @@ def test_feed_set_feeds_every_graph_by_its_contract():
     reference = feed_set(source, kp_s, driving, kp_d)
     assert list(reference) == ["kp_detector", "generator"]  # the split graphs need the source encoded
     feeds = feed_set(source, kp_s, driving, kp_d, encoded=encoded)
-    assert list(feeds) == ["kp_detector", "generator", "source_encoder", "generator_frame"]
+    assert list(feeds) == ["kp_detector", "generator", "source_encoder", "generator_frame", "frame_step"]
     for graph, feed in feeds.items():
         batch = 1 if graph == "source_encoder" else 2
         assert list(feed) == specs[graph].input_names, graph
         for t in specs[graph].inputs:
-            assert feed[t.name].shape == t.concrete_shape(batch) and feed[t.name].dtype == np.float32, (graph, t.name)
+            assert feed[t.name].shape == t.concrete_shape(batch) and feed[t.name].dtype == t.dtype, (graph, t.name)
             assert feed[t.name].flags.c_contiguous
     np.testing.assert_array_equal(feeds["kp_detector"]["image"], driving)
     np.testing.assert_array_equal(feeds["source_encoder"]["source"], source)

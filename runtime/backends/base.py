@@ -1,7 +1,8 @@
 """One interface for every backend (after Polygraphy's runners): activate, infer by tensor name, deactivate.
 
 ``infer`` checks the feed against the graph contract once, for every backend, then calls ``_infer``.
-Inputs and outputs are float32 numpy arrays; fp16 lives inside the graphs.
+Inputs and outputs are numpy arrays of the contract's dtypes (float32, and uint8 for frame_step's frames);
+fp16 lives inside the graphs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Backend(abc.ABC):
         """Run the graph.
 
         Args:
-            feed: every contract input by name, float32 with the contract's shape (B is free).
+            feed: every contract input by name, of the contract's dtype and shape (B is free).
         Returns:
             every contract output by name. Arrays may be reused by the next call; copy to keep them.
         Raises:

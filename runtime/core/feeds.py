@@ -3,8 +3,10 @@
 
 A generator feed is the source part (``{"source": (B, 3, H, W)}`` for ``generator``, or the outputs of
 ``source_encoder`` for ``generator_frame``), the source keypoints repeated to the batch, and the driving
-keypoints of each frame. All arrays are C-contiguous float32; keypoint values are (B, K, 2) (x, y) in
-[-1, 1], jacobians (B, K, 2, 2). Used by the Animator, the export checks, fomm-compare and the tests.
+keypoints of each frame. A ``frame_step`` feed is a uint8 driving frame and the session's constants
+(:func:`step_inputs`). All arrays are C-contiguous float32 (but ``frame_step``'s frames: uint8); keypoint
+values are (B, K, 2) (x, y) in [-1, 1], jacobians (B, K, 2, 2). Used by the Animator, the export checks,
+fomm-compare and the tests.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import numpy as np
 from .keypoints import KP, relative_motion
 from .pixels import to_uint8_hwc
 
-__all__ = ["FeedSet", "driving_inputs", "feed_set", "generator_feed", "kp_from_outputs", "source_inputs", "split_step_feed", "step_image",
-           "step_inputs"]
+__all__ = ["FeedSet", "driving_inputs", "feed_set", "generator_feed", "kp_from_outputs", "source_inputs",
+           "split_step_feed", "step_image", "step_inputs"]
 
 # A feed set: graph name -> its feed (input name -> array).
 FeedSet = dict[str, dict[str, np.ndarray]]

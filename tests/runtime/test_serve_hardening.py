@@ -436,3 +436,23 @@ def test_host_policy(bind, host, origin, allowed):
 
     policy = HostPolicy(bind)
     assert (policy.host_allowed(host) and policy.origin_allowed(origin, host)) is allowed
+
+
+# ---- driving videos that hide their length or are cut short (the CLI half's reader, through the server) ----
+
+
+def test_uploads_that_hide_their_length_or_are_cut_short_are_refused(guarded, media, tmp_path):
+    """A raw H.264 stream (no container: no duration, no frame count) of 8 s is over --max-video-seconds 5, and
+    a phone clip cut short (index at the front) is named: neither is animated into a 200."""
+    from tests import media_corpus as mc
+
+    portrait = ("face.jpg", media["portrait"].read_bytes(), "image/jpeg")
+    raw = mc.raw_h264(tmp_path / "talk.h264", seconds=8.0)
+    reason = assert_one_line_reason(post_animate(guarded.url, media, files={
+        "source": portrait, "driving": ("talk.h264", raw.read_bytes(), "video/h264")}), 413)
+    assert "8.0 s (200 frames); at most 5 s" in reason, reason
+    cut = mc.truncated_front_index(tmp_path / "cut.mp4")
+    res = post_animate(guarded.url, media, files={"source": portrait, "driving": ("cut.mp4", cut.read_bytes(),
+                                                                                   "video/mp4")})
+    reason = assert_one_line_reason(res, 400)
+    assert "truncated" in reason and "announces 100 frames" in reason, reason

@@ -215,6 +215,13 @@ class QuietLog(logging.Filter):
                 return False
             entry[1] += 1
             left_out, entry[2] = entry[2], 0
+        if record.name == "asyncio" and record.exc_info:
+            # asyncio's own complaints (e.g. "socket.accept() out of system resource" when a flood of connections
+            # meets the descriptor limit: it pauses accepting for a second and goes on) become one line each:
+            # their first line and the exception, no traceback.
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage().splitlines()[0]}: {type(exc).__name__}: {exc}"
+            record.args, record.exc_info, record.exc_text = (), None, None
         if left_out:
             record.msg = f"({left_out} more like the next one were not logged) {record.msg}"
         return True

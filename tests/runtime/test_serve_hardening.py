@@ -456,3 +456,25 @@ def test_uploads_that_hide_their_length_or_are_cut_short_are_refused(guarded, me
                                                                                    "video/mp4")})
     reason = assert_one_line_reason(res, 400)
     assert "truncated" in reason and "announces 100 frames" in reason, reason
+
+
+def test_asyncio_complaints_are_one_line_without_a_traceback():
+    """A flood of connections can meet the descriptor limit inside asyncio's accept loop, which then logs
+    "socket.accept() out of system resource" with a traceback each time (seen in a CI run of the test above).
+    Through the server's log filter each such record is one line, and repeats are counted, not written."""
+    import errno
+    import logging
+    import sys
+
+    from fomm_deploy.runtime.serve.guards import QuietLog
+
+    quiet, formatter, written = QuietLog(burst=2, window_s=60), logging.Formatter(), []
+    for _ in range(10):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                                       "socket.accept() out of system resource\nsocket: <fd=3>", (), sys.exc_info())
+        if quiet.filter(record):
+            written.append(formatter.format(record))
+    assert written == ["socket.accept() out of system resource: OSError: [Errno 24] Too many open files"] * 2

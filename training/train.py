@@ -464,17 +464,46 @@ def _stop_agreed(stop: signals.StopRequest, distributed: bool, device: torch.dev
 # -- evaluation --------------------------------------------------------------------------------------------
 
 
+# What --metrics takes: the reconstruction L1 and, with the eval extra (dlib), upstream's AKD and AED.
+METRICS = ("l1", "akd", "aed")
+TABLE_COLUMNS = ("video", "frames", "l1", "copy_source_l1", "akd", "aed", "no_face_driving", "no_face_generated",
+                 "both_faces")
+
+
 @torch.no_grad()
 def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path | None = None, *, progress: bool = True,
-                   log=print) -> dict[str, float]:
-    """The paper's reconstruction L1: each test video driven by itself from its first frame (absolute keypoints).
+                   log=print, metrics: tuple[str, ...] = ("l1",), every_video: bool = False) -> dict:
+    """The paper's reconstruction: each test video driven by itself from its first frame (absolute keypoints).
 
-    Also reports the copy-the-source-frame baseline (every frame predicted as frame 0) for scale.
+    ``metrics``: ``l1`` (mean absolute difference of prediction and frame, colours in [0, 1]; also the
+    copy-the-source-frame baseline, every frame predicted as frame 0, for scale), ``akd`` and ``aed``
+    (training/face_metrics.py: dlib's landmarks and embeddings of driving frame t and prediction t, AKD in
+    the pixels of the model's frames, ``dataset_params.frame_shape``). ``every_video``: every video of
+    ``data`` rather than its test split. With ``out_dir``, each video's strip (frames above, predictions below)
+    and ``metrics.csv`` (one row per video, ``TABLE_COLUMNS``; empty where not measured) go there.
+
+    Returns:
+        ``{"videos": n, "rows": [per-video dicts], <metric>: mean over the videos where it is a number, ...}``
+        with ``l1`` and ``copy_source_l1``, or ``akd`` / ``aed`` with ``no_face_driving``,
+        ``no_face_generated`` (means of the per-video shares) and ``akd_videos`` (videos with a face pair).
+
+    Raises:
+        InputError: an unknown metric; BackendUnavailableError: akd / aed without dlib (before any work).
     """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise InputError(f"--metrics {','.join(metrics)}: choose among {', '.join(METRICS)} (comma-separated)")
+    faces = "akd" in metrics or "aed" in metrics
+    analyzer = None
+    if faces:
+        from .face_metrics import FaceAnalyzer
+
+        analyzer = FaceAnalyzer(embeddings="aed" in metrics)  # fails here, before any work, without dlib
     models = load_checkpoint(checkpoint, cfg).models
-    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
-    l1, copy_l1, n = 0.0, 0.0, 0
-    for i in tqdm(range(len(dataset)), desc="reconstruction", unit="video", disable=not progress or None):
+    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log, every_video=every_video)
+    rows = []
+    bar = tqdm(range(len(dataset)), desc="reconstruction", unit="video", disable=not progress or None)
+    for i in bar:
         item = dataset[i]  # decodes the video: once
         frames = item["video"].permute(1, 0, 2, 3)  # (C, T, H, W) -> (T, C, H, W)
         source = frames[:1]
@@ -484,12 +513,56 @@ def reconstruction(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path 
             kp_driving = models.kp_detector(frames[t:t + 1])
             preds.append(models.generator(source, kp_driving, kp_source, with_deformed=False)["prediction"])
         pred = torch.cat(preds)
-        l1 += float((pred - frames).abs().mean())
-        copy_l1 += float((source.expand_as(frames) - frames).abs().mean())
-        n += 1
+        row: dict = {"video": item["name"], "frames": int(frames.shape[0])}
+        if "l1" in metrics:
+            row["l1"] = float((pred - frames).abs().mean())
+            row["copy_source_l1"] = float((source.expand_as(frames) - frames).abs().mean())
+        if analyzer is not None:
+            from .face_metrics import video_face_metrics
+
+            with tqdm(total=2 * len(frames), desc=f"faces in {item['name']}", unit="frame", leave=False,
+                      disable=not progress or None) as frames_bar:
+                fm = video_face_metrics(analyzer, _counted_rgb(frames, frames_bar), _counted_rgb(pred, frames_bar),
+                                        embeddings="aed" in metrics)
+            row.update({"no_face_driving": fm.no_face_driving, "no_face_generated": fm.no_face_generated,
+                        "both_faces": fm.both})
+            if "akd" in metrics:
+                row["akd"] = fm.akd
+            if "aed" in metrics:
+                row["aed"] = fm.aed
+        rows.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in METRICS})
         if out_dir is not None:
             _write_strip(out_dir / f"{item['name']}.png", frames, pred)
-    return {"l1": l1 / n, "copy_source_l1": copy_l1 / n, "videos": float(n)}
+    if out_dir is not None:
+        write_metrics_table(out_dir / "metrics.csv", rows)
+    summary: dict = {"videos": len(rows), "rows": rows}
+    for key in ("l1", "copy_source_l1", "akd", "aed", "no_face_driving", "no_face_generated"):
+        values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+        if any(key in r for r in rows):
+            summary[key] = float(np.mean(values)) if values else float("nan")
+    if analyzer is not None:
+        summary["akd_videos"] = sum(1 for r in rows if r["both_faces"] > 0)
+    return summary
+
+
+def _counted_rgb(frames: torch.Tensor, bar):
+    """(T, 3, H, W) float frames in [0, 1] as (H, W, 3) uint8 RGB, one at a time, each counted on ``bar``."""
+    for f in frames.numpy().transpose(0, 2, 3, 1):
+        bar.update()
+        yield to_uint8(f)
+
+
+def write_metrics_table(path: Path, rows: list[dict]) -> Path:
+    """One CSV row per video, ``TABLE_COLUMNS`` in order; numbers with 6 significant digits, empty where a
+    metric was not measured, ``nan`` where it could not be (no frame with a face in both)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    return path
 
 
 def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
@@ -501,10 +574,11 @@ def _write_strip(path: Path, real: torch.Tensor, pred: torch.Tensor) -> None:
 
 @torch.no_grad()
 def animate_pairs(cfg: FommConfig, checkpoint: Path, data: Path, out_dir: Path, *, num_pairs: int | None = None,
-                  seed: int = 0, log=print) -> list[Path]:
-    """Animate test videos' first frames with other test videos (relative motion); writes MP4s."""
+                  seed: int = 0, log=print, every_video: bool = False) -> list[Path]:
+    """Animate test videos' first frames with other test videos (relative motion); writes MP4s.
+    ``every_video``: pairs of every video of ``data``, not only its test split."""
     models = load_checkpoint(checkpoint, cfg).models
-    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log)
+    dataset = FramesDataset(data, cfg.frame_shape, is_train=False, log=log, every_video=every_video)
     n = len(dataset)
     tcfg = training_config(cfg)
     count = min(num_pairs or tcfg.animate_params.num_pairs, n * max(1, n - 1))

@@ -71,13 +71,14 @@ class Entry:
     # With --peak: the peaks this entry's floor used (the mean of the samples just before and after it).
     peaks: dict | None = None
     # Peers (fomm-bench --peers, benchmarks/peers.py): the precision of the graph files it ran when that is not
-    # ``precision`` (OpenVINO bf16 runs the fp32 files), its compile time (seconds, not in the step times), its
-    # prediction against upstream eager on the same frames (peers.parity) and what it ran (e.g. the
-    # convolutions' runtime precisions).
+    # ``precision`` (OpenVINO bf16 runs the fp32 files), its compile time (seconds, not in the step times) and
+    # what it ran: torch.compile's graphs and graph breaks, OpenVINO's inference precision and its
+    # convolutions per runtime precision. With --peers, every path's prediction against upstream eager's on
+    # the same frames (peers.parity).
     files: str | None = None
     compile_s: float | None = None
+    detail: dict = field(default_factory=dict)
     parity: dict | None = None
-    note: str = ""
 
 
 @dataclass
@@ -537,8 +538,8 @@ def markdown_table(result: BenchResult) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in e.stages_ms.items())
         if e.compile_s is not None:
             stages += f"; compile {e.compile_s:.1f} s (not in the steps)"
-        if e.note:
-            stages += f"; {e.note}"
+        if e.detail:
+            stages += "; " + ", ".join(f"{k} {_detail_text(v)}" for k, v in e.detail.items())
         floor = (f" {e.floor_ms:.1f} | {e.x_floor:.2f}x | {e.peaks['fp32_gflops']:.0f} / {e.peaks['int8_gops']:.0f} |"
                  if peaks and e.floor_ms and e.peaks else (" | | |" if peaks else ""))
         name = f"{e.backend} (peer)" if any(e is p for p in result.peers) else e.backend
@@ -552,6 +553,12 @@ def markdown_table(result: BenchResult) -> str:
     for s in result.skipped:
         lines.append(f"| {s.backend} (peer) | {s.precision} | {s.variant} | skipped |{empty} {s.reason} |")
     return "\n".join(lines) + "\n"
+
+
+def _detail_text(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
 
 
 def _parity_text(parity: dict) -> str:

@@ -14,7 +14,7 @@ something else cannot win unnoticed.
   detector and ``generator_frame`` per frame, ``source_encoder`` once per source), through the same Animator
   glue. fp32 and bf16 run the fp32 files with ``INFERENCE_PRECISION_HINT`` f32 / bf16 (bf16 only where the
   CPU plugin lists BF16 in ``OPTIMIZATION_CAPABILITIES``); int8 runs the int8 files (their float remainder
-  at f32, or at bf16 for int8+bf16). The row notes the runtime precision of its convolutions, as OpenVINO's
+  at f32, or at bf16 for int8+bf16). The row records the runtime precision of its convolutions, as OpenVINO's
   compiled model reports them, so a bf16 or int8 row shows that it ran so.
 
 ``onnxruntime-ep-openvino`` is not used: it exposes no device on AMD CPUs; the ``openvino`` runtime does.
@@ -104,6 +104,8 @@ def bench_torch_compile(ckpt: Path, cfg, source: np.ndarray, frames: np.ndarray,
     models = load_checkpoint(ckpt, cfg).models
     kp_det, gen = torch.compile(models.kp_detector), torch.compile(models.generator)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    counters = torch._dynamo.utils.counters
+    graphs_before, breaks_before = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     _reset_peak_rss()
     with torch.no_grad(), autocast:
         t0 = time.perf_counter()
@@ -114,6 +116,10 @@ def bench_torch_compile(ckpt: Path, cfg, source: np.ndarray, frames: np.ndarray,
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             return Skipped("torch-compile", precision, "upstream", f"torch.compile failed here: {first}")
         compile_s = time.perf_counter() - t0
+        detail = {"graphs compiled": counters["stats"]["unique_graphs"] - graphs_before,
+                  "graph breaks": sum(counters["graph_break"].values()) - breaks_before}
+        if bf16:
+            detail["autocast"] = "bf16, native (" + " / ".join(sorted(set(BF16_FLAGS) & cpu_flags())) + ")"
         for v in stages.values():
             v.clear()
         times = timed_calls(step, warmup, iters)
@@ -123,9 +129,8 @@ def bench_torch_compile(ckpt: Path, cfg, source: np.ndarray, frames: np.ndarray,
     del models, kp_det, gen, step, predict
     torch._dynamo.reset()
     gc.collect()
-    note = "autocast bf16, native (" + " / ".join(sorted(set(BF16_FLAGS) & cpu_flags())) + ")" if bf16 else ""
     return Entry("torch-compile", precision, "upstream", med, p90, p99, 1000 / med, peak, stage_ms,
-                 compile_s=compile_s, parity=parity(predictions, reference), note=note)
+                 compile_s=compile_s, detail=detail, parity=parity(predictions, reference))
 
 
 # -- OpenVINO on the exported graphs ------------------------------------------------------------------------
@@ -221,9 +226,10 @@ def bench_openvino(exported, precision: str, source: np.ndarray, frames: np.ndar
     entry = time_animator(animator, "openvino", precision, "split", source, frames, warmup=warmup, iters=iters)
     predictions = predict_frames(animator, frames)
     convs = kp.conv_precisions() + gen.conv_precisions()
+    inference = gen.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     close_animator(animator)
     entry.files, entry.compile_s, entry.parity = files, compile_s, parity(predictions, reference)
-    entry.note = "per-frame convolutions at " + ", ".join(f"{p} {n}" for p, n in sorted(convs.items()))
+    entry.detail = {"inference precision": inference, "per-frame convolutions at": dict(sorted(convs.items()))}
     return entry
 
 

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
-from fomm_deploy.benchmarks.bench import LATENCY_ONLY, BenchResult, Entry, Skipped, bench_frames, markdown_table, \
-    run_upstream
+from fomm_deploy.benchmarks.bench import LATENCY_ONLY, BenchResult, Entry, Skipped, bench_frames, draw_chart, \
+    markdown_table, run_upstream
 from fomm_deploy.benchmarks.peers import OPENVINO_MISSING, bench_openvino, native_bf16
 from fomm_deploy.runtime.core.config import resolve_config
 
@@ -55,15 +56,23 @@ def test_openvino_peers_are_skipped_with_the_reason_without_the_package():
         assert "pip install openvino" in reason
 
 
-def test_a_skipped_peer_is_a_row_with_its_reason():
+def test_peer_rows_and_a_skipped_peer_with_its_reason(tmp_path):
     e = Entry("upstream-eager", "fp32", "baseline", 10.0, 11.0, 12.0, 100.0, 300.0, {"generator": 9.0})
+    peer = Entry("openvino", "bf16", "split", 4.0, 5.0, 6.0, 250.0, 400.0, {"generator_frame": 3.5}, vs_baseline=0.4,
+                 files="fp32", compile_s=1.5, detail={"inference precision": "bf16"},
+                 parity={"frames": 8, "max_abs_diff": 0.01, "psnr_db": 41.23})
     result = BenchResult("fomm-bench --peers", "tiny-test", "random", {"cpu": "x"}, 1, 3, 2, None, e, [], 1.0,
-                         skipped=[Skipped("openvino", "int8", "split", OPENVINO_MISSING)])
+                         peers=[peer], skipped=[Skipped("openvino", "int8", "split", OPENVINO_MISSING)])
     lines = markdown_table(result).splitlines()
     header = next(line for line in lines if line.startswith("| backend"))
-    row = next(line for line in lines if line.startswith("| openvino (peer)"))
-    assert row.startswith("| openvino (peer) | int8 | split | skipped |") and row.endswith(f" {OPENVINO_MISSING} |")
-    assert row.count("|") == header.count("|")
+    row = next(line for line in lines if line.startswith("| openvino (peer) | bf16"))
+    assert "| 0.40x |" in row and "| 0.01, 41.2 dB |" in row and "compile 1.5 s (not in the steps)" in row, row
+    skipped = next(line for line in lines if line.startswith("| openvino (peer) | int8"))
+    assert skipped.startswith("| openvino (peer) | int8 | split | skipped |")
+    assert skipped.endswith(f" {OPENVINO_MISSING} |")
+    assert row.count("|") == skipped.count("|") == header.count("|")
+    chart = cv2.imread(str(draw_chart(result, tmp_path / "c.png")))
+    assert chart is not None and chart.shape[1] == 1100
     assert json.loads(json.dumps(result.to_json()))["peers_skipped"] == [
         {"backend": "openvino", "precision": "int8", "variant": "split", "reason": OPENVINO_MISSING}]
 

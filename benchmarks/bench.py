@@ -528,8 +528,8 @@ def markdown_table(result: BenchResult) -> str:
     floor_cols = " floor ms | x floor | peaks (fp32 / int8) |" if peaks else ""
     lines += [
         "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | conv work (int8 GOP + "
-        f"float GFLOP) |{floor_cols} peak RSS MB |{' vs eager (max abs, PSNR) |' if with_peers else ''} "
-        "stages (median ms) |",
+        f"float GFLOP) |{floor_cols} peak RSS MB |"
+        + (" vs eager (max abs, PSNR) |" if with_peers else "") + " stages (median ms) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if peaks else "")
         + " ---: |" + (" --- |" if with_peers else "") + " --- |",
     ]

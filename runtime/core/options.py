@@ -150,9 +150,13 @@ def frame_step_option() -> Decorator:
                              "motion computed on the host.")
 
 
-def compile_option() -> Decorator:
-    """``--compile/--no-compile``: torch.compile for the torch backend (default on CUDA)."""
-    return click.option("--compile/--no-compile", "compile", default=None,
-                        help="With --backend torch: torch.compile the graphs (default on a CUDA device, off on the "
-                             "CPU). The first frame of each batch size compiles; the kernels are cached under "
-                             "~/.cache/fomm-deploy/torch-compile (or $XDG_CACHE_HOME) for the next start.")
+COMPILE_CACHE_HELP = ("The first frame of each batch size compiles; the kernels are cached under "
+                      "~/.cache/fomm-deploy/torch-compile (or $XDG_CACHE_HOME) for the next start, unless "
+                      "$TORCHINDUCTOR_CACHE_DIR names another folder.")
+
+
+def compile_option(default: bool | None = None, *, help: str | None = None) -> Decorator:
+    """``--compile/--no-compile``: torch.compile for the torch backend (``None``: on CUDA); ``help`` replaces
+    the first sentence of the help (what the default is), which :data:`COMPILE_CACHE_HELP` follows."""
+    text = help or "With --backend torch: torch.compile the graphs (default on a CUDA device, off on the CPU)."
+    return click.option("--compile/--no-compile", "compile", default=default, help=text + " " + COMPILE_CACHE_HELP)

@@ -11,7 +11,8 @@ import click
 
 from ..core.cli_common import CONTEXT, user_errors, version_option
 from ..core.errors import BackendUnavailableError, InputError
-from ..core.options import FiniteFloat, backend_option, device_option, onnx_dir_option, precision_option, providers_option
+from ..core.options import (FiniteFloat, backend_option, compile_option, device_option, onnx_dir_option,
+                            precision_option, providers_option)
 from . import refuse_image_bombs
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+-]{16,}")  # also valid as a WebSocket subprotocol (an RFC 7230 token)
@@ -69,6 +70,10 @@ def bind(host: str, port: int) -> socket.socket:
 @precision_option()
 @providers_option()
 @device_option()
+@compile_option(False, help="With --backend torch: torch.compile the graphs (default off here, also on CUDA: a "
+                            "server meets many batch sizes, only live sessions' frame_step batches are padded to "
+                            "fixed ones, and torch.compile(fullgraph=True) fails a call beyond its 8th shape of a "
+                            "graph, torch._dynamo.config.recompile_limit).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address needs --token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
@@ -112,7 +117,8 @@ def bind(host: str, port: int) -> socket.socket:
               help="With --ray: GPUs per replica (num_gpus; 1 on a GPU cluster).")
 @version_option()
 @user_errors
-def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | None, host: str, port: int,
+def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | None, compile: bool, host: str,
+         port: int,
          token: str | None, max_jobs: int, max_sessions: int, max_batch: int, max_upload_mb: float,
          max_video_seconds: float, upload_timeout: float, header_timeout: float, max_connections: int,
          allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], use_ray: bool, replicas: str | None,
@@ -162,14 +168,15 @@ def main(onnx_dir: Path, backend: str, precision: str, providers, device: str | 
     limits = Limits(max_jobs=max_jobs, max_sessions=max_sessions, max_upload_bytes=int(max_upload_mb * (1 << 20)),
                     max_video_seconds=max_video_seconds, upload_seconds=upload_timeout)
     if use_ray:
-        _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, hosts, host, port,
-                      replicas, replica_gpus)
+        _serve_on_ray(onnx_dir, backend, precision, providers, device, compile, max_batch, token, limits, hosts, host,
+                      port, replicas, replica_gpus)
         return
     if replicas is not None or replica_gpus:
         raise InputError("--replicas and --replica-gpus are for --ray")
     sock = bind(host, port)
     try:
-        engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
+        engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, compile=compile,
+                          max_batch=max_batch)
         app = create_app(engines, token=token, limits=limits, hosts=hosts)
         connections = usable_connections(max_connections)
         bound_host, bound_port = sock.getsockname()[:2]
@@ -202,8 +209,8 @@ def parse_replicas(value: str | None) -> tuple[int, int]:
     return low, high
 
 
-def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, token, limits, hosts, host, port,
-                  replicas, replica_gpus) -> None:
+def _serve_on_ray(onnx_dir, backend, precision, providers, device, compile, max_batch, token, limits, hosts, host,
+                  port, replicas, replica_gpus) -> None:
     low, high = parse_replicas(replicas)
     if port == 0:
         raise InputError("--ray needs a --port (Ray Serve's proxy cannot pick a free one)")
@@ -213,7 +220,7 @@ def _serve_on_ray(onnx_dir, backend, precision, providers, device, max_batch, to
     try:
         from .ray_app import build_application, run
         application = build_application(onnx_dir, backend, precision, providers=providers, device=device,
-                                        max_batch=max_batch, token=token, limits=limits, hosts=hosts,
+                                        compile=compile, max_batch=max_batch, token=token, limits=limits, hosts=hosts,
                                         min_replicas=low,
                                         max_replicas=high, num_gpus=replica_gpus)
     except ImportError:

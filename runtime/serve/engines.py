@@ -44,13 +44,18 @@ class Engines:
 
     Args:
         onnx_dir, backend, precision, providers, device: as fomm-animate's options.
+        compile: the torch backend's ``torch.compile``, off unless asked for (also on CUDA, unlike
+            fomm-animate): a server meets many batch sizes, only live sessions' ``frame_step`` batches are padded
+            to :attr:`buckets`, and ``torch.compile(fullgraph=True)`` fails a call beyond its recompile limit
+            (8 shapes of a graph).
         max_batch: the most sessions' frames per generator call; 1 when the graphs have no dynamic batch.
     """
 
     def __init__(self, onnx_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", *,
-                 providers=None, device: str | None = None, max_batch: int = 8) -> None:
+                 providers=None, device: str | None = None, compile: bool = False, max_batch: int = 8) -> None:
         self.exported: ExportedModel = load_exported(onnx_dir)
-        opened = open_animator(self.exported, backend, precision, providers=providers, device=device)
+        opened = open_animator(self.exported, backend, precision, providers=providers, device=device,
+                               compile=compile)
         self.lock = threading.Lock()
         self.kp_detector = SharedBackend(opened.kp_detector, self.lock)
         self.split = opened.generator_frame is not None

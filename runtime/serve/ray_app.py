@@ -22,7 +22,7 @@ TARGET_ONGOING_REQUESTS = 4
 
 
 def build_application(onnx_dir: str | Path, backend: str, precision: str, *, providers=None, device=None,
-                      max_batch: int = 8, token: str | None = None, limits=None, hosts=None, min_replicas: int = 1,
+                      compile: bool = False, max_batch: int = 8, token: str | None = None, limits=None, hosts=None, min_replicas: int = 1,
                       max_replicas: int = 1, num_gpus: float = 0.0, num_cpus: float = 1.0):
     """The Ray Serve application (``serve.run`` takes it)."""
     from ray import serve
@@ -34,7 +34,8 @@ def build_application(onnx_dir: str | Path, backend: str, precision: str, *, pro
         from .app import create_app
         from .engines import Engines
 
-        engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, max_batch=max_batch)
+        engines = Engines(onnx_dir, backend, precision, providers=providers, device=device, compile=compile,
+                          max_batch=max_batch)
         return create_app(engines, token=token, hosts=hosts, **({"limits": limits} if limits is not None else {}))
 
     options = {"name": "fomm-serve", "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": num_gpus}}

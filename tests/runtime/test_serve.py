@@ -319,6 +319,48 @@ def test_cli_refuses_unsafe_or_bad_settings(args, message, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, compiled", [((), False), (("--compile",), True), (("--no-compile",), False)])
+def test_serve_opens_the_torch_backend_without_torch_compile_unless_asked(args, compiled, tmp_path, monkeypatch):
+    """fomm-serve's engines get compile=False (the torch backend's default on CUDA is on) unless --compile; no
+    CUDA needed: the engines are a stand-in that records its options."""
+    from click.testing import CliRunner
+
+    from fomm_deploy.runtime.core.errors import InputError
+    from fomm_deploy.runtime.serve import cli, engines
+
+    seen = {}
+
+    def engines_stand_in(onnx_dir, backend, precision, **options):
+        seen.update(options)
+        raise InputError("the stand-in opens no engines")
+
+    monkeypatch.setattr(engines, "Engines", engines_stand_in)
+    monkeypatch.setattr(cli, "refuse_image_bombs", lambda: None)  # keeps this process's environment as it is
+    monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
+    result = CliRunner().invoke(cli.main, ["--onnx", str(tmp_path), "--backend", "torch", "--device", "cuda",
+                                           "--port", "0", *args])
+    assert "the stand-in opens no engines" in result.output, result.output
+    assert seen["compile"] is compiled and seen["device"] == "cuda"
+
+
+def test_engines_pass_compile_off_to_the_animator_unless_asked(monkeypatch):
+    from fomm_deploy.runtime.core.errors import InputError
+    from fomm_deploy.runtime.serve import engines
+
+    seen = []
+
+    def open_animator_stand_in(exported, backend, precision, **options):
+        seen.append(options.get("compile"))
+        raise InputError("the stand-in opens no backends")
+
+    monkeypatch.setattr(engines, "load_exported", lambda onnx_dir: None)
+    monkeypatch.setattr(engines, "open_animator", open_animator_stand_in)
+    for options in ({}, {"compile": True}):
+        with pytest.raises(InputError, match="stand-in"):
+            engines.Engines("exported", "torch", device="cuda", **options)
+    assert seen == [False, True]
+
+
 def test_help_token_example_runs_as_written(bundled_export, media, tmp_path):
     """fomm-serve --help's token example, pasted into bash: the token it makes is the server's and curl's (the
     port made a free one, exported/vox this test's export; the server listens on 0.0.0.0 for a few seconds,

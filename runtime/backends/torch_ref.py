@@ -4,8 +4,11 @@ that needs no TensorRT.
 On the CPU it is the fp32 reference. On a CUDA device it can also run the fp16 graphs' precision policy in
 half precision (no autocast: the blocks that the precision policy (``runtime/core/precision.py``) puts in fp16, ``FP16_SCOPES``, are converted to
 half and get their inputs cast at their borders; keypoint heads, heatmaps, motions, the 2x2 inverse and grid
-sampling stay fp32; the keypoint detector stays fully fp32, ``FP32_AT_FP16``), with channels-last memory and the
-per-frame step replayed as a CUDA graph (static input and output tensors per batch size).
+sampling stay fp32; the keypoint detector stays fully fp32, ``FP32_AT_FP16``), with channels-last memory. On CUDA
+the graph's module is also ``torch.compile``d by default, in ``reduce-overhead`` mode, which captures and replays
+CUDA graphs itself, so the backend's own CUDA-graph replay is then off (and refused if asked for). With compile
+off, or in a mode without CUDA graphs, the backend replays its own: one CUDA graph per batch size, with static
+input and output tensors.
 
 The only runtime module that touches torch, and only inside ``activate()``.
 """
@@ -119,18 +122,21 @@ class _CudaGraphStep:
 
 
 class TorchBackend(Backend):
-    """Runs one graph of a checkpoint in eager PyTorch (no_grad): fp32 on the CPU or CUDA, or the fp16 policy
-    on CUDA, with channels-last and CUDA-graph replay on CUDA.
+    """Runs one graph of a checkpoint in PyTorch (no_grad), eager or ``torch.compile``d: fp32 on the CPU or
+    CUDA, or the fp16 policy on CUDA, with channels-last and CUDA graphs on CUDA.
 
     Args:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, or ``fp16`` (CUDA only).
-        channels_last / cuda_graph: default on for CUDA devices, off on the CPU (CUDA graphs need CUDA).
+        channels_last: default on for CUDA devices, off on the CPU.
+        cuda_graph: the backend's own CUDA-graph replay, one graph per batch size (CUDA only). Default on for
+            CUDA devices unless ``compile`` runs in ``reduce-overhead`` mode (the CUDA default), which captures
+            CUDA graphs itself; True with that mode is refused.
         tf32: allow TF32 convolutions and matrix products in fp32 on CUDA (default off: fp32 means fp32).
         compile: ``torch.compile`` the graph's module (default on for CUDA devices, off on the CPU), in
-            ``compile_mode``; Inductor's caches go to the user's cache folder (``fomm-deploy/torch-compile``), so a
-            second start reuses the first one's kernels. ``reduce-overhead`` replays CUDA graphs itself, so the
-            backend's own CUDA-graph step is then off.
+            ``compile_mode``, ``fullgraph=True`` and ``dynamic=False``: each batch size compiles anew, and a
+            graph's 9th shape fails (torch's ``recompile_limit``). Inductor's caches go to the user's
+            cache folder (``fomm-deploy/torch-compile``), so a second start reuses the first one's kernels.
         compile_mode: ``torch.compile``'s mode (default: ``reduce-overhead`` on CUDA, ``default`` on the CPU).
         on_compile: called with a one-line message before and after compiling (the first call of each batch
             size compiles), for a progress line.
@@ -160,6 +166,10 @@ class TorchBackend(Backend):
         if self.compile and self.compile_mode not in COMPILE_MODES:
             raise InputError(f"unknown torch.compile mode '{self.compile_mode}'; choose from {', '.join(COMPILE_MODES)}")
         own_graphs = not (self.compile and self.compile_mode == "reduce-overhead")
+        if cuda_graph and not own_graphs:
+            raise InputError("the torch backend's CUDA-graph replay and torch.compile's reduce-overhead mode both "
+                             "capture CUDA graphs; pass cuda_graph=False, compile=False, or another compile_mode "
+                             "(max-autotune-no-cudagraphs)")
         self.cuda_graph = (on_cuda and own_graphs) if cuda_graph is None else cuda_graph
         self.tf32 = tf32
         self.on_compile = on_compile or (lambda _message: None)

@@ -43,6 +43,21 @@ def test_compile_defaults_and_modes(tiny):
         TorchBackend(spec, ckpt, cfg, compile=True, compile_mode="fastest")
 
 
+def test_own_cuda_graph_is_refused_with_reduce_overhead(tiny):
+    """reduce-overhead captures CUDA graphs itself: the backend's own replay with it is refused, before any CUDA
+    work (no GPU needed); compile off or another mode keeps it, and the CUDA default leaves it to torch.compile."""
+    cfg, ckpt, _, _ = tiny
+    spec = graph_specs(cfg)["frame_step"]
+    for options in ({}, {"compile": True}, {"compile_mode": "reduce-overhead"}):
+        with pytest.raises(InputError, match="reduce-overhead mode both capture CUDA graphs"):
+            TorchBackend(spec, ckpt, cfg, device="cuda", cuda_graph=True, **options)
+    assert TorchBackend(spec, ckpt, cfg, device="cuda", cuda_graph=True, compile=False).cuda_graph
+    assert TorchBackend(spec, ckpt, cfg, device="cuda", cuda_graph=True,
+                        compile_mode="max-autotune-no-cudagraphs").cuda_graph
+    default = TorchBackend(spec, ckpt, cfg, device="cuda")
+    assert default.compile and default.compile_mode == "reduce-overhead" and not default.cuda_graph
+
+
 @pytest.mark.slow  # Inductor compiles C++ kernels for the CPU: about 1-2 minutes on 2 cores
 def test_compiled_frame_step_equals_eager_and_caches_its_kernels(tiny, tmp_path, monkeypatch):
     cfg, ckpt, _, feeds = tiny

@@ -135,8 +135,11 @@ class TorchBackend(Backend):
         tf32: allow TF32 convolutions and matrix products in fp32 on CUDA (default off: fp32 means fp32).
         compile: ``torch.compile`` the graph's module (default on for CUDA devices, off on the CPU), in
             ``compile_mode``, ``fullgraph=True`` and ``dynamic=False``: each batch size compiles anew, and a
-            graph's 9th shape fails (torch's ``recompile_limit``). Inductor's caches go to the user's
-            cache folder (``fomm-deploy/torch-compile``), so a second start reuses the first one's kernels.
+            graph's 9th shape fails (torch's ``recompile_limit``). Inductor's kernels go to
+            ``$TORCHINDUCTOR_CACHE_DIR`` when it is set, else to the user's cache folder
+            (``fomm-deploy/torch-compile``), so a second start reuses the first one's kernels. Torch sets that
+            variable itself the first time Inductor runs in a process: after other compiled code, torch's own
+            folder is kept. :attr:`kernel_cache` names the folder.
         compile_mode: ``torch.compile``'s mode (default: ``reduce-overhead`` on CUDA, ``default`` on the CPU).
         on_compile: called with a one-line message before and after compiling (the first call of each batch
             size compiles), for a progress line.
@@ -174,6 +177,7 @@ class TorchBackend(Backend):
         self.tf32 = tf32
         self.on_compile = on_compile or (lambda _message: None)
         self.compile_seconds: dict[tuple, float] = {}  # per input shapes: the first call's time (compile + run)
+        self.kernel_cache: str | None = None  # where Inductor writes its kernels (set by activate with compile)
         self.module = None
         self.half_blocks: list[str] = []
         self._step = None
@@ -206,7 +210,9 @@ class TorchBackend(Backend):
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.compile:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir("torch-compile")))
+            # Read by Inductor when it compiles (the first call), so this takes effect unless the variable is
+            # already set: by the user, or by torch itself once Inductor ran in this process.
+            self.kernel_cache = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir("torch-compile")))
             module = torch.compile(module, mode=self.compile_mode, fullgraph=True, dynamic=False)
         self.module = module
         self._step = _CudaGraphStep(module, torch.device(self.device), torch.channels_last) if self.cuda_graph else None
@@ -242,7 +248,8 @@ class TorchBackend(Backend):
         key = tuple(tuple(a.shape) for a in args)
         first = self.compile and key not in self.compile_seconds
         if first:
-            self.on_compile(f"{self.name}: compiling for batch {key[0][0]} (torch.compile, {self.compile_mode})")
+            self.on_compile(f"{self.name}: compiling for batch {key[0][0]} (torch.compile, {self.compile_mode}; "
+                            f"kernels cached in {self.kernel_cache})")
             start = time.perf_counter()
         if self._step is not None:
             out = self._step(args)

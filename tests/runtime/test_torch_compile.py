@@ -58,6 +58,21 @@ def test_own_cuda_graph_is_refused_with_reduce_overhead(tiny):
     assert default.compile and default.compile_mode == "reduce-overhead" and not default.cuda_graph
 
 
+def test_kernel_cache_is_the_user_cache_unless_the_variable_is_set(tiny, tmp_path, monkeypatch):
+    """activate() points Inductor at the user's cache unless TORCHINDUCTOR_CACHE_DIR is set, which torch itself
+    sets once Inductor ran in the process; kernel_cache says which (nothing compiles here)."""
+    cfg, ckpt, _, _ = tiny
+    spec = graph_specs(cfg)["kp_detector"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "restored after the test")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    ours = TorchBackend(spec, ckpt, cfg, compile=True).activate()
+    assert ours.kernel_cache == str(tmp_path / "cache" / "fomm-deploy" / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torchinductor"))
+    assert TorchBackend(spec, ckpt, cfg, compile=True).activate().kernel_cache == str(tmp_path / "torchinductor")
+    assert TorchBackend(spec, ckpt, cfg).activate().kernel_cache is None  # eager: nothing compiles
+
+
 @pytest.mark.slow  # Inductor compiles C++ kernels for the CPU: about 1-2 minutes on 2 cores
 def test_compiled_frame_step_equals_eager_and_caches_its_kernels(tiny, tmp_path, monkeypatch):
     cfg, ckpt, _, feeds = tiny
@@ -70,4 +85,5 @@ def test_compiled_frame_step_equals_eager_and_caches_its_kernels(tiny, tmp_path,
     eager = TorchBackend(spec, ckpt, cfg).activate().infer(feeds["frame_step"])["frame"]
     assert np.abs(ours.astype(int) - eager).max() <= 1
     assert lines[0].startswith("torch:frame_step: compiling for batch 2") and "compiled in" in lines[1]
+    assert lines[0].endswith(f"kernels cached in {tmp_path / 'cache' / 'fomm-deploy' / 'torch-compile'})")
     assert any((tmp_path / "cache" / "fomm-deploy" / "torch-compile").iterdir())

@@ -272,7 +272,7 @@ def bench_backend(exported, backend: str, precision: str, variant: str, source: 
     """One path, batch 1. ``variant``: ``reference`` (kp_detector + generator), ``split`` (kp_detector +
     generator_frame, the motion on the host, float frames in and out) or ``frame_step`` (the one graph, from the
     uint8 model frame to the uint8 result). With ``reference`` (upstream eager's predictions of ``frames``), the
-    entry gets its ``parity`` against them, as the peers do."""
+    entry gets its ``parity`` against them, as the peers do. The torch backend runs without torch.compile."""
     providers = ("cpu",) if backend == "onnxruntime" else None
     if backend == "torch":
         import torch
@@ -280,8 +280,11 @@ def bench_backend(exported, backend: str, precision: str, variant: str, source: 
         torch.set_num_threads(threads)
     _reset_peak_rss()
     split, step = variant in ("split", "frame_step"), variant == "frame_step"
+    # The torch backend runs eager, as the reference it is (it compiles by default on CUDA; --peers and gpu-check
+    # time torch.compile).
     animator = open_animator(exported, backend, precision, split=split, frame_step=step, providers=providers,
-                             relative=True, adapt_scale=True, device=device if backend == "torch" else None)
+                             relative=True, adapt_scale=True, device=device if backend == "torch" else None,
+                             compile=False)
     entry = time_animator(animator, backend, precision, variant, source, frames, warmup=warmup, iters=iters)
     if reference is not None:
         from .peers import parity

@@ -1,5 +1,6 @@
 """``fomm-compare``: run the same inputs through two backends and check every output against the tolerance table
-(torch only for a torch backend)."""
+(torch only for a torch backend): the two graphs, the per-source split when both sides have it, and the
+``frame_step`` graph when both have that."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .core.feeds import FeedSet, feed_set, kp_from_outputs
 from .core.names import parse_backend_pairs
 from .core.options import (backends_option, ckpt_option, config_option, device_option, onnx_dir_option,
                            precision_option, providers_option)
-from .graphs import GRAPHS, SPLIT_GRAPHS, load_exported, make_backend
+from .graphs import GRAPHS, SPLIT_GRAPHS, STEP_GRAPH, load_exported, make_backend
 from .media.preprocess import prepare_frame, to_nchw
 from .media.samples import head_motion, sample_face
 
@@ -63,7 +64,9 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     """Run the same inputs through two backends and report every output's error against the tolerance table.
 
     Exits non-zero when an output is over its tolerance. This is how a TensorRT engine is checked against
-    ONNX Runtime, and ONNX Runtime against the PyTorch model.
+    ONNX Runtime, and ONNX Runtime against the PyTorch model. Every graph the export has at both sides'
+    precisions is checked: kp_detector and generator, the per-source split (source_encoder, generator_frame)
+    and frame_step. The torch backend runs eager (no torch.compile), as the reference.
 
     \b
     Example:
@@ -75,9 +78,12 @@ def compare_main(onnx_dir: Path, backends: str, precision: str, inputs: str, bat
     exported = load_exported(onnx_dir)
     split_files = [("fp32" if name == "torch" else p) for name, p in zip(names, precisions)]
     graphs = list(GRAPHS) + (list(SPLIT_GRAPHS) if all(exported.has_split(p) for p in split_files) else [])
-    # --device goes to the torch backends (the others refuse it: names.check_backend_device).
+    if all(exported.has_frame_step(p) for p in split_files):
+        graphs.append(STEP_GRAPH)
+    # --device goes to the torch backends (the others refuse it: names.check_backend_device). torch runs eager:
+    # the reference is the model itself, not Inductor's kernels, and nothing compiles first.
     runners = [{g: make_backend(name, exported, g, prec, ckpt=ckpt, config=config, providers=providers,
-                                device=device if name == "torch" else None).activate()
+                                device=device if name == "torch" else None, compile=False).activate()
                 for g in graphs} for name, prec in zip(names, precisions)]
     feeds = _compare_feeds(inputs, exported, runners[0], batch, seed)
     click.echo(f"{names[0]} (reference) vs {names[1]} ({precisions[1]}), {inputs} inputs, batch {batch}")

@@ -73,6 +73,29 @@ def test_variants_are_reference_and_or_split():
             parse_variants(bad)
 
 
+def test_bench_opens_the_torch_backend_without_torch_compile(monkeypatch):
+    """The torch backend compiles by default on CUDA; fomm-bench times it eager (no GPU needed: the animator is a
+    stand-in that records its options)."""
+    import torch
+
+    from fomm_deploy.benchmarks import bench
+
+    seen = {}
+
+    class Opened(Exception):
+        pass
+
+    def open_animator_stand_in(exported, backend, precision, **options):
+        seen.update(options)
+        raise Opened
+
+    monkeypatch.setattr(bench, "open_animator", open_animator_stand_in)
+    with pytest.raises(Opened):
+        bench.bench_backend(None, "torch", "fp32", "frame_step", None, None, warmup=1, iters=1,
+                            threads=torch.get_num_threads(), device="cuda")
+    assert seen["compile"] is False and seen["device"] == "cuda" and seen["frame_step"]
+
+
 def test_bench_checks_its_outputs_and_the_export_before_any_work(tmp_path, golden_dir):
     # The checkpoint does not exist: had the benchmark read it, exported or timed anything first, that would fail.
     for args, message in ((("--json", "/proc/nope/x.json"), "cannot write --json"),

@@ -150,3 +150,31 @@ def test_frame_step_asked_for_but_not_exported_is_a_clear_error(golden_export, t
     exported = load_exported(golden_export)
     with pytest.raises(ExportFolderError, match="frame_step"):
         open_animator(exported, "onnxruntime", "fp32", split=False, frame_step=True)
+
+
+def test_fomm_compare_checks_frame_step_with_torch_eager(golden_export, golden_dir, monkeypatch):
+    """fomm-compare checks the frame_step graph the manifest lists, like the others, and opens the torch
+    reference without torch.compile (its default on CUDA)."""
+    from click.testing import CliRunner
+
+    from fomm_deploy.runtime import compare_cli
+
+    opened = []
+    make_backend = compare_cli.make_backend
+
+    def recording(kind, exported, graph, precision="fp32", **options):
+        opened.append((kind, graph, options.get("compile")))
+        return make_backend(kind, exported, graph, precision, **options)
+
+    monkeypatch.setattr(compare_cli, "make_backend", recording)
+    result = CliRunner().invoke(compare_cli.compare_main, ["--onnx", str(golden_export), "--backends",
+                                                           "torch,onnxruntime", "--batch", "1", "--ckpt",
+                                                           str(golden_dir / "checkpoint.pth.tar")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    frame = next((r for r in rows if r[:2] == ["frame_step", "frame"]), None)
+    assert frame is not None and frame[5] == "ok", result.output
+    assert "all outputs within tolerance" in result.output
+    assert {g for _, g, _ in opened} == {"kp_detector", "generator", "source_encoder", "generator_frame",
+                                         "frame_step"}
+    assert [c for k, _, c in opened if k == "torch"] == [False] * 5

@@ -209,12 +209,16 @@ def bucket_size(n: int, buckets: Sequence[int]) -> int:
 
 def animate_together(animators: Sequence[Animator], frames: np.ndarray, *,
                      buckets: Sequence[int] | None = None) -> np.ndarray:
-    """Animate one model frame per animator, (N, H, W, 3) float32, with one keypoint-detector call and one
-    generator call for all of them -> (N, H, W, 3) uint8 RGB.
+    """Animate one model frame per animator, (N, H, W, 3) float32 in [0, 1], as one batch -> (N, H, W, 3) uint8
+    RGB.
 
     The animators must share their backends (the same engine objects); each keeps its own source, reference
     pose and motion options, so this is N independent animations computed as one batch (fomm-serve's
-    sessions). An animator without a reference takes its frame as the reference, as ``animate_prepared`` does.
+    sessions). An animator without a reference takes its frame as the reference, as ``animate_prepared`` does
+    alone: with ``frame_step``, the frames are rounded to uint8 (the graph's input) and run as one graph call,
+    and a missing reference is found on the uint8 frame (one keypoint-detector call for each); without it, one
+    keypoint-detector call and one generator call serve all of them, and a missing reference takes its frame's
+    keypoints from that call.
 
     ``buckets``: with ``frame_step``, the batch is padded (repeating its last row) up to the smallest bucket
     that holds it, so a backend that captures a CUDA graph or compiles per batch size sees only those sizes.
@@ -229,8 +233,8 @@ def animate_together(animators: Sequence[Animator], frames: np.ndarray, *,
     if first.frame_step is not None:
         driving = to_uint8(frames)
         for i, a in enumerate(animators):
-            if a._kp_reference is None:
-                a._kp_reference = a.keypoints(frames[i:i + 1])
+            if a._kp_reference is None:  # found on what the graph sees, as animate_uint8 does
+                a._kp_reference = a.keypoints(driving[i:i + 1].astype(np.float32) / np.float32(255.0))
         feeds = [dict(a._step_feed(1), driving=driving[i:i + 1]) for i, a in enumerate(animators)]
         feeds += [feeds[-1]] * (bucket_size(len(feeds), buckets or ()) - len(feeds))
         feed = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}

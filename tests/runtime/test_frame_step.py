@@ -178,3 +178,27 @@ def test_fomm_compare_checks_frame_step_with_torch_eager(golden_export, golden_d
     assert {g for _, g, _ in opened} == {"kp_detector", "generator", "source_encoder", "generator_frame",
                                          "frame_step"}
     assert [c for k, _, c in opened if k == "torch"] == [False] * 5
+
+
+def test_animate_together_finds_a_missing_reference_on_the_uint8_frame(golden_export, frames):
+    """With frame_step, a session without a reference takes it from the uint8 frame the graph is given, as the
+    same animator alone does (animate_prepared -> animate_uint8), also for frames between two 8-bit levels."""
+    from fomm_deploy.runtime.animator import Animator, animate_together
+
+    source, driving = frames
+    off_grid = np.clip(driving[:2] + np.float32(0.4 / 255), 0, 1)  # rounds back to driving's levels
+    alone = open_animator(load_exported(golden_export), "onnxruntime")
+    assert alone.graphs == "frame_step"
+    together = [Animator(alone.kp_detector, None, alone.frame_size, source_encoder=alone.source_encoder,
+                         generator_frame=alone.generator_frame, frame_step=alone.frame_step) for _ in range(2)]
+    for a in together:
+        a.set_source(source)
+    batch = animate_together(together, off_grid)
+    expected = []
+    for a, frame in zip(together, off_grid):
+        alone.set_source(source)
+        alone.reset_reference()
+        expected.append(alone.animate_prepared(frame[None])[0])
+        np.testing.assert_array_equal(a._kp_reference.value, alone._kp_reference.value)
+        np.testing.assert_array_equal(a._kp_reference.jacobian, alone._kp_reference.jacobian)
+    assert np.abs(batch.astype(int) - np.stack(expected)).max() <= 1

@@ -43,7 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from ..animate import animate as animate_file
 from ..animate_cli import animate_main, options_from_cli
 from ..core.errors import FommError, ImageError, InputError
-from ..media.framing import FramedPortrait, frame_portrait
+from ..media.framing import PORTRAIT_CROPS, FramedPortrait, frame_portrait
 from ..media.preprocess import IMAGE_SUFFIXES, decode_image, load_source, to_uint8
 from ..media.samples import sample_face
 from ..media.video import VIDEO_SUFFIXES, open_video
@@ -562,7 +562,8 @@ def _refuse_constant(name: str):
 def parse_control(text: str) -> dict:
     """A live control message, parsed and checked: a JSON object with a known ``type`` and only that type's
     fields, each of its own JSON type (``"relative": "false"`` is refused, not taken as true; so is any array
-    or object in a field, whatever its depth); no NaN or Infinity anywhere.
+    or object in a field, whatever its depth); no NaN or Infinity anywhere. A ``crop`` is one of its message's
+    choices (a source's: fomm-animate's --crop), so a bad one costs no image decode.
 
     Raises:
         InputError: what is wrong, in one line.
@@ -592,6 +593,8 @@ def parse_control(text: str) -> dict:
             raise InputError(f"{name!r} takes {wanted}, got {json.dumps(value)[:40]}")
     if kind == "options" and "crop" in msg and msg["crop"] not in CROPS:
         raise InputError(f"crop is one of {', '.join(CROPS)}")
+    if kind == "source" and "crop" in msg and msg["crop"] not in PORTRAIT_CROPS:  # before the image is decoded
+        raise InputError(f"crop must be one of {', '.join(PORTRAIT_CROPS)}, got {json.dumps(msg['crop'])[:40]}")
     return msg
 
 

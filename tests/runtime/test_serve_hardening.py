@@ -250,6 +250,22 @@ def test_control_messages_are_checked_by_type(guarded, media, name):
         assert client.animate(frame).image.shape == (64, 64, 3)
 
 
+def test_a_source_crop_is_checked_before_its_portrait_is_decoded():
+    """A source message's crop is one of fomm-animate's --crop choices, refused in one line by parse_control, the
+    step before the portrait (up to 4096 px a side) is decoded; the image here is not even one."""
+    from fomm_deploy.runtime.core.errors import InputError
+    from fomm_deploy.runtime.media.framing import PORTRAIT_CROPS
+    from fomm_deploy.runtime.serve.app import parse_control
+
+    image = "data:image/jpeg;base64," + base64.b64encode(b"no picture").decode()
+    for crop in ("sideways", "face", "AUTO", "", "x" * 100_000):
+        with pytest.raises(InputError, match="^crop must be one of auto, follow, centre, none, got ") as refused:
+            parse_control(json.dumps({"type": "source", "image": image, "crop": crop}))
+        assert len(str(refused.value)) < 100  # the value is quoted, not echoed whole
+    for crop in PORTRAIT_CROPS:
+        assert parse_control(json.dumps({"type": "source", "image": image, "crop": crop}))["crop"] == crop
+
+
 def test_relative_false_as_a_string_leaves_relative_motion_on(guarded, media):
     """The refused ``"relative": "false"`` changes nothing; ``false`` (the JSON value) turns it off."""
     frames = bgr_frames(media["driving"])

@@ -221,7 +221,9 @@ def animate_together(animators: Sequence[Animator], frames: np.ndarray, *,
     keypoints from that call.
 
     ``buckets``: with ``frame_step``, the batch is padded (repeating its last row) up to the smallest bucket
-    that holds it, so a backend that captures a CUDA graph or compiles per batch size sees only those sizes.
+    that holds it, so the backend sees only those sizes: the torch backend on CUDA captures a CUDA graph (or
+    compiles) once per size, and TensorRT, which re-allocates its buffers whenever the batch size changes,
+    does so less often.
     """
     first = animators[0]
     if len(frames) != len(animators):

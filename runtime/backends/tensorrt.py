@@ -10,9 +10,10 @@
   missing engine is built once (under a lock) and written atomically, next to a timing cache whose file
   name carries the TensorRT version and the GPU. A read-only export folder sends new engines to the user
   cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``fomm-deploy/engines``).
-* Runs on its own non-blocking stream with device and pinned host buffers allocated once per batch size
-  (I/O dtypes read from the engine, output shapes checked against the contract), optional CUDA-graph
-  capture of the whole step (cuda-python only), and frees everything on ``deactivate``.
+* Runs on its own non-blocking stream with device and pinned host buffers for one batch size at a time,
+  re-allocated whenever a call's batch size differs from the last one's (I/O dtypes read from the engine,
+  output shapes checked against the contract), optional CUDA-graph capture of the whole step (cuda-python
+  only; captured again after each re-allocation), and frees everything on ``deactivate``.
 
 Written against the TensorRT Python API documented for 10.x/11.x (docs.nvidia.com/deeplearning/tensorrt,
 Python API: Builder, IBuilderConfig, ICudaEngine, IExecutionContext); it has not been run on this project's

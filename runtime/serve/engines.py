@@ -70,7 +70,10 @@ class Engines:
         per_frame = [self.kp_detector, self.generator] + ([self.frame_step] if self.frame_step else [])
         batchable = all(dynamic_batch(b.spec) for b in per_frame)
         self.max_batch = max(1, max_batch) if batchable else 1
-        # Backends that capture a CUDA graph or compile per batch size get fixed sizes (padded): 1, 2, 4, ...
+        # frame_step batches are padded to fixed sizes (1, 2, 4, ... max_batch) where a new batch size costs a
+        # set-up: the torch backend on CUDA captures a CUDA graph (or compiles, with compile) per size and keeps
+        # each; TensorRT keeps one size's buffers (and CUDA graph) and re-allocates them whenever the size
+        # changes, which fewer sizes make rarer, not free.
         per_shape = backend == "tensorrt" or (backend == "torch" and str(device or "").startswith("cuda"))
         self.buckets: tuple[int, ...] | None = (
             tuple(sorted({min(2 ** i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)}))

@@ -2,8 +2,9 @@
 
 TensorRT 11 has no fp16 builder flag: precision must live in the graph. This pass converts the nodes
 chosen by a predicate to fp16 and inserts Cast nodes only where a tensor crosses between precisions, so
-graph inputs and outputs stay float32 and the numerically sensitive parts (keypoint softmax and
-coordinate reduction, the 2x2 inverse, grid coordinates, GridSample) stay float32.
+graph inputs and outputs keep their types (float32; ``frame_step``'s frames stay uint8: only float tensors
+are converted) and the numerically sensitive parts (keypoint softmax and coordinate reduction, the 2x2
+inverse, grid coordinates, GridSample) stay float32.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The inputs an export traces, checks, calibrates and judges its graphs on.
 
 A *feed set* maps each graph name of ``contract.graph_specs`` to a feed (input name -> array); every array
-is C-contiguous float32 with the contract's shape:
+is C-contiguous with the contract's shape and dtype, float32 but for ``frame_step``'s uint8 frames:
 
 * images (``image``, ``source``): (B, 3, H, W) in [0, 1] on the 8-bit grid;
+* ``frame_step``'s ``driving``: the same driving images as (B, H, W, 3) uint8, with the session's inputs
+  (``feeds.step_inputs``: the source's keypoints as the reference, relative motion, scale 1);
 * keypoints: ``kp_*_value`` (B, K, 2) (x, y) in [-1, 1], ``kp_*_jacobian`` (B, K, 2, 2), as the PyTorch
   keypoint detector finds them on those images (driving keypoints are not normalised: the graphs do
   not care, and raw keypoints vary more);

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.fileio import write_image
-from fomm_deploy.runtime.core.options import FiniteFloat
 from fomm_deploy.runtime.media.preprocess import load_image, to_uint8
+from fomm_deploy.training.synthetic import dataset_options
 
 # scikit-image's data files whose docstrings (skimage/data/_fetchers.py) say CC0 or public domain.
 DEFAULT_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "hubble_deep_field.jpg", "retina.jpg",
@@ -135,16 +135,10 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, photos: list[
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder.")
+@dataset_options(videos=120, frames=32)
 @click.option("--photos", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A photograph to move (repeat for several). Default: scikit-image's CC0 / public-domain "
                    "photographs, astronaut.png excepted.")
-@click.option("--videos", default=120, show_default=True, type=click.IntRange(1), help="Number of videos.")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(16), help="Frame size in pixels.")
-@click.option("--frames", default=32, show_default=True, type=click.IntRange(2), help="Frames per video.")
-@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same videos.")
-@click.option("--test-fraction", default=0.2, show_default=True, type=FiniteFloat(0, 0.9),
-              help="Share of the videos that go to OUT/test.")
 @version_option()
 @user_errors
 def main(out: Path, photos: tuple[Path, ...], videos: int, size: int, frames: int, seed: int,
@@ -154,6 +148,7 @@ def main(out: Path, photos: tuple[Path, ...], videos: int, size: int, frames: in
     Each video is a strip of frames (a PNG, lossless) that fomm-train reads. Example, beside the synthetic
     faces in one dataset:
 
+    \b
       python -m fomm_deploy.training.synthetic --out data/portrait --videos 60 --size 64 --frames 64 --seed 0
       python -m fomm_deploy.training.photo_motion --out data/portrait --videos 120 --size 64 --seed 1
     """

@@ -161,14 +161,27 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, frames: int =
     return paths
 
 
+def dataset_options(*, videos: int, frames: int, videos_help: str = "Number of videos."):
+    """The options every dataset writer takes: --out, --videos, --size, --frames, --seed, --test-fraction."""
+    def decorate(f):
+        for option in reversed((
+            click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                         help="Dataset folder."),
+            click.option("--videos", default=videos, show_default=True, type=click.IntRange(1), help=videos_help),
+            click.option("--size", default=64, show_default=True, type=click.IntRange(16), help="Frame size in pixels."),
+            click.option("--frames", default=frames, show_default=True, type=click.IntRange(2),
+                         help="Frames per video."),
+            click.option("--seed", default=0, show_default=True,
+                         help="Random seed: the same seed writes the same videos."),
+            click.option("--test-fraction", default=0.2, show_default=True, type=FiniteFloat(0, 0.9),
+                         help="Share of the videos that go to OUT/test."))):
+            f = option(f)
+        return f
+    return decorate
+
+
 @click.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder.")
-@click.option("--videos", default=40, show_default=True, type=click.IntRange(1), help="Number of videos (identities).")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(16), help="Frame size in pixels.")
-@click.option("--frames", default=64, show_default=True, type=click.IntRange(2), help="Frames per video.")
-@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same videos.")
-@click.option("--test-fraction", default=0.2, show_default=True, type=FiniteFloat(0, 0.9),
-              help="Share of the videos that go to OUT/test.")
+@dataset_options(videos=40, frames=64, videos_help="Number of videos (identities).")
 @version_option()
 @user_errors
 def main(out: Path, videos: int, size: int, frames: int, seed: int, test_fraction: float) -> None:

@@ -178,7 +178,7 @@ def main(models: tuple[str, ...], driving: Path | None, synthetic: Path | None, 
          frames_png: Path | None) -> None:
     """Measure real-face quality of checkpoints (issue #27's targets) on ONNX Runtime fp32."""
     from fomm_deploy.export.exporter import run_export
-    from fomm_deploy.runtime.core.fileio import write_image
+    from fomm_deploy.runtime.core.fileio import atomic_path, write_image
     from fomm_deploy.training.face_metrics import FaceAnalyzer
     import cv2
     parsed = [parse_model(m) for m in models]
@@ -205,10 +205,11 @@ def main(models: tuple[str, ...], driving: Path | None, synthetic: Path | None, 
             rows[m.name] = row
             panels.append(result[::10])
     command = "python -m fomm_deploy.benchmarks.real_faces " + shlex.join(sys.argv[1:])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "driving": str(driving), "models": rows},
-                                                   indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, command))
+    for path, text in ((out.with_suffix(".json"), json.dumps({"command": command, "driving": str(driving),
+                                                               "models": rows}, indent=2) + "\n"),
+                       (out.with_suffix(".md"), markdown(rows, command))):
+        with atomic_path(path) as tmp:  # never a half-written results file
+            tmp.write_text(text)
     click.echo(markdown(rows, command))
     if frames_png is not None:
         size = panels[0].shape[1]

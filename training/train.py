@@ -30,7 +30,7 @@ from tqdm import tqdm
 from fomm_deploy.runtime.core import signals
 from fomm_deploy.runtime.core.config import FommConfig
 from fomm_deploy.runtime.core.errors import DatasetError, InputError, Interrupted
-from fomm_deploy.runtime.core.fileio import write_image
+from fomm_deploy.runtime.core.fileio import atomic_path, write_image
 from fomm_deploy.runtime.core.keypoints import normalize_kp
 from fomm_deploy.runtime.media.preprocess import to_uint8
 from fomm_deploy.runtime.media.video import VideoWriter
@@ -556,8 +556,7 @@ def _counted_rgb(frames: torch.Tensor, bar):
 def write_metrics_table(path: Path, rows: list[dict]) -> Path:
     """One CSV row per video, ``TABLE_COLUMNS`` in order; numbers with 6 significant digits, empty where a
     metric was not measured, ``nan`` where it could not be (no frame with a face in both)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # never a half-written table
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, restval="")
         writer.writeheader()
         for row in rows:

@@ -84,7 +84,7 @@ def check_providers(session, asked: Sequence[str], path: Path) -> None:
 
 
 def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), threads: int | None = None,
-                      provider_options: dict[str, dict] | None = None):
+                      provider_options: dict[str, dict] | None = None, profile_prefix: str | None = None):
     """An ``onnxruntime.InferenceSession`` for ``path``.
 
     Args:
@@ -92,6 +92,8 @@ def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), thr
         threads: intra-op threads; default the number of cores. Spinning is off, so the keypoint detector
             and generator sessions that alternate do not fight for the cores.
         provider_options: per short name, e.g. ``{"tensorrt": {"trt_fp16_enable": True}}``.
+        profile_prefix: turn on ONNX Runtime's profiler, writing ``<prefix>_<time>.json`` when the caller calls
+            ``session.end_profiling()`` (``benchmarks/profile_graph.py``).
     Raises:
         FommError: onnxruntime missing, unknown provider, or a provider not in this onnxruntime build.
     """
@@ -117,6 +119,9 @@ def session_from_onnx(path: str | Path, providers: Sequence[str] = ("cpu",), thr
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=names, provider_options=options)
     except Exception as exc:  # onnxruntime raises its own exception types

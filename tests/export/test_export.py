@@ -25,15 +25,15 @@ from fomm_deploy.runtime.core.fileio import sha256_file
 from fomm_deploy.runtime.core.keypoints import KP
 from fomm_deploy.runtime.core.manifest import MANIFEST_FORMAT, graph_file_name
 from fomm_deploy.training.checkpoint import CheckpointError
-from tests.runtime.conftest import RANDOM_WEIGHTS_INT8
+from tests.conftest import RANDOM_WEIGHTS_INT8
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_KP_ATOL, GOLDEN_PRED_ATOL = 2e-5, 1e-4  # the fixture's suggested tolerances, also for ONNX
 # The golden checkpoint has random weights, no int8 quality reference: whether its int8 graphs meet the default
-# int8 budget depends on the CPU's int8 kernels (tests/runtime/conftest.py), so no test here expects it to pass
+# int8 budget depends on the CPU's int8 kernels (tests/conftest.py), so no test here expects it to pass
 # or to fail. Budget failures are forced with explicit budgets that no graph can meet; tests that need its int8
-# graphs for their structure pass the floor RANDOM_WEIGHTS_INT8 (one definition, beside the runtime tests'
-# golden export); int8 quality is tested on the bundled trained model (test_int8_quality_on_the_bundled_model).
+# graphs for their structure pass the floor RANDOM_WEIGHTS_INT8 (one definition, beside the shared
+# golden export in tests/conftest.py); int8 quality is tested on the bundled trained model (test_int8_quality_on_the_bundled_model).
 # A PSNR budget no comparison reaches: the pixels of a reduced-precision graph are never all exactly equal to
 # fp32's (PSNR inf), and short of that 500 dB is far beyond float32's resolution.
 UNREACHABLE_DB = 500.0

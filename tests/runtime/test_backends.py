@@ -21,7 +21,7 @@ from fomm_deploy.runtime.core.errors import FommError, InputError, InputMismatch
 from fomm_deploy.runtime.graphs import load_exported, make_backend, open_animator
 from fomm_deploy.runtime.core.keypoints import KP
 
-from .conftest import RANDOM_WEIGHTS_INT8
+from tests.conftest import RANDOM_WEIGHTS_INT8
 
 BACKENDS = ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt])]
 

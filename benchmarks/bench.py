@@ -502,6 +502,12 @@ def add_work(entries: list[Entry], exported, peaks: list[Peaks] | None) -> None:
             e.peaks = peaks[i].to_json()
 
 
+def cpu_line(machine: dict[str, str]) -> str:
+    """``machine_info()`` as the reports' one line: CPU, cores, family/model and instruction sets."""
+    return (f"{machine.get('cpu', '?')} ({machine.get('cores')} cores, family/model "
+            f"{machine.get('cpu_family_model', '?')}, {machine.get('isa', '?')})")
+
+
 # -- reports -----------------------------------------------------------------------------------------------
 
 
@@ -509,9 +515,7 @@ def markdown_table(result: BenchResult) -> str:
     peaks = result.peaks
     lines = [
         f"Config `{result.config}`, weights: {result.weights}; {result.iters} steps after {result.warmup} warm-up; "
-        f"{result.threads} threads; CPU: {result.machine.get('cpu', '?')} ({result.machine.get('cores')} cores, family/model "
-        f"{result.machine.get('cpu_family_model', '?')}, {result.machine.get('isa', '?')}); "
-        f"GPU: {result.machine.get('gpu')}.",
+        f"{result.threads} threads; CPU: {cpu_line(result.machine)}; GPU: {result.machine.get('gpu')}.",
         "",
     ]
     if peaks:

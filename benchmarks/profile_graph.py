@@ -34,7 +34,7 @@ from fomm_deploy.runtime.core.precision import PRECISIONS
 from fomm_deploy.runtime.graphs import load_exported
 from fomm_deploy.runtime.core.fileio import atomic_path
 
-from .bench import bench_frames
+from .bench import bench_frames, cpu_line, machine_info
 from .roofline import graph_work
 
 PROFILED_GRAPHS = ("kp_detector", "source_encoder", "generator", "generator_frame", "frame_step")
@@ -57,6 +57,7 @@ class Profile:
     int8_gop: float = 0.0
     float_gflop: float = 0.0
     conv_speed: dict[str, float] = field(default_factory=dict)  # "int8 GOP/s", "float GFLOP/s"
+    machine: dict[str, str] = field(default_factory=machine_info)
 
     @property
     def wall_median_ms(self) -> float:
@@ -134,6 +135,7 @@ def profile_graph(exported, graph: str, precision: str, *, runs: int = 6, warmup
 
 def markdown(p: Profile, command: str, top: int) -> str:
     lines = [f"Command: `{command}`", "",
+             f"Machine: {cpu_line(p.machine)}; onnxruntime {p.machine.get('onnxruntime', '?')}.", "",
              f"`{p.file}` ({p.graph}, {p.precision}), {p.runs} runs after warm-up, {p.threads} threads: wall median "
              f"{p.wall_median_ms:.1f} ms, kernel time {p.kernel_ms:.1f} ms per run. Convolution work "
              f"{p.int8_gop:.2f} int8 GOP + {p.float_gflop:.2f} float GFLOP"

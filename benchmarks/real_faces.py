@@ -21,7 +21,7 @@ Writes ``OUT.json`` and ``OUT.md``.
 from __future__ import annotations
 
 import json
-import platform
+import math
 import shlex
 import sys
 import tempfile
@@ -42,6 +42,8 @@ from fomm_deploy.runtime.media.preprocess import load_image
 from fomm_deploy.runtime.media.samples import carphone_path
 from fomm_deploy.runtime.media.video import read_frames
 from fomm_deploy.training.face_metrics import aed, mouth_opening, video_face_metrics
+
+from .bench import cpu_line, machine_info
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 ASTRONAUT = CHECKOUT / "tests" / "data" / "astronaut.png"
@@ -148,16 +150,33 @@ def synthetic_l1(exported, folder: Path) -> float:
     return float(np.mean(values))
 
 
-def markdown(rows: dict[str, dict], command: str) -> str:
-    lines = [f"Command: `{command}`", "", f"Machine: {platform.machine()} {platform.processor() or ''}".rstrip(), "",
+def no_nan(value):
+    """``value`` with every NaN float (a metric with no frame to average) as None, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _num(value: float | None, digits: int) -> str:
+    """A table cell: the value, or ``-`` where no frame had a face to measure (NaN, None in the JSON)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown(rows: dict[str, dict], command: str, machine: dict[str, str]) -> str:
+    lines = [f"Command: `{command}`", "",
+             f"Machine: {cpu_line(machine)}; onnxruntime {machine.get('onnxruntime', '?')}, fp32. A `-`: no frame "
+             "with a face to measure.", "",
              "| model | astronaut frame 0 PSNR (dB) | carphone rec. L1 (copy) | carphone AKD px (copy) | "
              "mouth corr. | AED to astronaut | AED to driver | synthetic test L1 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows.items():
         rec, x = r["carphone_reconstruction"], r["astronaut_by_carphone"]
         lines.append(f"| {name} | {r['astronaut_frame0_psnr']:.1f} | {rec['l1']:.4f} ({rec['l1_copy']:.4f}) | "
-                     f"{rec['akd']:.2f} ({rec['akd_copy']:.2f}) | {x['mouth_corr']:.2f} | {x['aed_to_source']:.3f} | "
-                     f"{x['aed_to_driver']:.3f} | " + (f"{r['synthetic_l1']:.4f} |" if 'synthetic_l1' in r else "- |"))
+                     f"{_num(rec['akd'], 2)} ({_num(rec['akd_copy'], 2)}) | {_num(x['mouth_corr'], 2)} | "
+                     f"{_num(x['aed_to_source'], 3)} | {_num(x['aed_to_driver'], 3)} | "
+                     + (f"{r['synthetic_l1']:.4f} |" if 'synthetic_l1' in r else "- |"))
     return "\n".join(lines) + "\n"
 
 
@@ -205,12 +224,13 @@ def main(models: tuple[str, ...], driving: Path | None, synthetic: Path | None, 
             rows[m.name] = row
             panels.append(result[::10])
     command = "python -m fomm_deploy.benchmarks.real_faces " + shlex.join(sys.argv[1:])
-    for path, text in ((out.with_suffix(".json"), json.dumps({"command": command, "driving": str(driving),
-                                                               "models": rows}, indent=2) + "\n"),
-                       (out.with_suffix(".md"), markdown(rows, command))):
+    machine = machine_info()
+    report = {"command": command, "machine": machine, "driving": str(driving), "models": no_nan(rows)}
+    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=2) + "\n"),
+                       (out.with_suffix(".md"), markdown(rows, command, machine))):
         with atomic_path(path) as tmp:  # never a half-written results file
             tmp.write_text(text)
-    click.echo(markdown(rows, command))
+    click.echo(markdown(rows, command, machine))
     if frames_png is not None:
         size = panels[0].shape[1]
         drv = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip[::10]])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 
-from fomm_deploy.benchmarks.real_faces import parse_model, psnr
+from fomm_deploy.benchmarks.bench import machine_info
+from fomm_deploy.benchmarks.real_faces import markdown, no_nan, parse_model, psnr
 from fomm_deploy.runtime.core.errors import InputError
 
 
@@ -26,3 +30,23 @@ def test_psnr_in_decibels_of_uint8():
     b = a.copy()
     b[...] = 1  # mse 1 -> 48.13 dB
     assert psnr(a, b) == pytest.approx(10 * np.log10(255.0 ** 2), abs=1e-9)
+
+
+def _row(mouth: float) -> dict:
+    return {"astronaut_frame0_psnr": 22.7, "synthetic_l1": 0.0307,
+            "carphone_reconstruction": {"l1": 0.1382, "l1_copy": 0.0647, "akd": 15.8, "akd_copy": 5.45},
+            "astronaut_by_carphone": {"mouth_corr": mouth, "aed_to_source": 0.598, "aed_to_driver": 0.801}}
+
+
+def test_results_name_the_machine_and_keep_json_standard():
+    """A model with no face found has NaN metrics: the JSON says null (json.loads of NaN is not standard JSON),
+    and the table names the CPU by family/model and instruction sets, as fomm-bench's do."""
+    rows = {"bundled": _row(math.nan), "trained": _row(0.36)}
+    text = json.dumps(no_nan(rows), allow_nan=False)  # raises on any NaN left
+    assert json.loads(text)["bundled"]["astronaut_by_carphone"]["mouth_corr"] is None
+    assert json.loads(text)["trained"]["astronaut_by_carphone"]["mouth_corr"] == 0.36
+    machine = machine_info()
+    table = markdown(rows, "cmd", machine)
+    assert f"family/model {machine['cpu_family_model']}, {machine['isa']}" in table
+    assert "| trained | 22.7 | 0.1382 (0.0647) | 15.80 (5.45) | 0.36 | 0.598 | 0.801 | 0.0307 |" in table
+    assert "| bundled | 22.7 | 0.1382 (0.0647) | 15.80 (5.45) | - | 0.598 | 0.801 | 0.0307 |" in table

@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
+from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.feeds import feed_set, kp_from_outputs
 from fomm_deploy.runtime.core.precision import PRECISIONS
 from fomm_deploy.runtime.graphs import load_exported
@@ -80,7 +82,8 @@ def graph_feed(exported, graph: str) -> dict[str, np.ndarray]:
         encoded = run("source_encoder", {"source": src})
     feeds = feed_set(src, kp(src), drv, kp(drv), encoded=encoded)
     if graph not in feeds:
-        raise click.ClickException(f"--graph {graph}: this export has no per-source split graphs to feed it")
+        raise InputError(f"--graph {graph}: this export has no per-source split graphs (source_encoder) to feed "
+                         "it; profile kp_detector or generator")
     return feeds[graph]
 
 
@@ -109,8 +112,6 @@ def profile_graph(exported, graph: str, precision: str, *, runs: int = 6, warmup
     feed = graph_feed(exported, graph)
     with tempfile.TemporaryDirectory(prefix="fomm-profile-") as tmp:
         session = session_from_onnx(path, threads=threads, profile_prefix=os.path.join(tmp, "ort"))
-        import time
-
         wall = []
         for i in tqdm(range(warmup + runs), desc=f"profiling {path.name}", unit="run", disable=not progress):
             t0 = time.perf_counter()

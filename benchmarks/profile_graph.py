@@ -32,7 +32,7 @@ from fomm_deploy.runtime.backends.onnxrt import session_from_onnx
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.feeds import feed_set, kp_from_outputs
-from fomm_deploy.runtime.core.precision import PRECISIONS
+from fomm_deploy.runtime.core.options import onnx_dir_option, precision_option
 from fomm_deploy.runtime.graphs import load_exported
 from fomm_deploy.runtime.core.fileio import atomic_path
 
@@ -72,15 +72,16 @@ def graph_feed(exported, graph: str) -> dict[str, np.ndarray]:
     source, frames = bench_frames(exported.config, 1)
     src, drv = (np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32) for x in (source, frames[0]))
 
-    def run(name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(name: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         session = session_from_onnx(exported.manifest.verified_graph(exported.dir, name, "fp32"))
-        return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+        names = [o.name for o in session.get_outputs()]
+        return [dict(zip(names, session.run(None, feed))) for feed in feeds]
 
-    kp = lambda image: kp_from_outputs(run("kp_detector", {"image": image}))  # noqa: E731
+    kp_src, kp_drv = (kp_from_outputs(o) for o in run("kp_detector", [{"image": src}, {"image": drv}]))
     encoded = None
     if exported.manifest.has_file(exported.dir, "source_encoder", "fp32"):
-        encoded = run("source_encoder", {"source": src})
-    feeds = feed_set(src, kp(src), drv, kp(drv), encoded=encoded)
+        encoded = run("source_encoder", [{"source": src}])[0]
+    feeds = feed_set(src, kp_src, drv, kp_drv, encoded=encoded)
     if graph not in feeds:
         raise InputError(f"--graph {graph}: this export has no per-source split graphs (source_encoder) to feed "
                          "it; profile kp_detector or generator")
@@ -149,13 +150,11 @@ def markdown(p: Profile, command: str, top: int) -> str:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--onnx", "onnx_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder written by fomm-export (holds manifest.json).")
+@onnx_dir_option(None, required=True)
 @click.option("--graph", type=click.Choice(PROFILED_GRAPHS), default="generator_frame", show_default=True,
               help="Which graph to profile.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Which of its files: int8 profiles <graph>.int8.onnx (graphs that int8 keeps in fp32 "
-                   "profile their fp32 file).")
+@precision_option(help="Which of its files: int8 profiles <graph>.int8.onnx (graphs that int8 keeps in fp32 "
+                       "profile their fp32 file).")
 @click.option("--runs", type=click.IntRange(1), default=6, show_default=True, help="Profiled runs, after warm-up.")
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")

@@ -66,6 +66,7 @@ COMMANDS = {
     "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
     "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
     "python -m fomm_deploy.training.random_checkpoint": "fomm_deploy.training.random_checkpoint:main",
+    "python -m fomm_deploy.training.warm_start": "fomm_deploy.training.warm_start:main",
     "python -m fomm_deploy.benchmarks.serve_load": "fomm_deploy.benchmarks.serve_load:main",
 }
 
@@ -145,11 +146,13 @@ def test_a_shared_option_is_declared_the_same_way_in_every_command():
         assert len(where) >= 2, (option, where)
         assert len(set(where.values())) == 1, f"{option} is declared differently: {where}"
     assert set(seen["--ckpt"]) == {"fomm-export", "fomm-animate", "fomm-compare", "fomm-train", "fomm-bench",
-                                   "python -m fomm_deploy.training.inspect_checkpoint"}
+                                   "python -m fomm_deploy.training.inspect_checkpoint",
+                                   "python -m fomm_deploy.training.warm_start"}
     assert set(seen["--backends"]) == {"fomm-compare", "fomm-bench"}
     assert set(seen["--config"]) == {"fomm-export", "fomm-compare", "fomm-train", "fomm-bench",
                                      "python -m fomm_deploy.training.inspect_checkpoint",
-                                     "python -m fomm_deploy.training.random_checkpoint"}
+                                     "python -m fomm_deploy.training.random_checkpoint",
+                                     "python -m fomm_deploy.training.warm_start"}
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -53,12 +53,22 @@ class AugmentationParams:
 
 
 @dataclass(frozen=True)
+class NearPairs:
+    """fomm-deploy addition: ``share`` of the training pairs take their two frames at most ``max_gap`` frames
+    apart (0: the same frame twice), the rest two frames anywhere in the video as upstream. Relative animation
+    spends most frames close to the driver's first frame, where detail kept matters more than large motion."""
+    share: float = 0.0
+    max_gap: int = 2
+
+
+@dataclass(frozen=True)
 class DatasetParams:
     root_dir: str = ""
     frame_shape: tuple[int, ...] = (256, 256, 3)
     id_sampling: bool = False
     pairs_list: str | None = None
     augmentation_params: AugmentationParams | None = None
+    near_pairs: NearPairs | None = None  # fomm-deploy addition; absent: upstream's sampling
 
 
 @dataclass(frozen=True)
@@ -148,8 +158,8 @@ def training_config(cfg: FommConfig) -> TrainingConfig:
     """Parse and validate the training sections of ``cfg``.
 
     Raises:
-        ConfigError: an unknown, missing or mistyped key in a training section (the message names it), or a
-            ``perceptual_backbone`` other than ``vgg19`` / ``pixel``.
+        ConfigError: an unknown, missing or mistyped key in a training section (the message names it), a
+            ``perceptual_backbone`` other than ``vgg19`` / ``pixel``, or ``near_pairs`` out of range.
     """
     parsed = {}
     for section, cls in _SECTION_TYPES.items():
@@ -161,6 +171,10 @@ def training_config(cfg: FommConfig) -> TrainingConfig:
     backbone = tcfg.train_params.perceptual_backbone
     if backbone not in ("vgg19", "pixel"):
         raise ConfigError(f"'train_params.perceptual_backbone' must be vgg19 or pixel, got {backbone!r}")
+    near = tcfg.dataset_params.near_pairs
+    if near is not None and not (0.0 <= near.share <= 1.0 and near.max_gap >= 0):
+        raise ConfigError(f"'dataset_params.near_pairs' needs share in [0, 1] and max_gap >= 0, got share "
+                          f"{near.share}, max_gap {near.max_gap}")
     return tcfg
 
 

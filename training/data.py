@@ -21,7 +21,7 @@ from fomm_deploy.runtime.core.errors import DatasetError, InputError
 from fomm_deploy.runtime.media.preprocess import IMAGE_SUFFIXES, load_image, to_uint8
 from fomm_deploy.runtime.media.video import VIDEO_SUFFIXES, read_frames
 
-from .config import AugmentationParams
+from .config import AugmentationParams, NearPairs
 
 
 def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -147,7 +147,8 @@ class Augmenter:
 class FramesDataset(Dataset):
     """Upstream's FramesDataset.
 
-    Train items: ``{"source", "driving"}`` (C, H, W) float32, two frames of one video (sorted random indices).
+    Train items: ``{"source", "driving"}`` (C, H, W) float32, two frames of one video (sorted random indices;
+    with ``near_pairs``, a share of them close together: :func:`pair_indices`).
     Test items: ``{"video"}`` (C, T, H, W) float32 and ``{"name"}``.
 
     The split: ``root/train`` or ``root/test``; without ``train/``, a seeded 80/20 split of the videos in
@@ -157,7 +158,7 @@ class FramesDataset(Dataset):
 
     def __init__(self, root: str | Path, frame_shape: tuple[int, ...], *, id_sampling: bool = False,
                  is_train: bool = True, random_seed: int = 0, augmentation: AugmentationParams | None = None,
-                 log=None, every_video: bool = False) -> None:
+                 log=None, every_video: bool = False, near_pairs: NearPairs | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"dataset folder not found: {root} (set --data or dataset_params.root_dir)")
@@ -165,6 +166,7 @@ class FramesDataset(Dataset):
         self.is_train = is_train
         self.id_sampling = id_sampling
         self.augmentation = augmentation if is_train else None
+        self.near_pairs = near_pairs
         if every_video:  # evaluation of any folder: its videos, or those of its train/ and test/
             splits = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
             entries = sorted(p for d in splits if d.is_dir() for p in d.iterdir() if _is_video_entry(p))
@@ -233,13 +235,23 @@ class FramesDataset(Dataset):
             path = self.videos[idx]
         frames = read_video(path, self.frame_shape)
         if self.is_train:
-            pick = np.sort(rng.choice(len(frames), size=2, replace=True))
+            pick = pair_indices(len(frames), rng, self.near_pairs)
             clip = frames[pick].astype(np.float32) / 255.0
             clip = Augmenter(self.augmentation, rng)(clip)
             return {"source": torch.from_numpy(clip[0].transpose(2, 0, 1).copy()),
                     "driving": torch.from_numpy(clip[1].transpose(2, 0, 1).copy())}
         video = frames.astype(np.float32).transpose(3, 0, 1, 2) / 255.0
         return {"video": torch.from_numpy(video), "name": path.name}
+
+
+def pair_indices(n: int, rng: np.random.Generator, near: NearPairs | None = None) -> np.ndarray:
+    """Two sorted frame indices of an ``n``-frame video: anywhere (upstream's sampling, the same draws from
+    ``rng`` as before ``near_pairs`` existed), or with probability ``near.share`` at most ``near.max_gap`` apart."""
+    if near is not None and near.share > 0 and rng.random() < near.share:
+        first = int(rng.integers(n))
+        second = min(n - 1, max(0, first + int(rng.integers(-near.max_gap, near.max_gap + 1))))
+        return np.sort(np.array([first, second]))
+    return np.sort(rng.choice(n, size=2, replace=True))
 
 
 class DatasetRepeater(Dataset):

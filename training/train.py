@@ -172,7 +172,8 @@ class _Training:
     def _dataset(self) -> DatasetRepeater:
         params = self.tcfg.dataset_params
         dataset = FramesDataset(self.opts.data, self.cfg.frame_shape, id_sampling=params.id_sampling, is_train=True,
-                                random_seed=self.opts.seed, augmentation=params.augmentation_params, log=self.say)
+                                random_seed=self.opts.seed, augmentation=params.augmentation_params, log=self.say,
+                                near_pairs=params.near_pairs)
         if dataset.skipped:
             self.say(f"{len(dataset.skipped)} video(s) skipped, {len(dataset.videos)} used")
         repeated = DatasetRepeater(dataset, self.tp.num_repeats)

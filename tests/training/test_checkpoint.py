@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fomm_deploy.runtime.core.config import config_from_dict, resolve_config
 from fomm_deploy.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
@@ -380,3 +381,67 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path, legacy):
                                               f"infinity\\) in kp_detector {name}: the training that wrote it "
                                               "diverged, or the file is damaged"):
         load_checkpoint(ckpt, resolve_config("synthetic-faces"))
+
+
+def test_warm_start_copies_what_matches_and_starts_the_rest_new(tmp_path):
+    """python -m fomm_deploy.training.warm_start: a config without the generator's down blocks, started from a
+    trained checkpoint of one with them. Tensors of the same name and shape are the checkpoint's, the others
+    the new config's seeded initialisation; --only narrows the copy; the file loads strictly and carries no
+    epoch or optimizer state, so fomm-train starts it at epoch 0."""
+    old_cfg = shrink(resolve_config("tiny-test"))
+    trained = _perturbed(build_models(old_cfg, discriminator=True))
+    src = upstream_style_file(tmp_path / "trained.pth.tar", trained, legacy=False, prefix="module.")
+    data = old_cfg.to_dict()
+    data["model_params"]["generator_params"]["num_down_blocks"] = 0
+    new_yaml = tmp_path / "no down blocks.yaml"
+    new_yaml.write_text(yaml.safe_dump(data))
+    new_cfg = resolve_config(str(new_yaml))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "fomm_deploy.training.warm_start", "--ckpt", str(src),
+                               "--config", str(new_yaml), *args], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+
+    res = run("--out", "warm.pth.tar")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.startswith("wrote warm.pth.tar: tensors copied from ") and "kp_detector 65 of 65, generator 73 of 145" in res.stdout
+    raw = read_checkpoint(tmp_path / "warm.pth.tar")
+    assert sorted(raw) == ["discriminator", "generator", "kp_detector"]
+    warm = load_checkpoint(tmp_path / "warm.pth.tar", new_cfg, discriminator=True).models
+    torch.manual_seed(0)
+    fresh = build_models(new_cfg, discriminator=True)
+    copied = new = 0
+    for part in ("kp_detector", "generator", "discriminator"):
+        old_state = getattr(trained, part).state_dict()
+        for k, v in getattr(warm, part).state_dict().items():
+            if k in old_state and old_state[k].shape == v.shape:
+                assert torch.equal(v, old_state[k]), (part, k)
+                copied += 1
+            else:
+                assert torch.equal(v, getattr(fresh, part).state_dict()[k]), (part, k)
+                new += 1
+    assert copied and new  # the down blocks' absence changes the encoder's and decoder's shapes
+
+    res = run("--out", "dense motion only.pth.tar", "--only", "generator.dense_motion_network")
+    assert res.returncode == 0, res.stderr
+    only = load_checkpoint(tmp_path / "dense motion only.pth.tar", new_cfg, discriminator=True).models
+    for k, v in only.generator.state_dict().items():
+        expected = trained.generator.state_dict() if k.startswith("dense_motion_network.") else fresh.generator.state_dict()
+        assert torch.equal(v, expected[k]), k
+    assert all(torch.equal(a, b) for a, b in zip(only.kp_detector.state_dict().values(),
+                                                  fresh.kp_detector.state_dict().values()))
+
+    for args, message in ((("--out", "x.pth.tar", "--only", "decoder"), "--only decoder: a prefix starts with one"),
+                          (("--out", str(src)), "already exists"),
+                          (("--out", "warm.pth.tar"), "already exists; pass --force")):
+        res = run(*args)
+        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = run("--out", str(src), "--force")
+    assert res.returncode != 0 and "--out is --ckpt" in res.stderr, res.stderr
+    torch.save({"generator": {"encoder.weight": torch.ones(2)}, "kp_detector": {"head.weight": torch.ones(2)}},
+               tmp_path / "other model.pth.tar")
+    other = subprocess.run([sys.executable, "-m", "fomm_deploy.training.warm_start", "--ckpt", "other model.pth.tar",
+                            "--config", str(new_yaml), "--out", "other.pth.tar"], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert other.returncode == 1 and "no tensor of other model.pth.tar" in other.stderr, other.stderr
+    assert "another model" in other.stderr and "Traceback" not in other.stderr and not (tmp_path / "other.pth.tar").exists()

@@ -195,6 +195,57 @@ def test_seeded_split_without_train_and_test_folders(tmp_path, synthetic_data):
     assert not set(train_ds.videos) & set(test_ds.videos)
 
 
+def test_pair_indices_near_share_and_gap():
+    """``dataset_params.near_pairs``: that share of the pairs at most max_gap frames apart, the rest as
+    upstream draws them (the very same draws when near_pairs is absent, so existing runs resume the same)."""
+    from fomm_deploy.training.config import NearPairs
+    from fomm_deploy.training.data import pair_indices
+
+    n = 50
+    for seed in range(20):
+        assert np.array_equal(pair_indices(n, np.random.default_rng(seed)),
+                              np.sort(np.random.default_rng(seed).choice(n, size=2, replace=True)))
+
+    def gaps(near, draws=3000):
+        rng = np.random.default_rng(7)
+        picks = np.array([pair_indices(n, rng, near) for _ in range(draws)])
+        assert picks.min() >= 0 and picks.max() <= n - 1 and np.all(picks[:, 0] <= picks[:, 1])
+        return picks[:, 1] - picks[:, 0]
+
+    assert gaps(NearPairs(share=1.0, max_gap=3)).max() <= 3
+    assert np.all(gaps(NearPairs(share=1.0, max_gap=0)) == 0)
+    upstream, mixed = gaps(None), gaps(NearPairs(share=0.3, max_gap=3))
+    near_upstream, near_mixed = np.mean(upstream <= 3), np.mean(mixed <= 3)
+    assert near_upstream < 0.2 and 0.25 < near_mixed - near_upstream * 0.7 < 0.35, (near_upstream, near_mixed)
+    assert mixed.max() > 3  # the rest still spans the video
+
+
+def test_training_draws_near_pairs_from_the_config(tmp_path, synthetic_data):
+    """The config's near_pairs reach fomm-train's dataset: with share 1 and max_gap 0 every pair is one frame
+    twice (augmentation moves both frames alike), without it the two frames differ."""
+    from fomm_deploy.training.train import _Training
+
+    def pairs(**dataset):
+        data = tiny_train_config().to_dict()
+        data["dataset_params"].update(dataset)
+        run = _Training(config_from_dict(data, name="tiny-near"),
+                        TrainOptions(data=synthetic_data, log_dir=tmp_path / "run", progress=False), lambda m: None)
+        return [run.dataset.dataset[(i % 4, 100 + i)] for i in range(12)]
+
+    assert all(torch.equal(p["source"], p["driving"]) for p in pairs(near_pairs={"share": 1.0, "max_gap": 0}))
+    assert not all(torch.equal(p["source"], p["driving"]) for p in pairs())
+
+
+def test_near_pairs_out_of_range_is_a_config_error():
+    from fomm_deploy.runtime.core.errors import ConfigError
+    from fomm_deploy.training.config import training_config
+
+    data = tiny_train_config().to_dict()
+    data["dataset_params"]["near_pairs"] = {"share": 1.5, "max_gap": 2}
+    with pytest.raises(ConfigError, match=r"near_pairs.*share in \[0, 1\].*share 1.5"):
+        training_config(config_from_dict(data))
+
+
 def test_flip_is_time_or_horizontal_never_both():
     from fomm_deploy.training.config import training_config
 

@@ -32,8 +32,8 @@ def warm_start(ckpt: str | Path, cfg: FommConfig, out: str | Path, seed: int = 0
             ``generator.dense_motion_network``, ...); empty: every tensor that matches.
 
     Returns:
-        ``{part: (tensors copied, tensors in the part)}`` (batch-norm counters not counted) for the keypoint
-        detector, the generator and the discriminator (the last only when ``ckpt`` has one; otherwise it starts new, as fomm-train does).
+        ``{part: (tensors copied, tensors in the part)}`` for the keypoint detector, the generator and the
+        discriminator (batch-norm counters not counted; a checkpoint without a discriminator copies none).
     Raises:
         InputError: not one tensor matches (a checkpoint of another model altogether).
     """
@@ -58,6 +58,9 @@ def warm_start(ckpt: str | Path, cfg: FommConfig, out: str | Path, seed: int = 0
         weights = [k for k in state if not k.endswith("num_batches_tracked")]  # counters, not weights
         counts[part] = (sum(k in same for k in weights), len(weights))
     if not any(copied for copied, _ in counts.values()):
+        if only:
+            raise InputError(f"no tensor of {ckpt} under {', '.join(only)} has the name and shape of one in "
+                             f"{cfg.name or cfg.source}'s networks: check the --only prefixes")
         raise InputError(f"no tensor of {ckpt} has the name and shape of one in {cfg.name or cfg.source}'s "
                          "networks: it is a checkpoint of another model; train from scratch (fomm-train without "
                          "--ckpt)")

@@ -94,9 +94,7 @@ def main(ckpt: Path, config: str, out: Path, only: tuple[str, ...], seed: int, f
       fomm-train --config configs/portrait-64-d0-gan.yaml --ckpt log/d0-warm.pth.tar --log-dir log/portrait-64-d0-gan
     """
     cfg = resolve_config(config)
-    check_output_file(out, force=force)
-    if out.resolve() == Path(ckpt).resolve():
-        raise InputError("--out is --ckpt: write the warm start to another file")
+    check_output_file(out, inputs={"--ckpt": ckpt}, force=force)
     bad = [p for p in only if p.split(".")[0] not in PARTS]
     if bad:
         raise InputError(f"--only {bad[0]}: a prefix starts with one of {', '.join(PARTS)}")

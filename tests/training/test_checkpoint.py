@@ -397,8 +397,8 @@ def test_warm_start_copies_what_matches_and_starts_the_rest_new(tmp_path):
     new_yaml.write_text(yaml.safe_dump(data))
     new_cfg = resolve_config(str(new_yaml))
 
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "fomm_deploy.training.warm_start", "--ckpt", str(src),
+    def run(*args, ckpt=src):
+        return subprocess.run([sys.executable, "-m", "fomm_deploy.training.warm_start", "--ckpt", str(ckpt),
                                "--config", str(new_yaml), *args], capture_output=True, text=True, timeout=300,
                               cwd=tmp_path)
 
@@ -434,17 +434,14 @@ def test_warm_start_copies_what_matches_and_starts_the_rest_new(tmp_path):
 
     for args, message in ((("--out", "x.pth.tar", "--only", "decoder"), "--only decoder: a prefix starts with one"),
                           (("--out", "x.pth.tar", "--only", "generator.decoder"), "check the --only prefixes"),
-                          (("--out", str(src)), "already exists"),
+                          (("--out", str(src)), "is the --ckpt input"),
+                          (("--out", str(src), "--force"), "is the --ckpt input"),
                           (("--out", "warm.pth.tar"), "already exists; pass --force")):
         res = run(*args)
         assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
-    res = run("--out", str(src), "--force")
-    assert res.returncode != 0 and "--out is --ckpt" in res.stderr, res.stderr
     torch.save({"generator": {"encoder.weight": torch.ones(2)}, "kp_detector": {"head.weight": torch.ones(2)}},
                tmp_path / "other model.pth.tar")
-    other = subprocess.run([sys.executable, "-m", "fomm_deploy.training.warm_start", "--ckpt", "other model.pth.tar",
-                            "--config", str(new_yaml), "--out", "other.pth.tar"], capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path)
+    other = run("--out", "other.pth.tar", ckpt="other model.pth.tar")
     assert other.returncode == 1 and "no tensor of other model.pth.tar" in other.stderr, other.stderr
     assert "another model" in other.stderr and "Traceback" not in other.stderr
     assert not (tmp_path / "other.pth.tar").exists()

@@ -65,9 +65,12 @@ COMMANDS = {
     "fomm-serve": "fomm_deploy.runtime.serve.cli:main",
     "python -m fomm_deploy.training.inspect_checkpoint": "fomm_deploy.training.inspect_checkpoint:main",
     "python -m fomm_deploy.training.synthetic": "fomm_deploy.training.synthetic:main",
+    "python -m fomm_deploy.training.photo_motion": "fomm_deploy.training.photo_motion:main",
     "python -m fomm_deploy.training.random_checkpoint": "fomm_deploy.training.random_checkpoint:main",
     "python -m fomm_deploy.training.warm_start": "fomm_deploy.training.warm_start:main",
     "python -m fomm_deploy.benchmarks.serve_load": "fomm_deploy.benchmarks.serve_load:main",
+    "python -m fomm_deploy.benchmarks.profile_graph": "fomm_deploy.benchmarks.profile_graph:main",
+    "python -m fomm_deploy.benchmarks.real_faces": "fomm_deploy.benchmarks.real_faces:main",
 }
 
 

@@ -6,7 +6,10 @@ frames (lossless, which an MP4 at 64 px is not). A video is one square region of
 of the whole photograph frame by frame while a smooth camera motion (translation, rotation, zoom and a
 slight perspective tilt) moves over it, and while a few smooth local warps (Gaussian bumps whose
 displacement swells and fades, as a mouth opening or an eyelid closing would) bend it. What enters the
-frame at its borders is the photograph's real content, not padding. Everything is seeded.
+frame at its borders is the photograph's real content, not padding. With ``--composite`` a share of the
+videos keep only a soft head-shaped part of the moving region, in front of a still view of another
+photograph: the motion of a talking head before a scene that stays put (a camera that does not move), which
+whole-frame motion alone never shows. Everything is seeded.
 
 It gives FOMM's generator real texture to reconstruct, which the synthetic faces (``training.synthetic``)
 lack; a dataset can hold both (write them into the same ``--out``).
@@ -29,6 +32,7 @@ from tqdm import tqdm
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.errors import InputError
 from fomm_deploy.runtime.core.fileio import write_image
+from fomm_deploy.runtime.core.options import FiniteFloat
 from fomm_deploy.runtime.media.preprocess import load_image, to_uint8
 from fomm_deploy.training.synthetic import dataset_options
 
@@ -60,8 +64,15 @@ def _smooth(rng: np.random.Generator, n: int, amplitude: float, speed: float) ->
     return amplitude * out
 
 
-def render_photo_video(photo: np.ndarray, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(frames, size, size, 3) uint8 RGB: one region of ``photo`` (H, W, 3 uint8) under smooth motion."""
+def render_photo_video(photo: np.ndarray, frames: int, size: int, rng: np.random.Generator, *,
+                       background: np.ndarray | None = None) -> np.ndarray:
+    """(frames, size, size, 3) uint8 RGB: one region of ``photo`` (H, W, 3 uint8) under smooth motion.
+
+    With ``background`` (H, W, 3 uint8), only a soft head-shaped ellipse of the moving region is kept, and it
+    moves and bends with the region in front of a still view of ``background``: a head moving in front of a
+    scene that stays put, which uncovers and covers the scene as it goes. The extra draws come after the
+    motion's, so a video's motion is the same with or without a background.
+    """
     ph, pw = photo.shape[:2]
     side = rng.uniform(0.3, 0.85) * min(ph, pw)  # the region, in photo pixels
     work = 2 * size  # rendered at twice the size, then area-downscaled
@@ -83,6 +94,11 @@ def render_photo_video(photo: np.ndarray, frames: int, size: int, rng: np.random
         bumps.append((rng.uniform(-0.6, 0.6, 2), rng.uniform(0.12, 0.35), rng.uniform(-0.08, 0.08, 2),
                       np.clip(0.5 + _smooth(rng, frames, 1.0, 2.5), 0, 1)))
 
+    still = mask = None
+    if background is not None:
+        still = _still_view(background, size, rng)
+        mask = _head_mask(sw, sh, cx, cy, half, rng)
+
     v, u = np.mgrid[0:work, 0:work].astype(np.float32)
     u, v = (u + 0.5) / half - 1, (v + 0.5) / half - 1  # [-1, 1]
     out = np.empty((frames, size, size, 3), np.uint8)
@@ -101,8 +117,34 @@ def render_photo_video(photo: np.ndarray, frames: int, size: int, rng: np.random
         frame = cv2.remap(small, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT_101)
         frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) * tint
+        if mask is not None:  # the outline moves and bends with the region: same maps
+            alpha = cv2.remap(mask, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            alpha = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_AREA)[..., None]
+            frame = alpha * frame + (1 - alpha) * still
         out[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
     return out
+
+
+def _still_view(background: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size, 3) float32: one square region of ``background``, area-downscaled, that never moves."""
+    bh, bw = background.shape[:2]
+    side = max(1, int(rng.uniform(0.4, 1.0) * min(bh, bw)))
+    y0, x0 = int(rng.integers(0, bh - side + 1)), int(rng.integers(0, bw - side + 1))
+    region = background[y0:y0 + side, x0:x0 + side]
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _head_mask(width: int, height: int, cx: float, cy: float, half: float, rng: np.random.Generator) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: a soft upright ellipse, taller than wide, about the region's centre,
+    in the coordinates of the scaled photo (so the frame's maps move it with the region)."""
+    ax = half * rng.uniform(0.5, 0.7)
+    ay = ax * rng.uniform(1.1, 1.35)
+    ox, oy = rng.uniform(-0.1, 0.1, 2) * half  # not always dead centre
+    feather = rng.uniform(0.04, 0.12)  # the soft edge, as a share of the radius
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = np.sqrt(((xx + 0.5 - cx - ox) / ax) ** 2 + ((yy + 0.5 - cy - oy) / ay) ** 2)
+    return np.clip((1 + feather - r) / (2 * feather), 0, 1).astype(np.float32)
 
 
 def _load_rgb(path: Path) -> np.ndarray:
@@ -111,12 +153,14 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def write_dataset(out: Path, videos: int, size: int, seed: int, *, photos: list[Path] | None = None,
-                  frames: int = 32, test_fraction: float = 0.2, progress: bool = True
+                  frames: int = 32, test_fraction: float = 0.2, composite: float = 0.0, progress: bool = True
                   ) -> tuple[list[Path], list[Path]]:
     """Write ``videos`` photo-motion strips into ``out/train`` and ``out/test``; returns both lists of paths.
 
     The photographs take turns (video k uses photo k mod len(photos)), so every one is used about equally;
     video k's motion is seeded by the k-th draw of ``np.random.default_rng(seed).integers(1 << 30)``.
+    A ``composite`` share of the videos, spread evenly, move a head-shaped part of their photograph over a
+    still view of another one (``render_photo_video``'s ``background``), named ``photoK-FG-over-BG``.
     """
     photos = list(photos) if photos else default_photos()
     images = [_load_rgb(Path(p)) for p in photos]
@@ -125,9 +169,17 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, photos: list[
     paths: tuple[list[Path], list[Path]] = ([], [])
     for k in tqdm(range(videos), desc="photo-motion videos", unit="video", disable=not progress or None):
         which = k % len(images)
-        clip = render_photo_video(images[which], frames, size, np.random.default_rng(rng.integers(1 << 30)))
+        name = Path(photos[which]).stem
+        background = None
+        if int((k + 1) * composite) > int(k * composite):  # video k is one of the composited share
+            # another photograph than the moving one when there are several, each in turn
+            back = (which + 1 + (k // len(images)) % max(1, len(images) - 1)) % len(images)
+            background = images[back]
+            name += f"-over-{Path(photos[back]).stem}"
+        clip = render_photo_video(images[which], frames, size, np.random.default_rng(rng.integers(1 << 30)),
+                                  background=background)
         split = "test" if k >= videos - n_test else "train"
-        path = out / split / f"photo{k:04d}-{Path(photos[which]).stem}#clip0.png"
+        path = out / split / f"photo{k:04d}-{name}#clip0.png"
         strip = clip.transpose(1, 0, 2, 3).reshape(size, frames * size, 3)  # frames side by side
         write_image(path, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
         paths[split == "test"].append(path)
@@ -139,10 +191,13 @@ def write_dataset(out: Path, videos: int, size: int, seed: int, *, photos: list[
 @click.option("--photos", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A photograph to move (repeat for several). Default: scikit-image's CC0 / public-domain "
                    "photographs, astronaut.png excepted.")
+@click.option("--composite", default=0.0, show_default=True, type=FiniteFloat(0, 1),
+              help="Share of the videos in which only a soft head-shaped part of the photograph moves, in front "
+                   "of a still view of another photograph (a head moving before a scene that stays put).")
 @version_option()
 @user_errors
 def main(out: Path, photos: tuple[Path, ...], videos: int, size: int, frames: int, seed: int,
-         test_fraction: float) -> None:
+         test_fraction: float, composite: float) -> None:
     """Write real photographs under smooth synthetic motion as training videos (OUT/train, OUT/test).
 
     Each video is a strip of frames (a PNG, lossless) that fomm-train reads. Example, beside the synthetic
@@ -153,7 +208,7 @@ def main(out: Path, photos: tuple[Path, ...], videos: int, size: int, frames: in
       python -m fomm_deploy.training.photo_motion --out data/portrait --videos 120 --size 64 --seed 1
     """
     train, test = write_dataset(out, videos, size, seed, photos=list(photos), frames=frames,
-                                test_fraction=test_fraction)
+                                test_fraction=test_fraction, composite=composite)
     click.echo(f"wrote {len(train)} training and {len(test)} test videos ({frames} frames, {size}x{size}) to {out}")
 
 

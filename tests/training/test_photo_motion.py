@@ -74,3 +74,40 @@ def test_no_photos_without_scikit_image_is_one_line(tmp_path):
     assert "pip install scikit-image" in run.stderr and "--photos" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_composite_moves_a_head_over_a_still_scene(photo):
+    """--composite: inside the outline the frames are the plain video's, the corners are a scene that never moves."""
+    scene = np.ascontiguousarray(photo[::-1, ::-1])  # another picture: the photo turned upside down
+    plain = render_photo_video(photo, 24, 64, np.random.default_rng(4)).astype(np.int16)
+    comp = render_photo_video(photo, 24, 64, np.random.default_rng(4), background=scene).astype(np.int16)
+    centre = np.s_[:, 28:36, 28:36]  # always well inside the head's outline
+    assert np.abs(comp[centre] - plain[centre]).max() <= 1, "the head moves as the plain video does"
+    assert np.abs(np.diff(comp[centre], axis=0)).mean() > 0.5, "and it does move"
+    for corner in (np.s_[:, :6, :6], np.s_[:, :6, -6:], np.s_[:, -6:, :6], np.s_[:, -6:, -6:]):
+        assert np.array_equal(comp[corner], np.broadcast_to(comp[corner][:1], comp[corner].shape)), \
+            "the scene stays put"
+        assert np.abs(comp[corner] - plain[corner]).mean() > 5, "the corners show the scene, not the photo"
+    # the outline moves with the head: over a black scene, the pixels that show the scene change frame to frame
+    lifted = np.maximum(photo, 8)  # the photo has black pixels of its own; these cannot become 0 inside
+    dark = render_photo_video(lifted, 24, 64, np.random.default_rng(4), background=np.zeros_like(photo))
+    shown = np.all(dark == 0, axis=3)  # (frames, 64, 64): the scene, outside the outline
+    assert 0.3 < shown.mean() < 0.95, "a head-sized part of the frame"
+    assert max(np.logical_xor(shown[0], s).sum() for s in shown) > 100, "the outline moves over the scene"
+
+
+def test_composite_share_in_the_dataset(tmp_path, photo):
+    second = tmp_path / "flipped photo.png"
+    import cv2
+    cv2.imwrite(str(second), cv2.imread(str(PHOTO))[::-1])
+    train, test = write_dataset(tmp_path / "data", videos=6, size=32, seed=3, photos=[PHOTO, second], frames=4,
+                                test_fraction=0, composite=0.5, progress=False)
+    names = [p.name for p in train + test]
+    assert names == ["photo0000-astronaut#clip0.png", "photo0001-flipped photo-over-astronaut#clip0.png",
+                     "photo0002-astronaut#clip0.png", "photo0003-flipped photo-over-astronaut#clip0.png",
+                     "photo0004-astronaut#clip0.png", "photo0005-flipped photo-over-astronaut#clip0.png"]
+    # the same motion draws as without composites: the plain videos are bit for bit those of composite=0
+    plain, _ = write_dataset(tmp_path / "plain", videos=6, size=32, seed=3, photos=[PHOTO, second], frames=4,
+                             test_fraction=0, progress=False)
+    assert np.array_equal(read_video(train[2], (32, 32, 3)), read_video(plain[2], (32, 32, 3)))
+    assert not np.array_equal(read_video(train[1], (32, 32, 3)), read_video(plain[1], (32, 32, 3)))

@@ -13,6 +13,12 @@ then measures, at the model's own size:
   driver.
 * **synthetic test set**: reconstruction L1 on the held-out synthetic videos (``--synthetic DIR``).
 
+Beside them, two diagnostics of the keypoints on the carphone clip (``keypoint_diagnostics``), which explain
+rather than judge: their **spread** (the RMS distance of the K keypoints from their centroid, in model pixels,
+averaged over the frames; near 0 when they have collapsed into one point, so one affine motion moves the
+whole picture) and the **jacobian scale range** (over the frames, the largest mean |det J| over the smallest;
+near 1 on a clip whose face keeps its size, as the carphone's does).
+
 Driving clips are framed as ``fomm-animate --crop auto`` frames them: one square for the whole clip around the
 face. Landmarks and embeddings come from dlib (``fomm_deploy.training.face_metrics``, the ``eval`` extra).
 Writes ``OUT.json`` and ``OUT.md``.
@@ -35,6 +41,7 @@ from tqdm import tqdm
 from fomm_deploy.runtime.core.cli_common import CONTEXT, user_errors, version_option
 from fomm_deploy.runtime.core.config import resolve_config
 from fomm_deploy.runtime.core.errors import InputError
+from fomm_deploy.runtime.core.keypoints import KP
 from fomm_deploy.runtime.core.pixels import to_uint8
 from fomm_deploy.runtime.graphs import load_exported, open_animator
 from fomm_deploy.runtime.media.framing import FaceDetector, centre_box, clip_box, cut, frame_portrait
@@ -97,6 +104,18 @@ def astronaut_frame0(animator, photo: np.ndarray) -> float:
     return psnr(animator.animate(framed), target)
 
 
+def keypoint_diagnostics(kp: KP, size: int) -> dict:
+    """Spread (model px) and jacobian scale range of keypoints over a clip: ``kp.value`` (N, K, 2) in [-1, 1],
+    ``kp.jacobian`` (N, K, 2, 2) or None (the range is then NaN), frames of ``size`` pixels."""
+    value = np.asarray(kp.value, np.float64)
+    spread = np.sqrt(((value - value.mean(axis=1, keepdims=True)) ** 2).sum(axis=2).mean(axis=1)) * size / 2
+    if kp.jacobian is None:  # a model without jacobians (estimate_jacobian: false)
+        return {"kp_spread_px": float(spread.mean()), "jacobian_scale_range": float("nan")}
+    scale = np.abs(np.linalg.det(np.asarray(kp.jacobian, np.float64))).mean(axis=1)  # (N,)
+    return {"kp_spread_px": float(spread.mean()),
+            "jacobian_scale_range": float(scale.max() / scale.min()) if scale.min() > 0 else float("inf")}
+
+
 def reconstruction(exported, clip: np.ndarray, analyzer) -> dict:
     """Upstream's reconstruction: source = frame 0, absolute keypoints; L1 in [0, 1] units, AKD in model px."""
     animator = open_animator(exported, "onnxruntime", "fp32", relative=False)
@@ -109,7 +128,9 @@ def reconstruction(exported, clip: np.ndarray, analyzer) -> dict:
     base = video_face_metrics(analyzer, driving, copy, embeddings=False)
     return {"l1": l1(result), "l1_copy": l1(copy), "akd": got.akd, "akd_copy": base.akd,
             "no_face_driving": got.no_face_driving, "no_face_result": got.no_face_generated,
-            "no_face_copy": base.no_face_generated}
+            "no_face_copy": base.no_face_generated,
+            **keypoint_diagnostics(animator.keypoints(driving.astype(np.float32) / np.float32(255.0)),
+                                   driving.shape[1])}
 
 
 def cross_identity(exported, portrait: np.ndarray, clip: np.ndarray, analyzer) -> tuple[dict, np.ndarray]:
@@ -177,6 +198,14 @@ def markdown(rows: dict[str, dict], command: str, machine: dict[str, str]) -> st
                      f"{_num(rec['akd'], 2)} ({_num(rec['akd_copy'], 2)}) | {_num(x['mouth_corr'], 2)} | "
                      f"{_num(x['aed_to_source'], 3)} | {_num(x['aed_to_driver'], 3)} | "
                      + (f"{r['synthetic_l1']:.4f} |" if 'synthetic_l1' in r else "- |"))
+    lines += ["", "Keypoints on the carphone clip (diagnostics): spread = RMS distance of the keypoints from their "
+              "centroid in model px (near 0: collapsed into one point); jacobian scale range = largest over "
+              "smallest mean |det J| across the frames (near 1 for a face that keeps its size).", "",
+              "| model | keypoint spread px | jacobian scale range |", "| --- | ---: | ---: |"]
+    for name, r in rows.items():
+        rec = r["carphone_reconstruction"]
+        if "kp_spread_px" in rec:  # results written before the diagnostics have none
+            lines.append(f"| {name} | {rec['kp_spread_px']:.2f} | {_num(rec['jacobian_scale_range'], 2)} |")
     return "\n".join(lines) + "\n"
 
 

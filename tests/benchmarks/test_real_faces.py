@@ -34,7 +34,8 @@ def test_psnr_in_decibels_of_uint8():
 
 def _row(mouth: float) -> dict:
     return {"astronaut_frame0_psnr": 22.7, "synthetic_l1": 0.0307,
-            "carphone_reconstruction": {"l1": 0.1382, "l1_copy": 0.0647, "akd": 15.8, "akd_copy": 5.45},
+            "carphone_reconstruction": {"l1": 0.1382, "l1_copy": 0.0647, "akd": 15.8, "akd_copy": 5.45,
+                                        "kp_spread_px": 1.23, "jacobian_scale_range": math.nan},
             "astronaut_by_carphone": {"mouth_corr": mouth, "aed_to_source": 0.598, "aed_to_driver": 0.801}}
 
 
@@ -50,3 +51,23 @@ def test_results_name_the_machine_and_keep_json_standard():
     assert f"family/model {machine['cpu_family_model']}, {machine['isa']}" in table
     assert "| trained | 22.7 | 0.1382 (0.0647) | 15.80 (5.45) | 0.36 | 0.598 | 0.801 | 0.0307 |" in table
     assert "| bundled | 22.7 | 0.1382 (0.0647) | 15.80 (5.45) | - | 0.598 | 0.801 | 0.0307 |" in table
+    assert "| trained | 1.23 | - |" in table  # the keypoint diagnostics; no jacobians: no scale range
+
+
+def test_keypoint_diagnostics_see_a_collapse_and_an_unsteady_scale():
+    from fomm_deploy.benchmarks.real_faces import keypoint_diagnostics
+    from fomm_deploy.runtime.core.keypoints import KP
+
+    rng = np.random.default_rng(0)
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]])  # RMS 0.5*sqrt(2) from the centre
+    moving = corners[None] + rng.uniform(-0.2, 0.2, (6, 1, 2))  # the whole set shifts: the spread stays
+    steady = np.broadcast_to(np.eye(2) * 1.5, (6, 4, 2, 2)).copy()
+    d = keypoint_diagnostics(KP(moving.astype(np.float32), steady.astype(np.float32)), 64)
+    assert d["kp_spread_px"] == pytest.approx(0.5 * np.sqrt(2) * 32, rel=1e-5)
+    assert d["jacobian_scale_range"] == pytest.approx(1.0, abs=1e-6)
+    collapsed = moving.mean(axis=1, keepdims=True) + rng.normal(0, 1e-3, (6, 4, 2))
+    growing = steady * np.linspace(1, 2, 6)[:, None, None, None]  # det grows 4x over the clip
+    d = keypoint_diagnostics(KP(collapsed.astype(np.float32), growing.astype(np.float32)), 64)
+    assert d["kp_spread_px"] < 0.1
+    assert d["jacobian_scale_range"] == pytest.approx(4.0, rel=1e-5)
+    assert math.isnan(keypoint_diagnostics(KP(moving.astype(np.float32)), 64)["jacobian_scale_range"])

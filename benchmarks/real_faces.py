@@ -109,11 +109,11 @@ def keypoint_diagnostics(kp: KP, size: int) -> dict:
     ``kp.jacobian`` (N, K, 2, 2) or None (the range is then NaN), frames of ``size`` pixels."""
     value = np.asarray(kp.value, np.float64)
     spread = np.sqrt(((value - value.mean(axis=1, keepdims=True)) ** 2).sum(axis=2).mean(axis=1)) * size / 2
-    if kp.jacobian is None:  # a model without jacobians (estimate_jacobian: false)
-        return {"kp_spread_px": float(spread.mean()), "jacobian_scale_range": float("nan")}
-    scale = np.abs(np.linalg.det(np.asarray(kp.jacobian, np.float64))).mean(axis=1)  # (N,)
-    return {"kp_spread_px": float(spread.mean()),
-            "jacobian_scale_range": float(scale.max() / scale.min()) if scale.min() > 0 else float("inf")}
+    scale_range = float("nan")  # a model without jacobians (estimate_jacobian: false)
+    if kp.jacobian is not None:
+        scale = np.abs(np.linalg.det(np.asarray(kp.jacobian, np.float64))).mean(axis=1)  # (N,)
+        scale_range = float(scale.max() / scale.min()) if scale.min() > 0 else float("inf")
+    return {"kp_spread_px": float(spread.mean()), "jacobian_scale_range": scale_range}
 
 
 def reconstruction(exported, clip: np.ndarray, analyzer) -> dict:

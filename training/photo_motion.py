@@ -114,12 +114,11 @@ def render_photo_video(photo: np.ndarray, frames: int, size: int, rng: np.random
         c, s = np.cos(rot[i]) * zoom[i], np.sin(rot[i]) * zoom[i]
         map_x = cx + (c * x - s * y + tx[i]) * half - 0.5
         map_y = cy + (s * x + c * y + ty[i]) * half - 0.5
-        frame = cv2.remap(small, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)
+        map_x, map_y = map_x.astype(np.float32), map_y.astype(np.float32)
+        frame = cv2.remap(small, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) * tint
         if mask is not None:  # the outline moves and bends with the region: same maps
-            alpha = cv2.remap(mask, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            alpha = cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             alpha = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_AREA)[..., None]
             frame = alpha * frame + (1 - alpha) * still
         out[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
